@@ -1,0 +1,56 @@
+"""Named networks, built from the layers. Each builder takes the number of classes.
+
+``seed``  - the classic from-scratch net: conv 8 3x3, ReLU, max-pool 2, flatten, dense 10.
+``keras`` - the Keras MNIST example: conv 32 3x3, ReLU, pool, conv 64 3x3, ReLU, pool,
+            flatten, dropout 0.5, dense 10.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from .layers import Conv2D, Dense, Dropout, Flatten, Layer, MaxPool2D, ReLU
+from .model import Sequential
+
+INPUT_SHAPE = (28, 28, 1)
+
+
+def seed_net(num_classes: int = 10) -> list[Layer]:
+    return [Conv2D(1, 8, 3), ReLU(), MaxPool2D(2), Flatten(), Dense(13 * 13 * 8, num_classes)]
+
+
+def keras_net(num_classes: int = 10) -> list[Layer]:
+    return [
+        Conv2D(1, 32, 3),
+        ReLU(),
+        MaxPool2D(2),
+        Conv2D(32, 64, 3),
+        ReLU(),
+        MaxPool2D(2),
+        Flatten(),
+        Dropout(0.5),
+        Dense(5 * 5 * 64, num_classes),
+    ]
+
+
+ARCHITECTURES: dict[str, Callable[[int], list[Layer]]] = {
+    "seed": seed_net,
+    "keras": keras_net,
+}
+
+
+def build(
+    name: str,
+    seed: int | None = 0,
+    num_classes: int = 10,
+    dtype: type | np.dtype = np.float32,
+) -> Sequential:
+    """Build the named architecture for 28x28 grey images, initialised from ``seed``."""
+    try:
+        builder = ARCHITECTURES[name]
+    except KeyError:
+        known = ", ".join(sorted(ARCHITECTURES))
+        raise ValueError(f"unknown architecture {name!r}; choose one of: {known}") from None
+    return Sequential(builder(num_classes), input_shape=INPUT_SHAPE, seed=seed, dtype=dtype)

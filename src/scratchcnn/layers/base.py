@@ -1,0 +1,80 @@
+"""The contract every layer keeps.
+
+A layer is a small object with
+
+* ``forward(x, training=True) -> y``: computes the output and caches exactly what ``backward``
+  needs (nothing when ``training`` is False);
+* ``backward(grad_out) -> grad_in``: given dL/dy, fills ``self.grads`` (same keys as
+  ``self.params``) with dL/dparam and returns dL/dx;
+* ``params``: name -> array, updated in place by the optimizers;
+* ``buffers``: name -> array for state that is saved but not trained (batch-norm statistics);
+* ``output_shape(input_shape)``: the per-sample output shape, which also validates the input.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ShapeError
+
+
+class Layer:
+    """Base class: a layer without parameters that passes shapes through."""
+
+    def __init__(self) -> None:
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}
+        # The model clears this on its first layer: nobody needs dL/d(images).
+        self.needs_input_grad = True
+
+    # -- the interface ---------------------------------------------------------------------
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(input_shape)
+
+    def reset_parameters(self, rng: np.random.Generator, relu_gain: bool = True) -> None:
+        """Draw fresh parameters from ``rng`` (no-op for layers without parameters)."""
+
+    def astype(self, dtype: np.dtype | type) -> Layer:
+        """Cast parameters and buffers to ``dtype`` in place; returns ``self``."""
+        for store in (self.params, self.buffers):
+            for key, value in store.items():
+                store[key] = value.astype(dtype)
+        self.grads = {}
+        return self
+
+    @property
+    def dtype(self) -> np.dtype:
+        for value in self.params.values():
+            return value.dtype
+        return np.dtype(np.float32)
+
+    def __call__(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        return self.forward(x, training)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def check_rank(x: np.ndarray, rank: int, layer: Layer, layout: str) -> None:
+    """Raise a :class:`ShapeError` unless ``x`` has ``rank`` axes."""
+    if not isinstance(x, np.ndarray):
+        raise ShapeError(f"{layer!r} expects a NumPy array, got {type(x).__name__}")
+    if x.ndim != rank:
+        raise ShapeError(f"{layer!r} expects a {rank}-D input {layout}, got shape {tuple(x.shape)}")
+
+
+def he_std(fan_in: int) -> float:
+    """He (Kaiming) normal standard deviation, for a layer followed by a ReLU."""
+    return float(np.sqrt(2.0 / fan_in))
+
+
+def glorot_std(fan_in: int, fan_out: int) -> float:
+    """Glorot (Xavier) normal standard deviation, for a layer not followed by a ReLU."""
+    return float(np.sqrt(2.0 / (fan_in + fan_out)))

@@ -1,0 +1,139 @@
+"""2-D convolution over NHWC batches, as im2col + one matrix product.
+
+Forward, for input x (N, H, W, C), weight w (F, C, KH, KW) and bias b (F,):
+
+    cols = im2col(x)                       (N*OH*OW, K)   with K = KH*KW*C
+    W    = w laid out as (K, F)            (rows in the same (KH, KW, C) order as a patch)
+    y    = cols @ W + b                    (N*OH*OW, F) = (N, OH, OW, F)
+
+Backward, given G = dL/dy reshaped to (N*OH*OW, F):
+
+    dL/dW = cols^T @ G                     (K, F)   -> the "kernel loss", back to (F, C, KH, KW)
+    dL/db = sum of G over rows             (F,)
+    dL/dx = col2im(G @ W^T)                (N, H, W, C)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..kernels import col2im, im2col, output_size, pair
+from .base import Layer, check_rank, glorot_std, he_std
+
+
+class Conv2D(Layer):
+    """``Conv2D(in_channels, out_channels, kernel_size, stride=1, padding=0)``.
+
+    Parameters: ``weight`` (out_channels, in_channels, KH, KW), ``bias`` (out_channels,).
+    Input (N, H, W, in_channels) -> output (N, OH, OW, out_channels), with
+    ``OH = (H + 2*padding - KH) // stride + 1`` (and likewise for the width).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        rng: np.random.Generator | None = None,
+        dtype: type | np.dtype = np.float32,
+    ) -> None:
+        super().__init__()
+        self.in_channels = int(in_channels)
+        self.out_channels = int(out_channels)
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        self.stride = pair(stride, "stride")
+        self.padding = pair(padding, "padding")
+        if self.in_channels < 1 or self.out_channels < 1:
+            raise ValueError("Conv2D needs at least one input and one output channel")
+        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
+            raise ValueError(
+                f"Conv2D: kernel_size and stride must be >= 1 and padding >= 0, got "
+                f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+            )
+        kh, kw = self.kernel_size
+        self.params = {
+            "weight": np.zeros((self.out_channels, self.in_channels, kh, kw), dtype=dtype),
+            "bias": np.zeros(self.out_channels, dtype=dtype),
+        }
+        self.reset_parameters(rng if rng is not None else np.random.default_rng())
+        self._cache: tuple[np.ndarray, tuple[int, int, int, int]] | None = None
+
+    def reset_parameters(self, rng: np.random.Generator, relu_gain: bool = True) -> None:
+        kh, kw = self.kernel_size
+        fan_in = self.in_channels * kh * kw
+        fan_out = self.out_channels * kh * kw
+        std = he_std(fan_in) if relu_gain else glorot_std(fan_in, fan_out)
+        weight = self.params["weight"]
+        weight[...] = rng.normal(0.0, std, size=weight.shape)
+        self.params["bias"][...] = 0.0
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, int, int]:
+        if len(input_shape) != 3:
+            raise ShapeError(f"{self!r} expects per-sample shape (H, W, C), got {input_shape}")
+        h, w, c = input_shape
+        if c != self.in_channels:
+            raise ShapeError(
+                f"{self!r} expects {self.in_channels} input channel(s) in the last axis of "
+                f"(N, H, W, C), got {c} (input shape {tuple(input_shape)})"
+            )
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        if kh > h + 2 * ph or kw > w + 2 * pw:
+            raise ShapeError(
+                f"{self!r}: kernel {kh}x{kw} is larger than the padded input "
+                f"{h + 2 * ph}x{w + 2 * pw}"
+            )
+        return (output_size(h, kh, sh, ph), output_size(w, kw, sw, pw), self.out_channels)
+
+    def weight_matrix(self) -> np.ndarray:
+        """The weight as a (KH*KW*C, F) matrix whose rows follow an im2col patch."""
+        f = self.out_channels
+        return self.params["weight"].transpose(2, 3, 1, 0).reshape(-1, f)
+
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        check_rank(x, 4, self, "(N, H, W, C)")
+        oh, ow, f = self.output_shape(x.shape[1:])
+        x = x.astype(self.dtype, copy=False)
+        cols = im2col(x, self.kernel_size, self.stride, self.padding)
+        n = x.shape[0]
+        out = cols.reshape(n * oh * ow, -1) @ self.weight_matrix()
+        out += self.params["bias"]
+        self._cache = (cols, x.shape) if training else None
+        return out.reshape(n, oh, ow, f)
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
+        if self._cache is None:
+            raise RuntimeError(f"{self!r}.backward called without a training forward pass")
+        cols, input_shape = self._cache
+        self._cache = None
+        f = self.out_channels
+        kh, kw = self.kernel_size
+        g = np.ascontiguousarray(grad_out, dtype=cols.dtype).reshape(-1, f)
+        cols_2d = cols.reshape(g.shape[0], -1)
+        grad_w = cols_2d.T @ g
+        self.grads = {
+            "weight": np.ascontiguousarray(
+                grad_w.reshape(kh, kw, self.in_channels, f).transpose(3, 2, 0, 1)
+            ),
+            "bias": g.sum(axis=0),
+        }
+        if not self.needs_input_grad:
+            return None
+        grad_cols = g @ self.weight_matrix().T
+        return col2im(
+            grad_cols.reshape(cols.shape), input_shape, self.kernel_size, self.stride, self.padding
+        )
+
+    def __repr__(self) -> str:
+        kh, kw = self.kernel_size
+        extra = ""
+        if self.stride != (1, 1):
+            s = self.stride
+            extra += f", stride={s[0] if s[0] == s[1] else s}"
+        if self.padding != (0, 0):
+            p = self.padding
+            extra += f", padding={p[0] if p[0] == p[1] else p}"
+        k = kh if kh == kw else (kh, kw)
+        return f"Conv2D({self.in_channels}, {self.out_channels}, {k}{extra})"

@@ -1,0 +1,193 @@
+"""``Sequential``: a stack of layers run forward in order and backward in reverse.
+
+    logits = layer_L(... layer_2(layer_1(x)))            x (N, H, W, C)
+    dL/dx_i = layer_i.backward(dL/dx_{i+1})              each layer fills its own grads
+
+The model validates the whole chain of shapes when it is built, draws every parameter from one
+seeded ``numpy.random.Generator`` (He init for layers that feed a ReLU, Glorot otherwise), and
+tells its first layer not to compute the gradient of the images, which nobody needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from .errors import InputError, ModelFileError, ShapeError
+from .layers import Conv2D, Dense, Dropout, Layer, ReLU, softmax
+from .optim import Parameter
+
+
+class Sequential:
+    """``Sequential(layers, input_shape=(28, 28, 1), seed=None, dtype=np.float32)``."""
+
+    def __init__(
+        self,
+        layers: Iterable[Layer],
+        input_shape: Sequence[int] = (28, 28, 1),
+        seed: int | None = None,
+        dtype: type | np.dtype = np.float32,
+    ) -> None:
+        self.layers = list(layers)
+        if not self.layers:
+            raise ValueError("Sequential needs at least one layer")
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.output_shapes = self._infer_shapes()
+        for i, layer in enumerate(self.layers):
+            layer.needs_input_grad = i > 0
+        self.initialize(seed)
+        self.astype(dtype)
+
+    # -- construction ------------------------------------------------------------------------
+    def _infer_shapes(self) -> list[tuple[int, ...]]:
+        shapes, shape = [], self.input_shape
+        for i, layer in enumerate(self.layers):
+            try:
+                shape = layer.output_shape(shape)
+            except ShapeError as err:
+                raise ShapeError(f"layer {i} ({layer!r}): {err}") from None
+            shapes.append(tuple(shape))
+        return shapes
+
+    def initialize(self, seed: int | None = None) -> None:
+        """Draw all parameters afresh; the same seed always gives the same model.
+
+        Dropout masks come from a second generator spawned from the same seed, kept in
+        ``self.rng`` (its state goes into checkpoints so a resumed run draws the same masks).
+        """
+        init_rng, self.rng = np.random.default_rng(seed).spawn(2)
+        for i, layer in enumerate(self.layers):
+            if layer.params:
+                layer.reset_parameters(init_rng, relu_gain=self._feeds_relu(i))
+            if isinstance(layer, Dropout):
+                layer.rng = self.rng
+
+    def _feeds_relu(self, index: int) -> bool:
+        for layer in self.layers[index + 1 :]:
+            if isinstance(layer, ReLU):
+                return True
+            if isinstance(layer, (Conv2D, Dense)):
+                return False
+        return False
+
+    def astype(self, dtype: type | np.dtype) -> Sequential:
+        for layer in self.layers:
+            layer.astype(dtype)
+        self.dtype = np.dtype(dtype)
+        return self
+
+    # -- running -----------------------------------------------------------------------------
+    def check_input(self, x: np.ndarray) -> np.ndarray:
+        """Validate a batch (N, H, W, C) and cast it to the model's dtype."""
+        if not isinstance(x, np.ndarray):
+            raise InputError(f"model input must be a NumPy array, got {type(x).__name__}")
+        if x.ndim != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
+            raise ShapeError(
+                f"model expects a batch of shape (N, {', '.join(map(str, self.input_shape))}), "
+                f"got {tuple(x.shape)}"
+            )
+        x = x.astype(self.dtype, copy=False)
+        if not np.isfinite(x).all():
+            raise InputError("model input contains NaN or infinite values")
+        return x
+
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        """Logits (N, classes) of a batch (N, H, W, C)."""
+        out = self.check_input(x)
+        for layer in self.layers:
+            out = layer.forward(out, training)
+        return out
+
+    __call__ = forward
+
+    def backward(self, grad_logits: np.ndarray) -> None:
+        """Back-propagate dL/dlogits through every layer, filling each layer's ``grads``."""
+        grad = grad_logits
+        for layer in reversed(self.layers):
+            grad = layer.backward(grad)
+
+    def predict_proba(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        """Class probabilities (N, classes), computed in batches in inference mode."""
+        grey = self.input_shape[-1] == 1
+        if isinstance(x, np.ndarray) and x.ndim == len(self.input_shape) and grey:
+            x = x[..., None]  # (N, H, W) grey images: add the channel axis
+        chunks = [
+            softmax(self.forward(x[i : i + batch_size], training=False))
+            for i in range(0, len(x), batch_size)
+        ]
+        if not chunks:
+            return np.zeros((0,) + self.output_shapes[-1], dtype=self.dtype)
+        return np.concatenate(chunks)
+
+    def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        """Predicted class index (N,) for each sample."""
+        return self.predict_proba(x, batch_size).argmax(axis=1)
+
+    # -- parameters and state ----------------------------------------------------------------
+    def parameters(self) -> list[Parameter]:
+        """Handles on every trainable array, named ``"<layer index>.<name>"``."""
+        return [
+            Parameter(f"{i}.{key}", layer, key)
+            for i, layer in enumerate(self.layers)
+            for key in layer.params
+        ]
+
+    def num_parameters(self) -> int:
+        return sum(p.value.size for p in self.parameters())
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Parameters and buffers as ``{"<layer index>.<name>": array}`` (copies)."""
+        return {
+            f"{i}.{key}": value.copy()
+            for i, layer in enumerate(self.layers)
+            for store in (layer.params, layer.buffers)
+            for key, value in store.items()
+        }
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Copy arrays into the model; names and shapes must match exactly."""
+        expected = {
+            f"{i}.{key}": (layer, store, key)
+            for i, layer in enumerate(self.layers)
+            for store in (layer.params, layer.buffers)
+            for key in store
+        }
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise ModelFileError(
+                "parameters do not match the architecture"
+                + (f"; missing: {', '.join(missing)}" if missing else "")
+                + (f"; unexpected: {', '.join(unexpected)}" if unexpected else "")
+            )
+        for name, (layer, store, key) in expected.items():
+            value = np.asarray(state[name])
+            if value.shape != store[key].shape:
+                raise ModelFileError(
+                    f"parameter {name} of {layer!r} has shape {value.shape}, "
+                    f"expected {store[key].shape}"
+                )
+            if not np.isfinite(value).all():
+                raise ModelFileError(f"parameter {name} contains NaN or infinite values")
+            store[key][...] = value
+
+    def summary(self) -> str:
+        """A table a person reads: each layer, its output shape and parameter count."""
+        rows = [("Layer", "Output shape", "Params"), ("Input", str(self.input_shape), "")]
+        for layer, shape in zip(self.layers, self.output_shapes, strict=True):
+            count = sum(v.size for v in layer.params.values())
+            rows.append((repr(layer), str(shape), f"{count:,}" if count else "-"))
+        widths = [max(len(row[c]) for row in rows) for c in range(3)]
+        line = "-" * (sum(widths) + 6)
+
+        def fmt(row: tuple[str, str, str]) -> str:
+            return f"{row[0]:<{widths[0]}}   {row[1]:<{widths[1]}}   {row[2]:>{widths[2]}}"
+
+        body = [fmt(rows[0]), line] + [fmt(r) for r in rows[1:]] + [line]
+        body.append(f"Total parameters: {self.num_parameters():,}  ({self.dtype.name})")
+        return "\n".join(body)
+
+    def __repr__(self) -> str:
+        inner = ",\n  ".join(repr(layer) for layer in self.layers)
+        return f"Sequential(\n  {inner}\n)"

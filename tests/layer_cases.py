@@ -1,0 +1,49 @@
+"""The odd shapes every layer is checked on, shared by the numerical and the PyTorch tests.
+
+Each case: (id, layer factory, input shape (N, H, W, C) or (N, D)).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scratchcnn.layers import Conv2D, Dense, MaxPool2D
+
+CONV_CASES = [
+    # id,                               in, out, kernel, stride, padding, input (N, H, W, C)
+    ("k3-batch1-nonsquare", 2, 3, 3, 1, 0, (1, 5, 7, 2)),
+    ("k3-stride2-pad1", 3, 4, 3, 2, 1, (2, 7, 6, 3)),
+    ("k5-pad2", 2, 2, 5, 1, 2, (2, 6, 5, 2)),
+    ("k1-channels", 3, 5, 1, 1, 0, (2, 4, 3, 3)),
+    ("k2x3-stride2x1-pad1x0", 2, 3, (2, 3), (2, 1), (1, 0), (1, 6, 5, 2)),
+    ("k3-stride2-pad2-odd", 1, 2, 3, 2, 2, (3, 5, 5, 1)),
+]
+
+POOL_CASES = [
+    # id,                      pool, stride, input (N, H, W, C)
+    ("2x2-odd-size", 2, None, (2, 5, 7, 3)),
+    ("3-stride2-overlap", 3, 2, (1, 7, 6, 2)),
+    ("2-stride1-overlap", 2, 1, (2, 4, 5, 1)),
+    ("2x3-stride1x2", (2, 3), (1, 2), (1, 5, 7, 2)),
+    ("3-batch1", 3, None, (1, 6, 9, 1)),
+]
+
+DENSE_CASES = [
+    ("batch1", 7, 3, (1, 7)),
+    ("batch4", 5, 6, (4, 5)),
+]
+
+
+def make_conv(case, dtype=np.float64) -> Conv2D:
+    _, cin, cout, k, s, p, _ = case
+    return Conv2D(cin, cout, k, stride=s, padding=p, rng=np.random.default_rng(1), dtype=dtype)
+
+
+def make_pool(case) -> MaxPool2D:
+    _, pool, stride, _ = case
+    return MaxPool2D(pool, stride)
+
+
+def make_dense(case, dtype=np.float64) -> Dense:
+    _, din, dout, _ = case
+    return Dense(din, dout, rng=np.random.default_rng(1), dtype=dtype)

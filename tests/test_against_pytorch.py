@@ -1,0 +1,245 @@
+"""Forward and backward of every layer, and whole training steps, against PyTorch autograd.
+
+PyTorch works in NCHW, we work in NHWC: inputs are transposed on the way in and outputs on the
+way out; weights share the same (out, in, KH, KW) layout and need no change.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scratchcnn import SGD, Adam, AdamW, build
+from scratchcnn.layers import Dropout, ReLU, Softmax
+from scratchcnn.losses import SoftmaxCrossEntropy
+
+from gradcheck import TORCH_TOL_32, TORCH_TOL_64, relative_error
+from layer_cases import CONV_CASES, DENSE_CASES, POOL_CASES, make_conv, make_dense, make_pool
+
+DTYPES = [(np.float64, TORCH_TOL_64), (np.float32, TORCH_TOL_32)]
+
+
+def nchw(t, x: np.ndarray):
+    return t.tensor(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), requires_grad=True)
+
+
+def nhwc(tensor) -> np.ndarray:
+    return tensor.detach().numpy().transpose(0, 2, 3, 1)
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES, ids=["float64", "float32"])
+@pytest.mark.parametrize("case", CONV_CASES, ids=[c[0] for c in CONV_CASES])
+def test_conv2d(torch, case, dtype, tol):
+    layer = make_conv(case, dtype)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=case[-1]).astype(dtype)
+    y = layer.forward(x)
+    upstream = rng.normal(size=y.shape).astype(dtype)
+    grad_x = layer.backward(upstream)
+
+    xt = nchw(torch, x)
+    wt = torch.tensor(layer.params["weight"], requires_grad=True)
+    bt = torch.tensor(layer.params["bias"], requires_grad=True)
+    yt = torch.nn.functional.conv2d(xt, wt, bt, stride=layer.stride, padding=layer.padding)
+    yt.backward(torch.tensor(np.ascontiguousarray(upstream.transpose(0, 3, 1, 2))))
+
+    assert y.dtype == dtype and grad_x.dtype == dtype
+    assert relative_error(y, nhwc(yt)) < tol
+    assert relative_error(grad_x, nhwc(xt.grad)) < tol
+    assert relative_error(layer.grads["weight"], wt.grad.numpy()) < tol
+    assert relative_error(layer.grads["bias"], bt.grad.numpy()) < tol
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES, ids=["float64", "float32"])
+@pytest.mark.parametrize("case", POOL_CASES, ids=[c[0] for c in POOL_CASES])
+def test_maxpool2d(torch, case, dtype, tol):
+    layer = make_pool(case)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=case[-1]).astype(dtype)
+    y = layer.forward(x)
+    upstream = rng.normal(size=y.shape).astype(dtype)
+    grad_x = layer.backward(upstream)
+
+    xt = nchw(torch, x)
+    yt = torch.nn.functional.max_pool2d(xt, layer.pool_size, layer.stride)
+    yt.backward(torch.tensor(np.ascontiguousarray(upstream.transpose(0, 3, 1, 2))))
+    assert relative_error(y, nhwc(yt)) < tol
+    assert relative_error(grad_x, nhwc(xt.grad)) < tol
+
+
+@pytest.mark.parametrize("pool,stride", [(2, None), (3, 2), (2, 1)])
+def test_maxpool_ties_go_to_the_first_maximum_like_pytorch(torch, pool, stride):
+    # Integers in {0, 1, 2} tie all the time; a constant image is one big tie.
+    rng = np.random.default_rng(2)
+    for x in (rng.integers(0, 3, size=(2, 7, 8, 3)).astype(np.float64), np.zeros((1, 6, 6, 2))):
+        layer = make_pool(("ties", pool, stride, x.shape))
+        y = layer.forward(x)
+        upstream = np.ones_like(y)
+        grad_x = layer.backward(upstream)
+        xt = nchw(torch, x)
+        yt = torch.nn.functional.max_pool2d(xt, pool, stride)
+        yt.backward(torch.ones_like(yt))
+        np.testing.assert_array_equal(grad_x, nhwc(xt.grad))
+        # Every window hands its gradient to exactly one position: nothing is duplicated.
+        assert grad_x.sum() == upstream.sum()
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES, ids=["float64", "float32"])
+@pytest.mark.parametrize("case", DENSE_CASES, ids=[c[0] for c in DENSE_CASES])
+def test_dense(torch, case, dtype, tol):
+    layer = make_dense(case, dtype)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=case[-1]).astype(dtype)
+    y = layer.forward(x)
+    upstream = rng.normal(size=y.shape).astype(dtype)
+    grad_x = layer.backward(upstream)
+    xt = torch.tensor(x, requires_grad=True)
+    wt = torch.tensor(layer.params["weight"], requires_grad=True)
+    bt = torch.tensor(layer.params["bias"], requires_grad=True)
+    yt = torch.nn.functional.linear(xt, wt, bt)
+    yt.backward(torch.tensor(upstream))
+    assert relative_error(y, yt.detach().numpy()) < tol
+    assert relative_error(grad_x, xt.grad.numpy()) < tol
+    assert relative_error(layer.grads["weight"], wt.grad.numpy()) < tol
+    assert relative_error(layer.grads["bias"], bt.grad.numpy()) < tol
+
+
+@pytest.mark.parametrize("layer,fn", [(ReLU, "relu"), (Softmax, "softmax")])
+def test_activations(torch, layer, fn):
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(3, 10))
+    upstream = rng.normal(size=(3, 10))
+    ours = layer()
+    y = ours.forward(x)
+    grad_x = ours.backward(upstream)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = torch.relu(xt) if fn == "relu" else torch.softmax(xt, dim=1)
+    yt.backward(torch.tensor(upstream))
+    assert relative_error(y, yt.detach().numpy()) < TORCH_TOL_64
+    assert relative_error(grad_x, xt.grad.numpy()) < TORCH_TOL_64
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_cross_entropy(torch, smoothing):
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=(6, 10)) * 4
+    labels = rng.integers(0, 10, size=6)
+    loss = SoftmaxCrossEntropy(label_smoothing=smoothing)
+    value = loss.forward(logits, labels)
+    grad = loss.backward()
+    lt = torch.tensor(logits, requires_grad=True)
+    ref = torch.nn.functional.cross_entropy(lt, torch.tensor(labels), label_smoothing=smoothing)
+    ref.backward()
+    assert abs(value - ref.item()) < 1e-12
+    assert relative_error(grad, lt.grad.numpy()) < TORCH_TOL_64
+
+
+def test_dropout_is_inverted_and_off_at_inference():
+    layer = Dropout(0.5, rng=np.random.default_rng(6))
+    x = np.ones((200, 50), dtype=np.float32)
+    y = layer.forward(x, training=True)
+    assert set(np.unique(y)) == {0.0, 2.0}
+    assert abs(y.mean() - 1.0) < 0.05  # expectation preserved
+    np.testing.assert_array_equal(layer.forward(x, training=False), x)
+
+
+# -- whole networks: one optimizer step from the same weights -----------------------------------
+
+
+def torch_twin(torch, model):
+    """The same net in PyTorch, sharing our weights. NCHW convs, then back to NHWC before the
+    flatten so that the dense weights line up with ours without any permutation."""
+    nn = torch.nn
+    modules = []
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind == "Conv2D":
+            conv = nn.Conv2d(
+                layer.in_channels,
+                layer.out_channels,
+                layer.kernel_size,
+                layer.stride,
+                layer.padding,
+            ).double()
+            modules.append(conv)
+        elif kind == "ReLU":
+            modules.append(nn.ReLU())
+        elif kind == "MaxPool2D":
+            modules.append(nn.MaxPool2d(layer.pool_size, layer.stride))
+        elif kind == "Flatten":
+            modules += [Permute(torch), nn.Flatten()]
+        elif kind == "Dropout":
+            modules.append(nn.Identity())  # compared with dropout off (p = 0) below
+        elif kind == "Dense":
+            modules.append(nn.Linear(layer.in_features, layer.out_features).double())
+    net = nn.Sequential(*modules)
+    params = [m for m in net if isinstance(m, (nn.Conv2d, nn.Linear))]
+    ours = [layer for layer in model.layers if layer.params]
+    with torch.no_grad():
+        for theirs, mine in zip(params, ours, strict=True):
+            theirs.weight.copy_(torch.tensor(mine.params["weight"]))
+            theirs.bias.copy_(torch.tensor(mine.params["bias"]))
+    return net, params
+
+
+def Permute(torch):  # noqa: N802 - reads like a module constructor
+    class _Permute(torch.nn.Module):
+        def forward(self, x):
+            return x.permute(0, 2, 3, 1)
+
+    return _Permute()
+
+
+OPTIMIZERS = [
+    (
+        "sgd-momentum",
+        lambda p: SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-3),
+        lambda t, p: t.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-3),
+    ),
+    (
+        "sgd-nesterov",
+        lambda p: SGD(p, lr=0.05, momentum=0.9, nesterov=True),
+        lambda t, p: t.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True),
+    ),
+    (
+        "adam",
+        lambda p: Adam(p, lr=1e-2, weight_decay=1e-3),
+        lambda t, p: t.optim.Adam(p, lr=1e-2, weight_decay=1e-3),
+    ),
+    (
+        "adamw",
+        lambda p: AdamW(p, lr=1e-2, weight_decay=0.05),
+        lambda t, p: t.optim.AdamW(p, lr=1e-2, weight_decay=0.05),
+    ),
+]
+
+
+@pytest.mark.parametrize("arch", ["seed", "keras"])
+@pytest.mark.parametrize("opt", OPTIMIZERS, ids=[o[0] for o in OPTIMIZERS])
+def test_training_steps_match_pytorch(torch, arch, opt):
+    _, make_ours, make_theirs = opt
+    model = build(arch, seed=3, dtype=np.float64)
+    for layer in model.layers:
+        if isinstance(layer, Dropout):
+            layer.p = 0.0  # randomness cannot be shared with PyTorch
+    net, tparams = torch_twin(torch, model)
+    ours = make_ours(model.parameters())
+    theirs = make_theirs(torch, [p for m in tparams for p in (m.weight, m.bias)])
+    loss = SoftmaxCrossEntropy()
+    rng = np.random.default_rng(7)
+    for _ in range(3):  # several steps, so momentum and Adam's moments matter
+        x = rng.random((5, 28, 28, 1))
+        y = rng.integers(0, 10, size=5)
+        value = loss.forward(model.forward(x), y)
+        model.backward(loss.backward())
+        ours.step()
+        theirs.zero_grad()
+        ref = torch.nn.functional.cross_entropy(net(nchw(torch, x)), torch.tensor(y))
+        ref.backward()
+        theirs.step()
+        assert abs(value - ref.item()) < 1e-9
+    mine = [layer for layer in model.layers if layer.params]
+    for theirs_mod, my_layer in zip(tparams, mine, strict=True):
+        for name in ("weight", "bias"):
+            err = relative_error(my_layer.params[name], getattr(theirs_mod, name).detach().numpy())
+            assert err < 1e-9, f"{arch} {my_layer!r}.{name}: relative error {err:.2e}"

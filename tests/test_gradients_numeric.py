@@ -1,0 +1,110 @@
+"""Every layer's backward pass against central differences in float64."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scratchcnn.layers import Dropout, Flatten, ReLU, Softmax
+from scratchcnn.losses import SoftmaxCrossEntropy
+
+from gradcheck import NUMERIC_TOL, numerical_gradient, relative_error, well_separated
+from layer_cases import (
+    CONV_CASES,
+    DENSE_CASES,
+    POOL_CASES,
+    make_conv,
+    make_dense,
+    make_pool,
+)
+
+
+def check_layer(layer, x: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """Compare dL/dx and every dL/dparam with numerical ones for L = sum(y * G)."""
+    rng = np.random.default_rng(seed)
+    y = layer.forward(x)
+    upstream = rng.normal(size=y.shape)
+    grad_x = layer.backward(upstream)
+
+    def loss() -> float:
+        return float((layer.forward(x, training=False) * upstream).sum())
+
+    errors = {"input": relative_error(grad_x, numerical_gradient(loss, x))}
+    for name, value in layer.params.items():
+        errors[name] = relative_error(layer.grads[name], numerical_gradient(loss, value))
+    for name, err in errors.items():
+        assert err < NUMERIC_TOL, f"{layer!r}: d/d{name} relative error {err:.2e}"
+    return errors
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=[c[0] for c in CONV_CASES])
+def test_conv2d(case):
+    layer = make_conv(case)
+    x = np.random.default_rng(2).normal(size=case[-1])
+    errors = check_layer(layer, x)
+    assert set(errors) == {"input", "weight", "bias"}
+
+
+@pytest.mark.parametrize("case", POOL_CASES, ids=[c[0] for c in POOL_CASES])
+def test_maxpool2d(case):
+    check_layer(make_pool(case), well_separated(np.random.default_rng(3), case[-1]))
+
+
+@pytest.mark.parametrize("case", DENSE_CASES, ids=[c[0] for c in DENSE_CASES])
+def test_dense(case):
+    check_layer(make_dense(case), np.random.default_rng(4).normal(size=case[-1]))
+
+
+def test_relu():
+    check_layer(ReLU(), well_separated(np.random.default_rng(5), (2, 3, 4, 2)))
+
+
+def test_flatten():
+    check_layer(Flatten(), np.random.default_rng(6).normal(size=(2, 3, 4, 2)))
+
+
+def test_softmax():
+    check_layer(Softmax(), np.random.default_rng(7).normal(size=(3, 5)))
+
+
+def test_dropout_with_a_fixed_mask():
+    # The mask is drawn in forward; a generator reset before each call keeps it fixed.
+    layer = Dropout(0.3)
+    x = np.random.default_rng(8).normal(size=(4, 6))
+    layer.rng = np.random.default_rng(9)
+    y = layer.forward(x)
+    upstream = np.random.default_rng(10).normal(size=y.shape)
+    grad = layer.backward(upstream)
+
+    def loss() -> float:
+        layer.rng = np.random.default_rng(9)
+        return float((layer.forward(x) * upstream).sum())
+
+    assert relative_error(grad, numerical_gradient(loss, x)) < NUMERIC_TOL
+    kept = y != 0
+    assert 0 < kept.sum() < y.size
+    np.testing.assert_allclose(y[kept], x[kept] / 0.7)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("n", [1, 5])
+def test_softmax_cross_entropy(smoothing, n):
+    rng = np.random.default_rng(11)
+    logits = rng.normal(size=(n, 10)) * 3
+    labels = rng.integers(0, 10, size=n)
+    loss = SoftmaxCrossEntropy(label_smoothing=smoothing)
+    loss.forward(logits, labels)
+    grad = loss.backward()
+    numeric = numerical_gradient(lambda: loss.forward(logits, labels), logits)
+    assert relative_error(grad, numeric) < NUMERIC_TOL
+    if smoothing == 0.0:  # the textbook form (p - y) / N
+        onehot = np.eye(10)[labels]
+        loss.forward(logits, labels)  # the numerical probes left other probabilities behind
+        np.testing.assert_allclose(grad, (loss.probs - onehot) / n, rtol=1e-12, atol=1e-15)
+
+
+def test_loss_is_stable_for_huge_logits():
+    loss = SoftmaxCrossEntropy()
+    value = loss.forward(np.array([[1000.0, 0.0, -1000.0]]), np.array([1]))
+    assert value == pytest.approx(1000.0)
+    assert np.isfinite(loss.backward()).all()
