@@ -112,6 +112,7 @@ class Classifier:
         on_batch: Callable | None = None,
         on_epoch: Callable[[Trainer, EpochRecord], None] | None = None,
         on_trainer: Callable[[Trainer], None] | None = None,
+        data: dict | None = None,
         **overrides,
     ) -> list[dict]:
         """Train on uint8 images (N, 28, 28) and labels (N,).
@@ -120,7 +121,8 @@ class Classifier:
         ``overrides`` (epochs=, lr=, batch_size=, optimizer=, ...) change single ones. With
         ``checkpoint``, the full training state is saved there after every epoch (and when
         the run is interrupted), and ``resume=True`` continues from it with its own settings.
-        ``on_trainer`` receives the :class:`Trainer` before the first step (to stop it).
+        ``on_trainer`` receives the :class:`Trainer` before the first step (to stop it);
+        ``data`` is stored as is in the training record (how the data was chosen).
         """
         recipe = (recipe or Recipe(arch=self.architecture)).with_overrides(**overrides)
         state = None
@@ -161,6 +163,7 @@ class Classifier:
             "seed": seed,
             "train_samples": int(len(images)),
             "val_samples": int(len(val[0])) if val is not None else 0,
+            "data": dict(data or {}),
             "started": self.training.get("started") if resume else _now(),
             "machine": machine.describe(),
         }

@@ -107,6 +107,14 @@ class Sequential:
         for layer in reversed(self.layers):
             grad = layer.backward(grad)
 
+    def activations(self, x: np.ndarray) -> list[np.ndarray]:
+        """The output of every layer for a batch (N, H, W, C), in inference mode."""
+        outputs, out = [], self.check_input(x)
+        for layer in self.layers:
+            out = layer.forward(out, training=False)
+            outputs.append(out)
+        return outputs
+
     def predict_proba(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """Class probabilities (N, classes), computed in batches in inference mode."""
         grey = self.input_shape[-1] == 1

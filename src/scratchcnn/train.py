@@ -138,6 +138,8 @@ class Trainer:
             sums[3] += time.perf_counter() - started
             if on_batch:
                 on_batch(self, loss, correct, len(y))
+        if not all(np.isfinite(p.value).all() for p in self.model.parameters()):
+            raise self._diverged("non-finite weights")  # never checkpoint a broken model
         loss_sum, correct, seen, seconds = self._sums
         val_loss = val_acc = None
         if self.val is not None:
@@ -165,17 +167,21 @@ class Trainer:
             self.optimizer.lr = self.schedule(self.epoch * self.steps_per_epoch + self.batch)
         if self.augment is not None:
             x = self.augment(x, self.augment_rng)
-        logits = self.model.forward(x, training=True)
-        loss = self.loss_fn.forward(logits, y)
-        if not np.isfinite(loss) or not np.isfinite(logits).all():
-            raise DivergenceError(
-                f"training diverged at epoch {self.epoch + 1}, batch {self.batch + 1} "
-                f"(loss {loss}) with learning rate {self.optimizer.lr:g}; "
-                "try a lower learning rate (--lr)"
-            )
-        self.model.backward(self.loss_fn.backward())
-        self.optimizer.step()
+        # Overflow is not worth a warning here: a non-finite loss is reported as divergence.
+        with np.errstate(over="ignore", invalid="ignore"):
+            logits = self.model.forward(x, training=True)
+            loss = self.loss_fn.forward(logits, y)
+            if not np.isfinite(loss) or not np.isfinite(logits).all():
+                raise self._diverged(f"loss {loss}")
+            self.model.backward(self.loss_fn.backward())
+            self.optimizer.step()
         return loss, int((logits.argmax(axis=1) == y).sum())
+
+    def _diverged(self, what: str) -> DivergenceError:
+        return DivergenceError(
+            f"training diverged at epoch {self.epoch + 1}, batch {self.batch + 1} ({what}) "
+            f"with learning rate {self.optimizer.lr:g}; try a lower learning rate (--lr)"
+        )
 
     # -- checkpoints -----------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -1,0 +1,331 @@
+"""End to end: the real ``scratchcnn`` command in a subprocess, on slices of the real MNIST."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from scratchcnn.classifier import Classifier
+from scratchcnn.data import load
+from scratchcnn.modelfile import load_arrays, save_arrays
+
+
+def run(
+    *args: str, env_extra: dict | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "scratchcnn", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=cli_env(env_extra),
+    )
+
+
+def cli_env(extra: dict | None = None) -> dict:
+    env = dict(os.environ)
+    env.pop("SCRATCHCNN_DATA", None)
+    # Never reach for the internet from tests: a dead local port fails at once.
+    env["SCRATCHCNN_MIRRORS"] = "http://127.0.0.1:9/"
+    env.update(extra or {})
+    return env
+
+
+def one_clear_line(result: subprocess.CompletedProcess, *needles: str) -> str:
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, mnist_dir) -> Path:
+    return tmp_path_factory.mktemp("cli")
+
+
+@pytest.fixture(scope="module")
+def model(workdir, mnist_dir) -> Path:
+    """A seed net trained for 2 epochs on the first 12,000 training images."""
+    out = workdir / "seed.npz"
+    result = run("train", "--data-dir", str(mnist_dir), "--limit", "12000", "--epochs", "2",
+                 "--out", str(out), "--quiet")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "epoch 2/2" in result.stdout and "Conv2D(1, 8, 3)" in result.stdout
+    accuracy = float(result.stdout.split("Test accuracy: ")[1].split("%")[0])
+    assert accuracy > 93.0, result.stdout
+    return out
+
+
+def test_train_writes_model_and_history_and_reports_test_accuracy(model):
+    meta, arrays = load_arrays(model)
+    assert meta["architecture"] == "seed" and meta["dataset"] == "mnist"
+    assert meta["metrics"]["test_accuracy"] > 0.93
+    assert meta["training"]["train_samples"] == 12000 - 1200
+    assert set(arrays) == {"param/0.weight", "param/0.bias", "param/4.weight", "param/4.bias"}
+    history = json.loads(model.with_name("seed.history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert all(0.8 < h["val_accuracy"] <= 1 for h in history)
+    assert not model.with_name("seed.ckpt.npz").exists()  # removed once training finished
+
+
+def test_evaluate(model, mnist_dir):
+    result = run("evaluate", str(model), "--data-dir", str(mnist_dir), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    confusion = np.array(report["confusion"])
+    assert confusion.shape == (10, 10) and confusion.sum() == 10000
+    assert report["accuracy"] == pytest.approx(np.trace(confusion) / 10000)
+    assert report["accuracy"] == pytest.approx(load_arrays(model)[0]["metrics"]["test_accuracy"])
+    text = run("evaluate", str(model), "--data-dir", str(mnist_dir))
+    assert f"Accuracy: {100 * report['accuracy']:.2f}%" in text.stdout
+    assert "Confusion matrix" in text.stdout and "precision" in text.stdout
+
+
+STYLES = ["large", "off-centre", "inverted", "rgb", "jpeg"]
+
+
+def styled(image: np.ndarray, style: str, path: Path) -> Path:
+    """An MNIST test digit made to look like a photo or scan in one of several styles."""
+    ink = Image.fromarray(image)
+    if style == "large":  # big, dark ink on white paper
+        big = Image.fromarray(255 - image).resize((280, 280), Image.Resampling.BICUBIC)
+        canvas = Image.new("L", (400, 360), 255)
+        canvas.paste(big, (60, 40))
+        ink = canvas
+    elif style == "off-centre":  # small, in a corner of a large dark frame
+        canvas = Image.new("L", (200, 150), 0)
+        canvas.paste(ink.resize((56, 56)), (120, 10))
+        ink = canvas
+    elif style == "inverted":  # black ink on light grey paper
+        ink = Image.fromarray(np.uint8(230 - image * (200 / 255)))
+    elif style == "rgb":  # blue ink on cream paper, colour file
+        rgb = np.stack([250 - image * 0.9, 245 - image * 0.8, 225 - image * 0.3], axis=-1)
+        ink = Image.fromarray(np.uint8(rgb)).resize((112, 112))
+    path = path.with_suffix(".jpg" if style == "jpeg" else ".png")
+    if style == "jpeg":  # dark on white, lossy
+        Image.fromarray(255 - image).resize((140, 140)).convert("RGB").save(path, quality=70)
+    else:
+        ink.save(path)
+    return path
+
+
+def test_predict_on_photos_in_several_styles(model, mnist_dir, tmp_path):
+    images, labels = load("mnist", "test", mnist_dir)
+    files, truth = [], []
+    for i in range(12):
+        for style in STYLES:
+            files.append(str(styled(images[i], style, tmp_path / f"{i}-{style}")))
+            truth.append(str(labels[i]))
+    result = run("predict", str(model), *files, "--json")
+    assert result.returncode == 0, result.stderr
+    answers = json.loads(result.stdout)
+    assert [a["image"] for a in answers] == files
+    for answer in answers:
+        probs = [t["probability"] for t in answer["top"]]
+        assert len(probs) == 3 and probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
+        assert answer["prediction"] == answer["top"][0]["class"]
+    hits = [a["prediction"] == t for a, t in zip(answers, truth, strict=True)]
+    by_style = {
+        s: sum(hits[k] for k in range(len(hits)) if k % 5 == j) for j, s in enumerate(STYLES)
+    }
+    assert sum(hits) >= 0.85 * len(hits), by_style
+    assert min(by_style.values()) >= 9, by_style  # every style mostly right (of 12)
+    text = run("predict", str(model), files[0])
+    assert text.stdout.startswith(f"{files[0]}: {answers[0]['prediction']}")
+
+
+def test_plot_writes_real_pngs(model, mnist_dir, tmp_path):
+    result = run("plot", str(model), "--data-dir", str(mnist_dir), "--out-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    names = {"training_curves", "confusion_matrix", "filters", "feature_maps", "mistakes"}
+    assert {Path(line).stem for line in result.stdout.split()} == names
+    for name in names:
+        with Image.open(tmp_path / f"{name}.png") as img:
+            assert img.format == "PNG" and img.width > 300 and img.height > 150
+            assert np.asarray(img.convert("L")).std() > 5  # not a blank canvas
+
+
+def test_info(model):
+    result = run("info", str(model))
+    assert result.returncode == 0
+    assert "Architecture: seed  (13,610 parameters)" in result.stdout
+    assert "Dataset:      mnist" in result.stdout
+    info = json.loads(run("info", str(model), "--json").stdout)
+    assert info["training"]["recipe"]["epochs"] == 2 and info["num_parameters"] == 13610
+
+
+# -- bad input: one clear line, non-zero exit, never a traceback ---------------------------------
+
+
+def test_missing_model(tmp_path):
+    one_clear_line(run("info", str(tmp_path / "none.npz")), "no such model file")
+
+
+@pytest.mark.parametrize("content", [b"", b"not a zip at all", b"PK\x03\x04broken"])
+def test_corrupt_model(tmp_path, content):
+    path = tmp_path / "bad.npz"
+    path.write_bytes(content)
+    one_clear_line(run("evaluate", str(path)), "bad.npz", "not a readable scratchcnn model file")
+
+
+def test_truncated_model(model, tmp_path):
+    path = tmp_path / "cut.npz"
+    path.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    one_clear_line(run("predict", str(path), "x.png"), "cut.npz")
+
+
+def test_foreign_npz(tmp_path):
+    path = tmp_path / "foreign.npz"
+    np.savez(path, weights=np.zeros(3))
+    one_clear_line(run("info", str(path)), "not a scratchcnn model file")
+
+
+def test_pickled_npz_is_refused_not_unpickled(tmp_path):
+    path = tmp_path / "pickled.npz"
+    np.savez(path, __meta__=np.array([{"evil": 1}], dtype=object))
+    one_clear_line(run("info", str(path)), "pickled.npz")
+
+
+def test_newer_format_and_mismatched_arrays(model, tmp_path):
+    meta, arrays = load_arrays(model)
+    newer = tmp_path / "newer.npz"
+    doc = json.dumps(dict(meta, format_version=99)).encode()
+    np.savez(newer, __meta__=np.frombuffer(doc, dtype=np.uint8), **arrays)
+    one_clear_line(run("info", str(newer)), "newer", "upgrade")
+    wrong = tmp_path / "wrong.npz"
+    save_arrays(wrong, dict(meta, architecture="keras"), arrays)
+    one_clear_line(run("info", str(wrong)), "do not match the architecture")
+
+
+def test_bad_images(model, tmp_path):
+    text = tmp_path / "notes.png"
+    text.write_text("this is a text file, not a picture\n")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    tiny = tmp_path / "tiny.png"
+    Image.new("L", (1, 1), 255).save(tiny)
+    blank = tmp_path / "blank.png"
+    Image.new("L", (64, 64), 255).save(blank)
+    cases = [(text, "not a readable image"), (empty, "empty"), (tiny, "1x1"),
+             (blank, "no digit found"), (tmp_path / "missing.png", "no such image")]  # fmt: skip
+    for path, needle in cases:
+        one_clear_line(run("predict", str(model), str(path)), str(path), needle)
+
+
+def test_wrong_arch_and_options():
+    one_clear_line(run("train", "--arch", "resnet"), "invalid choice", "resnet")
+    one_clear_line(run("train", "--epochs", "many"), "invalid int value")
+
+
+def test_model_from_another_dataset(tmp_path, mnist_dir):
+    path = tmp_path / "fashion.npz"
+    Classifier.create("seed", dataset="fashion-mnist").save(path)
+    one_clear_line(
+        run("evaluate", str(path), "--dataset", "mnist", "--data-dir", str(mnist_dir)),
+        "trained on fashion-mnist, not mnist",
+    )
+
+
+def test_missing_data_names_what_to_do(tmp_path):
+    result = run(
+        "train", "--data-dir", str(tmp_path), env_extra={"XDG_CACHE_HOME": str(tmp_path / "c")}
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "could not download train-images-idx3-ubyte.gz" in result.stderr
+    assert "--data-dir" in result.stderr
+
+
+def test_divergence_stops_with_advice(mnist_dir, tmp_path):
+    out = tmp_path / "boom.npz"
+    result = run("train", "--data-dir", str(mnist_dir), "--limit", "2000", "--lr", "1e6",
+                 "--out", str(out), "--quiet")  # fmt: skip
+    line = one_clear_line(result, "diverged", "lower learning rate")
+    assert "--lr" in line and not out.exists()
+
+
+# -- interrupt and resume ------------------------------------------------------------------------
+
+
+TRAIN = ["train", "--arch", "keras", "--limit", "4000", "--epochs", "3", "--batch-size", "64",
+         "--lr", "0.02", "--quiet"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def reference(workdir, mnist_dir) -> dict[str, np.ndarray]:
+    out = workdir / "reference.npz"
+    result = run(*TRAIN, "--data-dir", str(mnist_dir), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    return load_arrays(out)[1]
+
+
+def assert_same_weights(path: Path, reference: dict[str, np.ndarray]) -> None:
+    _, arrays = load_arrays(path)
+    assert set(arrays) == set(reference)
+    for key in reference:
+        np.testing.assert_array_equal(arrays[key], reference[key], err_msg=key)
+
+
+def start_training(mnist_dir: Path, out: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "scratchcnn", *TRAIN, "--data-dir", str(mnist_dir)]
+    return subprocess.Popen(
+        [*command, "--out", str(out)],
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(predicate, process, limit: float = 240) -> None:
+    deadline = time.time() + limit
+    while not predicate():
+        assert process.poll() is None, process.communicate()
+        assert time.time() < deadline, "training did not get there in time"
+        time.sleep(0.05)
+
+
+def test_killed_after_an_epoch_then_resumed_matches_an_uninterrupted_run(
+    reference, mnist_dir, tmp_path
+):
+    out = tmp_path / "killed.npz"
+    ckpt = tmp_path / "killed.ckpt.npz"
+    proc = start_training(mnist_dir, out)
+    wait_for(ckpt.exists, proc)
+    proc.kill()  # SIGKILL: no chance to clean up; the atomic checkpoint must still be whole
+    proc.communicate()
+    assert load_arrays(ckpt)[0]["checkpoint"]["trainer"]["epoch"] >= 1
+    result = run("train", "--resume", "--out", str(out), "--data-dir", str(mnist_dir), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "Resuming" in result.stdout
+    assert_same_weights(out, reference)
+
+
+def test_ctrl_c_saves_a_checkpoint_mid_epoch_then_resume_matches(reference, mnist_dir, tmp_path):
+    out = tmp_path / "stopped.npz"
+    proc = start_training(mnist_dir, out)
+    first_epoch = proc.stdout.readline()
+    while not first_epoch.startswith("epoch 1/3"):
+        assert first_epoch, proc.communicate()
+        first_epoch = proc.stdout.readline()
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "checkpoint saved" in stderr and "Traceback" not in stderr
+    state = load_arrays(tmp_path / "stopped.ckpt.npz")[0]["checkpoint"]["trainer"]
+    assert state["epoch"] == 1 and state["batch"] > 0  # stopped inside the second epoch
+    result = run("train", "--resume", "--out", str(out), "--data-dir", str(mnist_dir), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert_same_weights(out, reference)
