@@ -7,15 +7,55 @@ one row ("im2col"):
     cols   (N * OH * OW, KH * KW * C)          row r = the KH x KW x C patch under output pixel r
     out    = cols @ W_mat                       W_mat (KH * KW * C, F)  ->  (N, OH, OW, F)
 
-col2im is its adjoint: it scatters a (N * OH * OW, KH * KW * C) gradient back onto the input
-grid, adding where windows overlap. Both are done with KH * KW strided slice operations, never a
-loop over samples or pixels.
+col2im is its adjoint: it scatters patch gradients back onto the input grid, adding where
+windows overlap. It takes them offset-major, (KH, KW, N, OH, OW, C), so that each of its KH * KW
+slice-adds reads one contiguous slab (a layout the convolution's backward GEMM produces for
+free). Neither kernel loops over samples or pixels.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
+
+# -- running memory-bound passes on every core -------------------------------------------------
+# NumPy's element-wise loops use one core; BLAS already uses all of them for the GEMMs. NumPy
+# releases the GIL inside its loops, so splitting a pass over the batch axis between threads
+# makes the memory-bound layers (pooling, ReLU, im2col, col2im) use every core too.
+
+MIN_CHUNK_ELEMENTS = 1 << 16  # below this, a thread hand-off costs more than it saves
+_executor: ThreadPoolExecutor | None = None
+
+
+def thread_count() -> int:
+    """Threads for element-wise passes: ``$SCRATCHCNN_THREADS``, else the number of cores."""
+    try:
+        return max(1, int(os.environ.get("SCRATCHCNN_THREADS", "0")) or os.cpu_count() or 1)
+    except ValueError:
+        return os.cpu_count() or 1
+
+
+def parallel_over_batch(work: Callable[[slice], None], batch: int, elements: int) -> None:
+    """Call ``work(s)`` for contiguous slices ``s`` covering ``range(batch)``, in parallel.
+
+    ``elements`` is the size of the pass; small passes run in the calling thread. Each call of
+    ``work`` must write only inside its own slice of the batch.
+    """
+    global _executor
+    threads = min(thread_count(), batch, max(1, elements // MIN_CHUNK_ELEMENTS))
+    if threads <= 1:
+        work(slice(0, batch))
+        return
+    if _executor is None or _executor._max_workers < threads:
+        _executor = ThreadPoolExecutor(threads, thread_name_prefix="scratchcnn")
+    bounds = np.linspace(0, batch, threads + 1).astype(int)
+    chunks = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    for future in [_executor.submit(work, chunk) for chunk in chunks]:
+        future.result()  # re-raises any error from a worker
 
 
 def pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
@@ -76,7 +116,13 @@ def im2col(
         strides=(s_n, s_h * sh, s_w * sw, s_h, s_w, s_c),
         writeable=False,
     )
-    return np.ascontiguousarray(windows)
+    cols = np.empty(windows.shape, dtype=x.dtype)
+
+    def copy(s: slice) -> None:
+        cols[s] = windows[s]
+
+    parallel_over_batch(copy, n, cols.size)
+    return cols
 
 
 def col2im(
@@ -88,18 +134,31 @@ def col2im(
 ) -> np.ndarray:
     """Adjoint of :func:`im2col`: sum each patch gradient back onto the input grid.
 
-    cols: (N, OH, OW, KH, KW, C)  ->  (N, H, W, C)
+    slabs: (KH, KW, N, OH, OW, C) - slab (i, j) holds the gradient of the input pixel at
+    offset (i, j) of every patch  ->  (N, H, W, C)
     """
     n, h, w, c = input_shape
     kh, kw = kernel
     sh, sw = stride
     ph, pw = padding
-    _, oh, ow = cols.shape[:3]
-    grad = np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=cols.dtype)
-    for i in range(kh):
-        rows = window_slice(i, oh, sh)
-        for j in range(kw):
-            grad[:, rows, window_slice(j, ow, sw), :] += cols[:, :, :, i, j, :]
+    oh, ow = cols.shape[3:5]
+    grad = np.empty((n, h + 2 * ph, w + 2 * pw, c), dtype=cols.dtype)
+
+    def scatter(s: slice) -> None:
+        part = grad[s]
+        part[...] = 0
+        for i in range(kh):
+            rows = window_slice(i, oh, sh)
+            for j in range(kw):
+                part[:, rows, window_slice(j, ow, sw), :] += cols[i, j, s]
+
+    parallel_over_batch(scatter, n, grad.size)
     if ph or pw:
         grad = grad[:, ph : ph + h, pw : pw + w, :]
     return grad
+
+
+def column_sums(matrix: np.ndarray) -> np.ndarray:
+    """Sum a tall (M, F) matrix over its rows as a matrix-vector product: for the bias
+    gradients, BLAS does this several times faster than ``matrix.sum(axis=0)``."""
+    return np.ones(matrix.shape[0], dtype=matrix.dtype) @ matrix

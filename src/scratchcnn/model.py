@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from .errors import InputError, ModelFileError, ShapeError
-from .layers import Conv2D, Dense, Dropout, Layer, ReLU, softmax
+from .layers import Conv2D, Dense, Dropout, Layer, MaxPool2D, ReLU, softmax
 from .optim import Parameter
 
 
@@ -34,8 +34,9 @@ class Sequential:
             raise ValueError("Sequential needs at least one layer")
         self.input_shape = tuple(int(s) for s in input_shape)
         self.output_shapes = self._infer_shapes()
-        for i, layer in enumerate(self.layers):
-            layer.needs_input_grad = i > 0
+        self.execution_order = self._execution_order()
+        for layer in self.layers:
+            layer.needs_input_grad = layer is not self.execution_order[0]
         self.initialize(seed)
         self.astype(dtype)
 
@@ -49,6 +50,21 @@ class Sequential:
                 raise ShapeError(f"layer {i} ({layer!r}): {err}") from None
             shapes.append(tuple(shape))
         return shapes
+
+    def _execution_order(self) -> list[Layer]:
+        """The layers in the order they run: as declared, except that a ReLU directly followed
+        by a max-pool runs after it. max(relu(x)) = relu(max(x)) exactly, and so are the
+        gradients (the first maximum of a window is the same before and after the ReLU unless
+        it is <= 0, where the ReLU's gradient is 0 either way); the ReLU then touches a quarter
+        of the values. ``activations`` still reports every layer in declared order."""
+        order = list(self.layers)
+        i = 0
+        while i < len(order) - 1:
+            if isinstance(order[i], ReLU) and isinstance(order[i + 1], MaxPool2D):
+                order[i], order[i + 1] = order[i + 1], order[i]
+                i += 1
+            i += 1
+        return order
 
     def initialize(self, seed: int | None = None) -> None:
         """Draw all parameters afresh; the same seed always gives the same model.
@@ -95,7 +111,7 @@ class Sequential:
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         """Logits (N, classes) of a batch (N, H, W, C)."""
         out = self.check_input(x)
-        for layer in self.layers:
+        for layer in self.execution_order:
             out = layer.forward(out, training)
         return out
 
@@ -104,7 +120,7 @@ class Sequential:
     def backward(self, grad_logits: np.ndarray) -> None:
         """Back-propagate dL/dlogits through every layer, filling each layer's ``grads``."""
         grad = grad_logits
-        for layer in reversed(self.layers):
+        for layer in reversed(self.execution_order):
             grad = layer.backward(grad)
 
     def activations(self, x: np.ndarray) -> list[np.ndarray]:

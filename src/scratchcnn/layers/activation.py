@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..kernels import parallel_over_batch
 from .base import Layer, check_rank
 
 
@@ -20,15 +21,27 @@ class ReLU(Layer):
         self._mask: np.ndarray | None = None
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
-        mask = x > 0
+        mask = np.empty(x.shape, dtype=bool)
+        out = np.empty_like(x)
+
+        def relu(s: slice) -> None:
+            np.greater(x[s], 0, out=mask[s])
+            np.multiply(x[s], mask[s], out=out[s])
+
+        parallel_over_batch(relu, len(x), x.size)
         self._mask = mask if training else None
-        return np.multiply(x, mask, dtype=x.dtype)
+        return out
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         if self._mask is None:
             raise RuntimeError("ReLU.backward called without a training forward pass")
-        grad = np.multiply(grad_out, self._mask, dtype=grad_out.dtype)
-        self._mask = None
+        mask, self._mask = self._mask, None
+        grad = np.empty_like(grad_out)
+
+        def gate(s: slice) -> None:
+            np.multiply(grad_out[s], mask[s], out=grad[s])
+
+        parallel_over_batch(gate, len(grad), grad.size)
         return grad
 
 

@@ -11,6 +11,9 @@ Backward, given G = dL/dy reshaped to (N*OH*OW, F):
     dL/dW = cols^T @ G                     (K, F)   -> the "kernel loss", back to (F, C, KH, KW)
     dL/db = sum of G over rows             (F,)
     dL/dx = col2im(G @ W^T)                (N, H, W, C)
+
+G @ W^T is computed as KH*KW products G @ w[:, :, i, j] (one batched matmul), which gives the
+patch gradients offset by offset, each a contiguous slab that col2im adds in one pass.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ShapeError
-from ..kernels import col2im, im2col, output_size, pair
+from ..kernels import col2im, column_sums, im2col, output_size, pair
 from .base import Layer, check_rank, glorot_std, he_std
 
 
@@ -117,13 +120,19 @@ class Conv2D(Layer):
             "weight": np.ascontiguousarray(
                 grad_w.reshape(kh, kw, self.in_channels, f).transpose(3, 2, 0, 1)
             ),
-            "bias": g.sum(axis=0),
+            "bias": column_sums(g),
         }
         if not self.needs_input_grad:
             return None
-        grad_cols = g @ self.weight_matrix().T
+        n, oh, ow = cols.shape[:3]
+        per_offset = self.params["weight"].transpose(2, 3, 0, 1).reshape(kh * kw, f, -1)
+        slabs = np.matmul(g, per_offset)  # (KH*KW, N*OH*OW, C)
         return col2im(
-            grad_cols.reshape(cols.shape), input_shape, self.kernel_size, self.stride, self.padding
+            slabs.reshape(kh, kw, n, oh, ow, -1),
+            input_shape,
+            self.kernel_size,
+            self.stride,
+            self.padding,
         )
 
     def __repr__(self) -> str:

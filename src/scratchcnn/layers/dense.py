@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ShapeError
+from ..kernels import column_sums
 from .base import Layer, check_rank, glorot_std, he_std
 
 
@@ -65,7 +66,7 @@ class Dense(Layer):
             raise RuntimeError(f"{self!r}.backward called without a training forward pass")
         x = self._input
         self._input = None
-        self.grads = {"weight": grad_out.T @ x, "bias": grad_out.sum(axis=0)}
+        self.grads = {"weight": grad_out.T @ x, "bias": column_sums(grad_out)}
         if not self.needs_input_grad:
             return None
         return grad_out @ self.params["weight"]

@@ -1,12 +1,14 @@
 """Max pooling over NHWC batches, with the binary mask of the winners for unpooling.
 
 Forward: each output pixel is the maximum of a PH x PW window stepped by the stride
-(windows may overlap when stride < pool size; a ragged edge is dropped, as in PyTorch).
-We visit the PH*PW window offsets in row-major order and keep, per output pixel, the index of
-the first offset that holds the maximum: ties go to the first maximum, like PyTorch.
+(windows may overlap when stride < pool size; a ragged edge is dropped, as in PyTorch). It is
+computed as an element-wise maximum over the PH*PW strided views "input at window offset
+(i, j)", each of the output's shape: no loop over pixels.
 
-Backward (unpooling): the gradient of each output pixel goes to exactly that one input
-position; everything else gets zero. Where windows overlap, contributions add up.
+Backward (unpooling): the binary mask marks, in each window, the first position (row-major)
+that holds the maximum - ties go to the first maximum, like PyTorch - and the gradient of each
+output pixel goes to exactly that position; everything else gets zero. Where windows overlap,
+contributions add up.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from itertools import product
 import numpy as np
 
 from ..errors import ShapeError
-from ..kernels import output_size, pair, window_slice
+from ..kernels import output_size, pair, parallel_over_batch, window_slice
 from .base import Layer, check_rank
 
 
@@ -34,7 +36,7 @@ class MaxPool2D(Layer):
         self.stride = self.pool_size if stride is None else pair(stride, "stride")
         if min(self.pool_size) < 1 or min(self.stride) < 1:
             raise ValueError(f"MaxPool2D: pool_size and stride must be >= 1, got {self!r}")
-        self._cache: tuple[np.ndarray, tuple[int, ...]] | None = None
+        self._cache: tuple[np.ndarray, np.ndarray] | None = None
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, int, int]:
         if len(input_shape) != 3:
@@ -56,46 +58,78 @@ class MaxPool2D(Layer):
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         check_rank(x, 4, self, "(N, H, W, C)")
-        oh, ow, _ = self.output_shape(x.shape[1:])
+        oh, ow, c = self.output_shape(x.shape[1:])
         offsets = self._offsets()
-        best = self._window(x, 0, 0, oh, ow).copy()
-        winner = np.zeros(best.shape, dtype=np.uint8 if len(offsets) < 256 else np.int32)
-        for k, (i, j) in enumerate(offsets[1:], start=1):
-            window = self._window(x, i, j, oh, ow)
-            better = window > best  # strict: an equal later value never takes over
-            np.copyto(best, window, where=better)
-            winner[better] = k
-        self._cache = (winner, x.shape) if training else None
+        best = np.empty((x.shape[0], oh, ow, c), dtype=x.dtype)
+
+        def pool(s: slice) -> None:
+            windows = [self._window(x[s], i, j, oh, ow) for i, j in offsets]
+            if len(windows) == 1:
+                best[s] = windows[0]
+                return
+            np.maximum(windows[0], windows[1], out=best[s])
+            for window in windows[2:]:
+                np.maximum(best[s], window, out=best[s])
+
+        parallel_over_batch(pool, x.shape[0], x.size)
+        # Caching the input (a reference, not a copy) and the output is enough to find the
+        # winners again in backward; that keeps inference and the forward pass lean.
+        self._cache = (x, best) if training else None
         return best
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        if self._cache is None:
-            raise RuntimeError("MaxPool2D.backward called without a training forward pass")
-        winner, input_shape = self._cache
-        self._cache = None
-        oh, ow = winner.shape[1:3]
-        (ph, pw), (sh, sw) = self.pool_size, self.stride
-        tiles_exactly = (sh, sw) == (ph, pw) and input_shape[1:3] == (oh * ph, ow * pw)
-        grad = (np.empty if tiles_exactly else np.zeros)(input_shape, dtype=grad_out.dtype)
-        overlapping = sh < ph or sw < pw
-        for k, (i, j) in enumerate(self._offsets()):
-            target = self._window(grad, i, j, oh, ow)
-            routed = np.multiply(grad_out, winner == k, dtype=grad_out.dtype)
-            if overlapping:
-                target += routed
+    def _winners(self, x: np.ndarray, best: np.ndarray):
+        """Yield ``((i, j), hit)``: ``hit`` marks the output pixels whose first maximum is at
+        window offset (i, j); every output pixel is marked exactly once over all offsets."""
+        oh, ow = best.shape[1:3]
+        offsets = self._offsets()
+        unclaimed = None  # output pixels whose winner is still to be found
+        for k, (i, j) in enumerate(offsets):
+            if k == len(offsets) - 1 and unclaimed is not None:
+                hit = unclaimed  # every window has a maximum somewhere: it is here
             else:
-                target[...] = routed
+                hit = self._window(x, i, j, oh, ow) == best
+                if unclaimed is None:
+                    unclaimed = ~hit
+                else:
+                    hit &= unclaimed  # an earlier offset already won this tie
+                    unclaimed ^= hit
+            yield (i, j), hit
+
+    def _cached(self, what: str) -> tuple[np.ndarray, np.ndarray]:
+        if self._cache is None:
+            raise RuntimeError(f"MaxPool2D.{what} needs a training forward pass first")
+        return self._cache
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        x, best = self._cached("backward")
+        self._cache = None
+        oh, ow = best.shape[1:3]
+        (ph, pw), (sh, sw) = self.pool_size, self.stride
+        overlapping = sh < ph or sw < pw
+        tiles_exactly = (sh, sw) == (ph, pw) and x.shape[1:3] == (oh * ph, ow * pw)
+        grad = np.empty(x.shape, dtype=grad_out.dtype)
+
+        def unpool(s: slice) -> None:
+            part, g = grad[s], grad_out[s]
+            if not tiles_exactly:
+                part[...] = 0
+            for (i, j), hit in self._winners(x[s], best[s]):
+                target = self._window(part, i, j, oh, ow)
+                if overlapping:
+                    target += g * hit
+                else:
+                    np.multiply(g, hit, out=target)
+
+        parallel_over_batch(unpool, x.shape[0], x.size)
         return grad
 
     def binary_mask(self) -> np.ndarray:
-        """The cached winners as a 0/1 array of the input's shape (one 1 per window)."""
-        if self._cache is None:
-            raise RuntimeError("MaxPool2D.binary_mask needs a training forward pass first")
-        winner, input_shape = self._cache
-        oh, ow = winner.shape[1:3]
-        mask = np.zeros(input_shape, dtype=np.uint8)
-        for k, (i, j) in enumerate(self._offsets()):
-            self._window(mask, i, j, oh, ow)[...] |= winner == k
+        """The winners as a 0/1 array of the input's shape (one 1 per window)."""
+        x, best = self._cached("binary_mask")
+        oh, ow = best.shape[1:3]
+        mask = np.zeros(x.shape, dtype=np.uint8)
+        for (i, j), hit in self._winners(x, best):
+            self._window(mask, i, j, oh, ow)[...] |= hit
         return mask
 
     def __repr__(self) -> str:

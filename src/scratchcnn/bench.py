@@ -1,0 +1,335 @@
+"""Benchmark: scratchcnn against PyTorch on the CPU, same nets, batch sizes and threads.
+
+For each architecture and batch size it times training steps (forward + backward + SGD with
+momentum) and inference at batch 1000, after a warm-up, as the median of several repeats that
+alternate between the two libraries (so that drifts in machine speed hit both alike). It also
+measures the float32 GEMM peak of this machine and reports each net's training FLOP/s as a
+share of it. PyTorch is optional: without it only our figures are printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from . import __version__, machine
+from .architectures import build
+from .layers import Conv2D, Dense
+from .losses import SoftmaxCrossEntropy
+from .optim import SGD
+
+
+def blas_info() -> dict:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return {"name": "unknown (pip install threadpoolctl)", "threads": os.cpu_count()}
+    for pool in threadpool_info():
+        if pool.get("user_api") == "blas":
+            return {
+                "name": f"{pool['internal_api']} {pool.get('version')}",
+                "architecture": pool.get("architecture"),
+                "threads": pool["num_threads"],
+            }
+    return {"name": "unknown", "threads": os.cpu_count()}
+
+
+def gemm_peak(size: int = 2048, repeats: int = 5) -> float:
+    """float32 GFLOP/s of a large square matrix product (median of ``repeats``)."""
+    rng = np.random.default_rng(0)
+    a = rng.random((size, size), dtype=np.float32)
+    b = rng.random((size, size), dtype=np.float32)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times) / 1e9
+
+
+def training_flops(arch: str) -> float:
+    """FLOPs of one training sample: forward, weight gradients, and input gradients of every
+    layer but the first (multiply-adds counted as 2; element-wise work ignored)."""
+    model = build(arch)
+    total = 0.0
+    for i, (layer, out) in enumerate(zip(model.layers, model.output_shapes, strict=True)):
+        if isinstance(layer, Conv2D):
+            kh, kw = layer.kernel_size
+            macs = out[0] * out[1] * out[2] * kh * kw * layer.in_channels
+        elif isinstance(layer, Dense):
+            macs = layer.in_features * layer.out_features
+        else:
+            continue
+        total += 2 * macs * (2 if i == 0 else 3)
+    return total
+
+
+def _median_rate(fn: Callable[[], None], samples: int, seconds: float) -> Callable[[], float]:
+    """A closure that runs ``fn`` for about ``seconds`` and returns samples per second."""
+
+    def once() -> float:
+        count, start = 0, time.perf_counter()
+        while True:
+            fn()
+            count += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds:
+                return count * samples / elapsed
+
+    return once
+
+
+def ours(arch: str, batch: int):
+    rng = np.random.default_rng(0)
+    model = build(arch, seed=0)
+    x = rng.standard_normal((batch, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, batch)
+    xi = rng.standard_normal((1000, 28, 28, 1), dtype=np.float32)
+    loss = SoftmaxCrossEntropy()
+    opt = SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def train() -> None:
+        loss.forward(model.forward(x), y)
+        model.backward(loss.backward())
+        opt.step()
+
+    def infer() -> None:
+        model.forward(xi, training=False)
+
+    return train, infer
+
+
+def theirs(arch: str, batch: int, threads: int):
+    import torch
+
+    torch.set_num_threads(threads)
+    nn = torch.nn
+    torch.manual_seed(0)
+    if arch == "seed":
+        net = nn.Sequential(
+            nn.Conv2d(1, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(13 * 13 * 8, 10)
+        )
+    else:
+        net = nn.Sequential(
+            nn.Conv2d(1, 32, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Dropout(0.5),
+            nn.Linear(1600, 10),
+        )
+    x = torch.randn(batch, 1, 28, 28)
+    y = torch.randint(0, 10, (batch,))
+    xi = torch.randn(1000, 1, 28, 28)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def train() -> None:
+        net.train()
+        opt.zero_grad(set_to_none=True)
+        loss_fn(net(x), y).backward()
+        opt.step()
+
+    def infer() -> None:
+        net.eval()
+        with torch.inference_mode():
+            net(xi)
+
+    return train, infer
+
+
+def compare(
+    arch: str, batch: int, threads: int, repeats: int, seconds: float, with_torch: bool
+) -> dict:
+    our_train, our_infer = ours(arch, batch)
+    runs = {
+        "ours_train": _median_rate(our_train, batch, seconds),
+        "ours_infer": _median_rate(our_infer, 1000, seconds),
+    }
+    if with_torch:
+        their_train, their_infer = theirs(arch, batch, threads)
+        runs["torch_train"] = _median_rate(their_train, batch, seconds)
+        runs["torch_infer"] = _median_rate(their_infer, 1000, seconds)
+    for run in runs.values():  # warm-up: caches, allocator, thread pools
+        run()
+    rates: dict[str, list[float]] = {key: [] for key in runs}
+    for _ in range(repeats):  # interleaved, so a slow spell hits both libraries
+        for key, run in runs.items():
+            rates[key].append(run())
+    row = {key: statistics.median(values) for key, values in rates.items()}
+    row.update(arch=arch, batch=batch)
+    if with_torch:
+        row["train_ratio"] = row["ours_train"] / row["torch_train"]
+        row["infer_ratio"] = row["ours_infer"] / row["torch_infer"]
+    return row
+
+
+MEMORY_SNIPPET = """
+import resource, sys
+from scratchcnn.bench import ours, theirs
+arch, batch, lib = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+train, _ = ours(arch, batch) if lib == "ours" else theirs(arch, batch, int(sys.argv[4]))
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+for _ in range(5):
+    train()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, base)
+"""
+
+
+def peak_memory(arch: str, batch: int, lib: str, threads: int) -> dict:
+    """Peak RSS (MiB) of a fresh process training ``arch``: total, and above its start-up."""
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_SNIPPET, arch, str(batch), lib, str(threads)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    peak, base = int(out[0]) / 1024, int(out[1]) / 1024
+    return {"peak_mib": peak, "training_mib": peak - base}
+
+
+def epoch_seconds(arch: str, batch: int, data_dir: str | None) -> float | None:
+    """Seconds for one epoch over the real 60,000 MNIST images (None if they are not found)."""
+    from .classifier import Classifier
+    from .data import load
+    from .errors import DataError
+
+    try:
+        images, labels = load("mnist", "train", data_dir)
+    except DataError:
+        return None
+    clf = Classifier.create(arch, seed=0)
+    start = time.perf_counter()
+    clf.fit(images, labels, epochs=1, batch_size=batch, lr=0.01, optimizer="sgd", momentum=0.9)
+    return time.perf_counter() - start
+
+
+def run(
+    archs: tuple[str, ...] = ("seed", "keras"),
+    batches: tuple[int, ...] = (64, 128, 256),
+    repeats: int = 5,
+    seconds: float = 1.0,
+    data_dir: str | None = None,
+    with_torch: bool | None = None,
+    epochs: bool = True,
+    memory: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict:
+    if with_torch is None:
+        try:
+            import torch  # noqa: F401
+
+            with_torch = True
+        except ImportError:
+            with_torch = False
+    blas = blas_info()
+    threads = int(blas["threads"] or 1)
+    peak = gemm_peak()
+    report = {
+        "machine": machine.describe(),
+        "blas": blas,
+        "threads": threads,
+        "scratchcnn": __version__,
+        "torch": _torch_version() if with_torch else None,
+        "python": platform.python_version(),
+        "gemm_peak_gflops": peak,
+        "rows": [],
+    }
+    log(
+        f"{report['machine']['cpu']}, {threads} thread(s), {blas['name']} "
+        f"({blas.get('architecture')}), float32 GEMM peak {peak:.1f} GFLOP/s"
+    )
+    header = (
+        f"{'net':<6} {'batch':>5}  {'train img/s':>11} {'torch':>8} {'ratio':>6} "
+        f"{'%peak':>6}  {'infer img/s':>11} {'torch':>8} {'ratio':>6}"
+    )
+    log(header)
+    for arch in archs:
+        flops = training_flops(arch)
+        for batch in batches:
+            row = compare(arch, batch, threads, repeats, seconds, with_torch)
+            row["train_gflops"] = row["ours_train"] * flops / 1e9
+            row["percent_of_peak"] = 100 * row["train_gflops"] / peak
+            report["rows"].append(row)
+            t = (
+                f"{row['torch_train']:>8,.0f} {row['train_ratio']:>6.2f}"
+                if with_torch
+                else f"{'-':>8} {'-':>6}"
+            )
+            i = (
+                f"{row['torch_infer']:>8,.0f} {row['infer_ratio']:>6.2f}"
+                if with_torch
+                else f"{'-':>8} {'-':>6}"
+            )
+            log(
+                f"{arch:<6} {batch:>5}  {row['ours_train']:>11,.0f} {t} "
+                f"{row['percent_of_peak']:>5.1f}%  {row['ours_infer']:>11,.0f} {i}"
+            )
+    if memory:
+        report["memory_keras_256"] = {"ours": peak_memory("keras", 256, "ours", threads)}
+        if with_torch:
+            report["memory_keras_256"]["torch"] = peak_memory("keras", 256, "torch", threads)
+        mem = report["memory_keras_256"]
+        line = f"peak RSS training keras at batch 256: scratchcnn {mem['ours']['peak_mib']:.0f} MiB"
+        if with_torch:
+            line += (
+                f", PyTorch {mem['torch']['peak_mib']:.0f} MiB "
+                f"(ratio {mem['ours']['peak_mib'] / mem['torch']['peak_mib']:.2f})"
+            )
+        log(line)
+    if epochs:
+        report["epoch_seconds"] = {}
+        for arch, batch in (("seed", 32), ("keras", 64)):
+            secs = epoch_seconds(arch, batch, data_dir)
+            report["epoch_seconds"][f"{arch}@{batch}"] = secs
+            if secs is not None:
+                log(f"one epoch of {arch} (batch {batch}) on the 60,000 MNIST images: {secs:.1f} s")
+    return report
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="scratchcnn bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", nargs="+", default=["seed", "keras"])
+    parser.add_argument("--batch", nargs="+", type=int, default=[64, 128, 256])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=1.0, help="per timed repeat")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--no-epochs", action="store_true")
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--json", default="bench.json", help="where to write all figures")
+    args = parser.parse_args(argv)
+    report = run(
+        tuple(args.arch),
+        tuple(args.batch),
+        args.repeats,
+        args.seconds,
+        args.data_dir,
+        False if args.no_torch else None,
+        not args.no_epochs,
+        not args.no_memory,
+    )
+    with open(args.json, "w") as out:
+        json.dump(report, out, indent=1)
+    print(f"wrote {args.json}")
+    return 0
