@@ -176,20 +176,27 @@ def compare(
     return row
 
 
+# VmHWM (peak RSS) starts afresh with exec; ru_maxrss would carry over the parent's peak.
 MEMORY_SNIPPET = """
-import resource, sys
+import sys
 from scratchcnn.bench import ours, theirs
+
+def peak_kib():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
+
 arch, batch, lib = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 train, _ = ours(arch, batch) if lib == "ours" else theirs(arch, batch, int(sys.argv[4]))
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = peak_kib()
 for _ in range(5):
     train()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, base)
+print(peak_kib(), base)
 """
 
 
 def peak_memory(arch: str, batch: int, lib: str, threads: int) -> dict:
-    """Peak RSS (MiB) of a fresh process training ``arch``: total, and above its start-up."""
+    """Peak RSS (MiB) of a fresh process training ``arch``: in all, and above what it had
+    after importing its library and building the net (Linux only)."""
     out = subprocess.run(
         [sys.executable, "-c", MEMORY_SNIPPET, arch, str(batch), lib, str(threads)],
         capture_output=True,
@@ -282,11 +289,17 @@ def run(
         if with_torch:
             report["memory_keras_256"]["torch"] = peak_memory("keras", 256, "torch", threads)
         mem = report["memory_keras_256"]
-        line = f"peak RSS training keras at batch 256: scratchcnn {mem['ours']['peak_mib']:.0f} MiB"
+        ours_mem = mem["ours"]
+        line = (
+            f"peak RSS training keras at batch 256: scratchcnn {ours_mem['peak_mib']:.0f} MiB "
+            f"({ours_mem['training_mib']:.0f} MiB for training itself)"
+        )
         if with_torch:
+            torch_mem = mem["torch"]
             line += (
-                f", PyTorch {mem['torch']['peak_mib']:.0f} MiB "
-                f"(ratio {mem['ours']['peak_mib'] / mem['torch']['peak_mib']:.2f})"
+                f", PyTorch {torch_mem['peak_mib']:.0f} MiB ({torch_mem['training_mib']:.0f} MiB); "
+                f"ratio {ours_mem['peak_mib'] / torch_mem['peak_mib']:.2f} "
+                f"({ours_mem['training_mib'] / torch_mem['training_mib']:.2f} for training)"
             )
         log(line)
     if epochs:

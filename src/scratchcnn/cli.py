@@ -461,10 +461,18 @@ def build_parser() -> Parser:
     i.add_argument("model")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_info)
+
+    # Listed for --help; main() hands its arguments to scratchcnn.bench untouched.
+    sub.add_parser("bench", help="speed against PyTorch (scratchcnn bench --help)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        from .bench import main as bench_main
+
+        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

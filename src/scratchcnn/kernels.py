@@ -97,11 +97,17 @@ def im2col(
     kernel: tuple[int, int],
     stride: tuple[int, int],
     padding: tuple[int, int],
+    offset_major: bool = False,
 ) -> np.ndarray:
     """Lay out every receptive field of ``x`` as one row.
 
     x: (N, H, W, C)  ->  cols: (N, OH, OW, KH, KW, C), C-contiguous, so that
     ``cols.reshape(N * OH * OW, KH * KW * C)`` is a free view.
+
+    With ``offset_major`` the layout is (KH, KW, N, OH, OW, C) instead: KH*KW copies of long
+    contiguous runs rather than one copy of runs only KH*KW*C long. For one input channel
+    (C = 1) that is the transposed patch matrix, ``cols.reshape(KH * KW, N * OH * OW)``, and
+    much cheaper to build.
     """
     xp = pad_hw(x, padding)
     n, hp, wp, c = xp.shape
@@ -109,6 +115,16 @@ def im2col(
     sh, sw = stride
     oh = (hp - kh) // sh + 1
     ow = (wp - kw) // sw + 1
+    if offset_major:
+        slabs = np.empty((kh, kw, n, oh, ow, c), dtype=x.dtype)
+
+        def gather(s: slice) -> None:
+            for i in range(kh):
+                for j in range(kw):
+                    slabs[i, j, s] = xp[s, window_slice(i, oh, sh), window_slice(j, ow, sw), :]
+
+        parallel_over_batch(gather, n, slabs.size)
+        return slabs
     s_n, s_h, s_w, s_c = xp.strides
     windows = as_strided(
         xp,

@@ -12,6 +12,9 @@ Backward, given G = dL/dy reshaped to (N*OH*OW, F):
     dL/db = sum of G over rows             (F,)
     dL/dx = col2im(G @ W^T)                (N, H, W, C)
 
+With one input channel the patches are gathered offset-major, giving cols^T (K, N*OH*OW)
+directly (see ``kernels.im2col``); the products then use its transpose, a free view.
+
 G @ W^T is computed as KH*KW products G @ w[:, :, i, j] (one batched matmul), which gives the
 patch gradients offset by offset, each a contiguous slab that col2im adds in one pass.
 """
@@ -62,7 +65,7 @@ class Conv2D(Layer):
             "bias": np.zeros(self.out_channels, dtype=dtype),
         }
         self.reset_parameters(rng if rng is not None else np.random.default_rng())
-        self._cache: tuple[np.ndarray, tuple[int, int, int, int]] | None = None
+        self._cache: tuple[np.ndarray, tuple[int, ...]] | None = None
 
     def reset_parameters(self, rng: np.random.Generator, relu_gain: bool = True) -> None:
         kh, kw = self.kernel_size
@@ -99,23 +102,25 @@ class Conv2D(Layer):
         check_rank(x, 4, self, "(N, H, W, C)")
         oh, ow, f = self.output_shape(x.shape[1:])
         x = x.astype(self.dtype, copy=False)
-        cols = im2col(x, self.kernel_size, self.stride, self.padding)
         n = x.shape[0]
-        out = cols.reshape(n * oh * ow, -1) @ self.weight_matrix()
+        single = self.in_channels == 1
+        cols = im2col(x, self.kernel_size, self.stride, self.padding, offset_major=single)
+        # patches: the (N*OH*OW, K) patch matrix, a transposed view in the offset-major case
+        patches = cols.reshape(-1, n * oh * ow).T if single else cols.reshape(n * oh * ow, -1)
+        out = patches @ self.weight_matrix()
         out += self.params["bias"]
-        self._cache = (cols, x.shape) if training else None
+        self._cache = (patches, x.shape) if training else None
         return out.reshape(n, oh, ow, f)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
         if self._cache is None:
             raise RuntimeError(f"{self!r}.backward called without a training forward pass")
-        cols, input_shape = self._cache
+        patches, input_shape = self._cache
         self._cache = None
         f = self.out_channels
         kh, kw = self.kernel_size
-        g = np.ascontiguousarray(grad_out, dtype=cols.dtype).reshape(-1, f)
-        cols_2d = cols.reshape(g.shape[0], -1)
-        grad_w = cols_2d.T @ g
+        g = np.ascontiguousarray(grad_out, dtype=patches.dtype).reshape(-1, f)
+        grad_w = patches.T @ g
         self.grads = {
             "weight": np.ascontiguousarray(
                 grad_w.reshape(kh, kw, self.in_channels, f).transpose(3, 2, 0, 1)
@@ -124,7 +129,7 @@ class Conv2D(Layer):
         }
         if not self.needs_input_grad:
             return None
-        n, oh, ow = cols.shape[:3]
+        n, oh, ow = grad_out.shape[:3]
         per_offset = self.params["weight"].transpose(2, 3, 0, 1).reshape(kh * kw, f, -1)
         slabs = np.matmul(g, per_offset)  # (KH*KW, N*OH*OW, C)
         return col2im(
