@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from scratchcnn import SGD, Adam, AdamW, build
-from scratchcnn.layers import Dropout, ReLU, Softmax
+from scratchcnn.layers import BatchNorm1D, BatchNorm2D, Dropout, ReLU, Softmax
 from scratchcnn.losses import SoftmaxCrossEntropy
 
 from gradcheck import TORCH_TOL_32, TORCH_TOL_64, relative_error
@@ -243,3 +243,42 @@ def test_training_steps_match_pytorch(torch, arch, opt):
         for name in ("weight", "bias"):
             err = relative_error(my_layer.params[name], getattr(theirs_mod, name).detach().numpy())
             assert err < 1e-9, f"{arch} {my_layer!r}.{name}: relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES, ids=["float64", "float32"])
+@pytest.mark.parametrize("kind,shape", [("2d", (3, 5, 4, 6)), ("2d", (1, 3, 3, 2)), ("1d", (7, 5))])
+def test_batchnorm(torch, kind, shape, dtype, tol):
+    channels = shape[-1]
+    ours = (BatchNorm2D if kind == "2d" else BatchNorm1D)(channels, dtype=dtype)
+    theirs = (torch.nn.BatchNorm2d if kind == "2d" else torch.nn.BatchNorm1d)(channels)
+    theirs = theirs.to(torch.float64 if dtype == np.float64 else torch.float32)
+    rng = np.random.default_rng(8)
+    gamma, beta = rng.normal(1, 0.2, channels), rng.normal(0, 0.2, channels)
+    ours.params["weight"][...], ours.params["bias"][...] = gamma, beta
+    with torch.no_grad():
+        theirs.weight.copy_(torch.tensor(gamma)), theirs.bias.copy_(torch.tensor(beta))
+    to_torch = (
+        (lambda a: nchw(torch, a))
+        if kind == "2d"
+        else (lambda a: torch.tensor(a, requires_grad=True))
+    )
+    back = nhwc if kind == "2d" else (lambda t: t.detach().numpy())
+    for step in range(2):  # two training steps move the running statistics
+        x = (rng.normal(size=shape) * 3 + step).astype(dtype)
+        upstream = rng.normal(size=shape).astype(dtype)
+        y = ours.forward(x)
+        grad_x = ours.backward(upstream)
+        xt = to_torch(x)
+        yt = theirs.train()(xt)
+        theirs.zero_grad()
+        yt.backward(to_torch(upstream).detach())
+        assert relative_error(y, back(yt)) < tol
+        assert relative_error(grad_x, back(xt.grad)) < tol
+        assert relative_error(ours.grads["weight"], theirs.weight.grad.numpy()) < tol
+        assert relative_error(ours.grads["bias"], theirs.bias.grad.numpy()) < tol
+    assert relative_error(ours.buffers["running_mean"], theirs.running_mean.numpy()) < tol
+    assert relative_error(ours.buffers["running_var"], theirs.running_var.numpy()) < tol
+    x = rng.normal(size=shape).astype(dtype)
+    with torch.no_grad():
+        expected = back(theirs.eval()(to_torch(x)))
+    assert relative_error(ours.forward(x, training=False), expected) < tol

@@ -59,8 +59,20 @@ def workdir(tmp_path_factory, mnist_dir) -> Path:
 def model(workdir, mnist_dir) -> Path:
     """A seed net trained for 2 epochs on the first 12,000 training images."""
     out = workdir / "seed.npz"
-    result = run("train", "--data-dir", str(mnist_dir), "--limit", "12000", "--epochs", "2",
-                 "--out", str(out), "--quiet")  # fmt: skip
+    result = run(
+        "train",
+        "--recipe",
+        "seed",
+        "--data-dir",
+        str(mnist_dir),
+        "--limit",
+        "12000",
+        "--epochs",
+        "2",
+        "--out",
+        str(out),
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     assert "epoch 2/2" in result.stdout and "Conv2D(1, 8, 3)" in result.stdout
     accuracy = float(result.stdout.split("Test accuracy: ")[1].split("%")[0])
@@ -218,8 +230,13 @@ def test_bad_images(model, tmp_path):
     Image.new("L", (1, 1), 255).save(tiny)
     blank = tmp_path / "blank.png"
     Image.new("L", (64, 64), 255).save(blank)
-    cases = [(text, "not a readable image"), (empty, "empty"), (tiny, "1x1"),
-             (blank, "no digit found"), (tmp_path / "missing.png", "no such image")]  # fmt: skip
+    cases = [
+        (text, "not a readable image"),
+        (empty, "empty"),
+        (tiny, "1x1"),
+        (blank, "no digit found"),
+        (tmp_path / "missing.png", "no such image"),
+    ]
     for path, needle in cases:
         one_clear_line(run("predict", str(model), str(path)), str(path), needle)
 
@@ -249,8 +266,18 @@ def test_missing_data_names_what_to_do(tmp_path):
 
 def test_divergence_stops_with_advice(mnist_dir, tmp_path):
     out = tmp_path / "boom.npz"
-    result = run("train", "--data-dir", str(mnist_dir), "--limit", "2000", "--lr", "1e6",
-                 "--out", str(out), "--quiet")  # fmt: skip
+    result = run(
+        "train",
+        "--data-dir",
+        str(mnist_dir),
+        "--limit",
+        "2000",
+        "--lr",
+        "1e6",
+        "--out",
+        str(out),
+        "--quiet",
+    )
     line = one_clear_line(result, "diverged", "lower learning rate")
     assert "--lr" in line and not out.exists()
 
@@ -258,8 +285,20 @@ def test_divergence_stops_with_advice(mnist_dir, tmp_path):
 # -- interrupt and resume ------------------------------------------------------------------------
 
 
-TRAIN = ["train", "--arch", "keras", "--limit", "4000", "--epochs", "3", "--batch-size", "64",
-         "--lr", "0.02", "--quiet"]  # fmt: skip
+TRAIN = [
+    "train",
+    "--arch",
+    "keras",
+    "--limit",
+    "4000",
+    "--epochs",
+    "3",
+    "--batch-size",
+    "64",
+    "--lr",
+    "0.02",
+    "--quiet",
+]
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scratchcnn.layers import Dropout, Flatten, ReLU, Softmax
+from scratchcnn.layers import BatchNorm1D, BatchNorm2D, Dropout, Flatten, ReLU, Softmax
 from scratchcnn.losses import SoftmaxCrossEntropy
 
 from gradcheck import NUMERIC_TOL, numerical_gradient, relative_error, well_separated
@@ -19,15 +19,19 @@ from layer_cases import (
 )
 
 
-def check_layer(layer, x: np.ndarray, seed: int = 0) -> dict[str, float]:
-    """Compare dL/dx and every dL/dparam with numerical ones for L = sum(y * G)."""
+def check_layer(layer, x: np.ndarray, seed: int = 0, training_loss: bool = False) -> dict:
+    """Compare dL/dx and every dL/dparam with numerical ones for L = sum(y * G).
+
+    ``training_loss``: probe L in training mode (batch norm's output depends on the batch
+    statistics there); otherwise inference mode, which is the same function for other layers.
+    """
     rng = np.random.default_rng(seed)
     y = layer.forward(x)
     upstream = rng.normal(size=y.shape)
     grad_x = layer.backward(upstream)
 
     def loss() -> float:
-        return float((layer.forward(x, training=False) * upstream).sum())
+        return float((layer.forward(x, training=training_loss) * upstream).sum())
 
     errors = {"input": relative_error(grad_x, numerical_gradient(loss, x))}
     for name, value in layer.params.items():
@@ -108,3 +112,18 @@ def test_loss_is_stable_for_huge_logits():
     value = loss.forward(np.array([[1000.0, 0.0, -1000.0]]), np.array([1]))
     assert value == pytest.approx(1000.0)
     assert np.isfinite(loss.backward()).all()
+
+
+@pytest.mark.parametrize(
+    "layer,shape",
+    [(BatchNorm2D(3), (2, 4, 5, 3)), (BatchNorm2D(2), (1, 3, 3, 2)), (BatchNorm1D(4), (5, 4))],
+    ids=["2d", "2d-batch1", "1d"],
+)
+def test_batchnorm(layer, shape):
+    layer.astype(np.float64)
+    rng = np.random.default_rng(12)
+    layer.params["weight"][...] = rng.normal(1, 0.3, size=layer.num_features)
+    layer.params["bias"][...] = rng.normal(0, 0.3, size=layer.num_features)
+    x = rng.normal(size=shape) * 2 + 1
+    # forward() updates the running statistics; they do not affect the training output.
+    check_layer(layer, x, training_loss=True)

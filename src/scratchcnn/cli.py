@@ -19,7 +19,8 @@ from . import __version__
 from .architectures import ARCHITECTURES
 from .data.datasets import DATASETS
 from .errors import DivergenceError, ModelFileError, ScratchCNNError
-from .modelfile import atomic_write, load_arrays
+from .fileio import atomic_write
+from .modelfile import load_arrays
 from .optim import OPTIMIZERS
 from .recipes import RECIPES, get_recipe
 from .schedules import SCHEDULES
@@ -387,6 +388,12 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    return serve(args.model, args.host, args.port)
+
+
 # -- the parser ----------------------------------------------------------------------------------
 
 
@@ -409,7 +416,7 @@ def build_parser() -> Parser:
     t.add_argument(
         "--recipe",
         choices=list(RECIPES),
-        default="seed",
+        default="fast",
         help="a named set of settings (the options below override it)",
     )
     t.add_argument("--arch", choices=sorted(ARCHITECTURES))
@@ -461,6 +468,12 @@ def build_parser() -> Parser:
     i.add_argument("model")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("serve", help="a local web page: draw a digit, see every layer respond")
+    s.add_argument("model")
+    s.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.set_defaults(func=cmd_serve)
 
     # Listed for --help; main() hands its arguments to scratchcnn.bench untouched.
     sub.add_parser("bench", help="speed against PyTorch (scratchcnn bench --help)")

@@ -10,8 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import numpy as np  # noqa: E402
 
+from .fileio import atomic_write  # noqa: E402
 from .layers import Conv2D, MaxPool2D  # noqa: E402
-from .modelfile import atomic_write  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
+from ..fileio import atomic_write
 from .download import Progress, content_md5, fetch_from_mirrors
 
 SPLITS = ("train", "test")
@@ -147,13 +147,9 @@ def _read_memo() -> dict[str, list]:
 
 def _write_memo(memo: dict[str, list]) -> None:
     """Best effort: an unwritable cache only costs a re-hash next time."""
-    path = _memo_path()
+    text = json.dumps(memo, indent=1, sort_keys=True).encode()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".verified.", suffix=".tmp")
-        with os.fdopen(fd, "w") as out:
-            json.dump(memo, out, indent=1, sort_keys=True)
-        os.replace(tmp, path)
+        atomic_write(_memo_path(), lambda out: out.write(text))
     except OSError:
         pass
 

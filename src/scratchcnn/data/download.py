@@ -1,4 +1,5 @@
-"""Checksummed downloads: stream to a temporary file beside the target, verify, then rename.
+"""Checksummed downloads: stream to a temporary file beside the target, verify, then rename
+(``scratchcnn.fileio.atomic_write``).
 
 A failed, cut-off or corrupt download leaves nothing behind; a file is only ever visible under
 its real name once its content matches the expected MD5.
@@ -9,8 +10,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
-import os
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -20,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..errors import DataError
+from ..fileio import atomic_write
 
 # progress(bytes_so_far, total_bytes_or_None); the command line hands in a tqdm bar.
 Progress = Callable[[int, "int | None"], None]
@@ -51,29 +51,27 @@ def fetch(
     """Download ``url`` to ``dest`` if and only if its content's MD5 is ``md5``."""
     if urlsplit(url).scheme not in ("http", "https"):
         raise DataError(f"refusing to download {url!r}: only http(s) URLs are allowed")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            request = urllib.request.Request(url, headers={"User-Agent": "scratchcnn"})
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                length = response.headers.get("Content-Length")
-                total = int(length) if length and length.isdigit() else None
-                done = 0
-                while chunk := response.read(CHUNK):
-                    out.write(chunk)
-                    done += len(chunk)
-                    if progress:
-                        progress(done, total)
-                if total is not None and done != total:
-                    raise DataError(f"connection closed after {done:,} of {total:,} bytes")
+
+    def stream(out) -> None:
+        request = urllib.request.Request(url, headers={"User-Agent": "scratchcnn"})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            done = 0
+            while chunk := response.read(CHUNK):
+                out.write(chunk)
+                done += len(chunk)
+                if progress:
+                    progress(done, total)
+            if total is not None and done != total:
+                raise DataError(f"connection closed after {done:,} of {total:,} bytes")
+
+    def check(tmp: Path) -> None:
         got = content_md5(tmp)
         if got != md5:
             raise DataError(f"checksum mismatch: content MD5 {got}, expected {md5}")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(dest, stream, verify=check)
 
 
 def describe(err: BaseException) -> str:

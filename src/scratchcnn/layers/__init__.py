@@ -5,10 +5,13 @@ from .base import Layer
 from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
+from .normalization import BatchNorm1D, BatchNorm2D
 from .pooling import MaxPool2D
 from .shape import Flatten
 
 __all__ = [
+    "BatchNorm1D",
+    "BatchNorm2D",
     "Conv2D",
     "Dense",
     "Dropout",

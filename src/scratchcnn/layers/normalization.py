@@ -1,0 +1,125 @@
+"""Batch normalisation over the channel axis (the last axis, NHWC or (N, features)).
+
+Training, with statistics over every axis but the channel one (M values per channel):
+
+    mu = mean(x),  var = mean((x - mu)^2),  xhat = (x - mu) / sqrt(var + eps)
+    y  = gamma * xhat + beta
+    running_mean <- (1 - m) running_mean + m mu
+    running_var  <- (1 - m) running_var + m var * M / (M - 1)
+
+Inference uses the running statistics instead (as PyTorch, with the unbiased variance).
+Backward, with G = dL/dy:
+
+    dL/dbeta  = sum G,   dL/dgamma = sum G * xhat
+    dL/dx     = gamma / sqrt(var + eps) * (G - mean(G) - xhat * mean(G * xhat))
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..kernels import column_sums
+from .base import Layer
+
+
+class _BatchNorm(Layer):
+    rank = 0  # per-sample rank the subclass expects
+
+    def __init__(
+        self,
+        num_features: int,
+        momentum: float = 0.1,
+        eps: float = 1e-5,
+        dtype: type | np.dtype = np.float32,
+    ) -> None:
+        super().__init__()
+        self.num_features = int(num_features)
+        self.momentum, self.eps = float(momentum), float(eps)
+        self.params = {
+            "weight": np.ones(self.num_features, dtype=dtype),
+            "bias": np.zeros(self.num_features, dtype=dtype),
+        }
+        self.buffers = {
+            "running_mean": np.zeros(self.num_features, dtype=dtype),
+            "running_var": np.ones(self.num_features, dtype=dtype),
+        }
+        self._cache: tuple[np.ndarray, np.ndarray] | None = None
+
+    def reset_parameters(self, rng: np.random.Generator, relu_gain: bool = True) -> None:
+        self.params["weight"][...] = 1.0
+        self.params["bias"][...] = 0.0
+        self.buffers["running_mean"][...] = 0.0
+        self.buffers["running_var"][...] = 1.0
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(input_shape) != self.rank or input_shape[-1] != self.num_features:
+            raise ShapeError(
+                f"{self!r} expects per-sample shape {self._layout} with "
+                f"{self.num_features} channels last, got {tuple(input_shape)}"
+            )
+        return tuple(input_shape)
+
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        if x.ndim != self.rank + 1:
+            raise ShapeError(f"{self!r} expects a batch (N, {self._layout[1:]}, got {x.shape}")
+        self.output_shape(x.shape[1:])
+        x = x.astype(self.dtype, copy=False)
+        flat = x.reshape(-1, self.num_features)
+        gamma, beta = self.params["weight"], self.params["bias"]
+        if not training:
+            self._cache = None
+            scale = gamma / np.sqrt(self.buffers["running_var"] + self.eps)
+            return (x * scale + (beta - self.buffers["running_mean"] * scale)).astype(x.dtype)
+        count = flat.shape[0]
+        mean = column_sums(flat) / count
+        xhat = flat - mean
+        var = column_sums(xhat * xhat) / count
+        inv_std = 1.0 / np.sqrt(var + self.eps)
+        xhat *= inv_std
+        m = self.momentum
+        unbiased = var * (count / max(count - 1, 1))
+        self.buffers["running_mean"] = ((1 - m) * self.buffers["running_mean"] + m * mean).astype(
+            self.dtype
+        )
+        self.buffers["running_var"] = ((1 - m) * self.buffers["running_var"] + m * unbiased).astype(
+            self.dtype
+        )
+        self._cache = (xhat, inv_std)
+        out = xhat * gamma
+        out += beta
+        return out.reshape(x.shape)
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        if self._cache is None:
+            raise RuntimeError(f"{self!r}.backward called without a training forward pass")
+        xhat, inv_std = self._cache
+        self._cache = None
+        g = grad_out.reshape(-1, self.num_features)
+        count = g.shape[0]
+        grad_beta = column_sums(g)
+        grad_gamma = column_sums(g * xhat)
+        self.grads = {"weight": grad_gamma, "bias": grad_beta}
+        scale = self.params["weight"] * inv_std
+        grad = xhat * (grad_gamma / count)
+        np.subtract(g, grad, out=grad)
+        grad -= grad_beta / count
+        grad *= scale
+        return grad.reshape(grad_out.shape)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.num_features})"
+
+
+class BatchNorm2D(_BatchNorm):
+    """``BatchNorm2D(channels)`` for (N, H, W, C): statistics over N, H and W per channel."""
+
+    rank = 3
+    _layout = "(H, W, C)"
+
+
+class BatchNorm1D(_BatchNorm):
+    """``BatchNorm1D(features)`` for (N, features): statistics over the batch per feature."""
+
+    rank = 1
+    _layout = "(features,)"

@@ -1,0 +1,230 @@
+"""The web server: a real server on a free port on 127.0.0.1, driven over HTTP."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import io
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from scratchcnn.classifier import Classifier
+from scratchcnn.data import load
+from scratchcnn.images import load_digit
+from scratchcnn.server import MAX_BODY, make_server
+
+
+@pytest.fixture(scope="module")
+def trained(mnist_dir, tmp_path_factory) -> Classifier:
+    images, labels = load("mnist", "train", mnist_dir)
+    clf = Classifier.create("seed", seed=0)
+    clf.fit(images[:6000], labels[:6000], epochs=2, lr=0.01, momentum=0.9)
+    path = tmp_path_factory.mktemp("serve") / "seed.npz"
+    clf.save(path)
+    return Classifier.load(path)
+
+
+@pytest.fixture(scope="module")
+def server(trained):
+    httpd = make_server(trained, "127.0.0.1", 0)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd.server_address[1]
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def request(port, method, path, body=None, headers=None):
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    connection.request(method, path, body=body, headers=headers or {})
+    response = connection.getresponse()
+    data = response.read()
+    connection.close()
+    return response.status, response.getheader("Content-Type"), data
+
+
+def png_bytes(array: np.ndarray, mode: str = "L") -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(array).convert(mode).save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_dir):
+    images, labels = load("mnist", "test", mnist_dir)
+    # Dark ink on white paper, 5x larger: what a scan or the page's canvas looks like.
+    return [
+        (png_bytes(np.kron(255 - images[i], np.ones((5, 5), np.uint8))), int(labels[i]))
+        for i in range(10)
+    ]
+
+
+def test_page_and_static_files(server):
+    status, kind, body = request(server, "GET", "/")
+    assert status == 200 and kind.startswith("text/html")
+    assert b'<canvas id="pad"' in body and b"/app.js" in body
+    assert b"http://" not in body and b"https://" not in body  # nothing from outside
+    for path, expected in [("/app.js", "text/javascript"), ("/style.css", "text/css")]:
+        status, kind, body = request(server, "GET", path)
+        assert status == 200 and kind.startswith(expected) and len(body) > 500
+        assert b"https://" not in body
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/../pyproject.toml",
+        "/web/index.html",
+        "/etc/passwd",
+        "/%2e%2e/README.md",
+        "/scratchcnn/server.py",
+    ],
+)
+def test_nothing_else_is_served(server, path):
+    status, kind, body = request(server, "GET", path)
+    assert status == 404 and json.loads(body)["error"].startswith("no such page")
+
+
+def test_model_endpoint(server, trained):
+    status, _, body = request(server, "GET", "/api/model")
+    info = json.loads(body)
+    assert status == 200
+    assert info["architecture"] == "seed" and info["classes"] == [str(d) for d in range(10)]
+    assert [layer["name"] for layer in info["layers"]][0] == "Conv2D(1, 8, 3)"
+    assert info["filters"]["shape"] == [8, 3, 3]
+    np.testing.assert_allclose(
+        info["filters"]["values"], trained.model.layers[0].params["weight"][:, 0], atol=1e-4
+    )
+
+
+def test_predict_png_bytes_matches_the_python_api(server, trained, digits):
+    for png, _label in digits:
+        status, kind, body = request(
+            server, "POST", "/api/predict", png, {"Content-Type": "image/png"}
+        )
+        answer = json.loads(body)
+        assert status == 200 and kind == "application/json"
+        expected = trained.predict_proba(load_digit(png)[None])[0]
+        np.testing.assert_allclose(answer["probabilities"], expected, rtol=1e-5, atol=1e-7)
+        assert answer["prediction"] == str(int(expected.argmax()))
+        assert np.array(answer["input"]).shape == (28, 28)
+        assert "activations" not in answer
+    right = sum(
+        json.loads(request(server, "POST", "/api/predict", p, {"Content-Type": "image/png"})[2])[
+            "prediction"
+        ]
+        == str(label)
+        for p, label in digits
+    )
+    assert right >= 8
+
+
+def test_predict_data_url_json_with_activations(server, digits):
+    png, _ = digits[0]
+    url = "data:image/png;base64," + base64.b64encode(png).decode()
+    body = json.dumps({"image": url, "activations": True})
+    status, _, data = request(
+        server, "POST", "/api/predict", body, {"Content-Type": "application/json"}
+    )
+    answer = json.loads(data)
+    assert status == 200
+    shapes = [(a["layer"], a["shape"]) for a in answer["activations"]]
+    assert shapes == [("Conv2D(1, 8, 3)", [8, 26, 26]), ("MaxPool2D(2)", [8, 13, 13])]
+    for block in answer["activations"]:
+        assert len(base64.b64decode(block["data"])) == np.prod(block["shape"])
+    status, _, data = request(server, "POST", "/api/predict", url, {"Content-Type": "text/plain"})
+    assert status == 200 and json.loads(data)["prediction"] == answer["prediction"]
+
+
+def huge_png() -> bytes:
+    return png_bytes(np.full((9000, 9000), 255, np.uint8))  # 81 Mpixels, a few hundred KB
+
+
+BAD = [
+    (
+        "wrong type",
+        b"hello",
+        {"Content-Type": "application/x-www-form-urlencoded"},
+        415,
+        "Content-Type",
+    ),
+    ("no type", b"hello", {}, 415, "Content-Type"),
+    ("malformed json", b"{not json", {"Content-Type": "application/json"}, 400, "malformed JSON"),
+    ("json without image", b'{"img": 1}', {"Content-Type": "application/json"}, 400, "image"),
+    ("json list", b"[1, 2]", {"Content-Type": "application/json"}, 400, "image"),
+    ("bad base64", b"data:image/png;base64,@@@@", {"Content-Type": "text/plain"}, 400, "base64"),
+    ("not base64 url", b"data:image/png,abc", {"Content-Type": "text/plain"}, 400, "base64"),
+    ("gif data url", b"data:image/gif;base64,R0lGOD", {"Content-Type": "text/plain"}, 415, "gif"),
+    (
+        "text as image",
+        b"just some text",
+        {"Content-Type": "image/png"},
+        400,
+        "not a readable image",
+    ),
+    ("empty", b"", {"Content-Type": "image/png"}, 400, "empty"),
+    ("one pixel", None, {"Content-Type": "image/png"}, 400, "1x1"),
+    ("blank canvas", None, {"Content-Type": "image/png"}, 400, "no digit found"),
+    ("huge image", None, {"Content-Type": "image/png"}, 400, "too large"),
+]
+
+
+@pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])
+def test_bad_requests_get_a_clear_4xx(server, case):
+    name, body, headers, expected, needle = case
+    if name == "one pixel":
+        body = png_bytes(np.zeros((1, 1), np.uint8))
+    elif name == "blank canvas":
+        body = png_bytes(np.full((280, 280), 255, np.uint8))
+    elif name == "huge image":
+        body = huge_png()
+    status, kind, data = request(server, "POST", "/api/predict", body, headers)
+    assert status == expected and kind == "application/json"
+    message = json.loads(data)["error"]
+    assert needle in message and "Traceback" not in message
+
+
+def test_body_size_is_capped(server):
+    connection = http.client.HTTPConnection("127.0.0.1", server, timeout=20)
+    connection.putrequest("POST", "/api/predict")
+    connection.putheader("Content-Type", "image/png")
+    connection.putheader("Content-Length", str(MAX_BODY + 1))
+    connection.endheaders()
+    response = connection.getresponse()  # answered before we send a single body byte
+    assert response.status == 413 and "limit" in json.loads(response.read())["error"]
+    connection.close()
+
+
+def test_missing_length_wrong_method_unknown_endpoint(server):
+    connection = http.client.HTTPConnection("127.0.0.1", server, timeout=20)
+    connection.putrequest("POST", "/api/predict")
+    connection.putheader("Content-Type", "image/png")
+    connection.endheaders()
+    response = connection.getresponse()
+    assert response.status == 411
+    connection.close()
+    assert request(server, "GET", "/api/predict")[0] == 405
+    assert request(server, "POST", "/api/model", b"x", {"Content-Type": "image/png"})[0] == 404
+
+
+def test_concurrent_requests(server, digits):
+    def ask(k):
+        png, _ = digits[k % len(digits)]
+        status, _, body = request(
+            server, "POST", "/api/predict?activations=1", png, {"Content-Type": "image/png"}
+        )
+        return k % len(digits), status, json.loads(body)
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(ask, range(80)))
+    assert all(status == 200 for _, status, _ in results)
+    first = {}
+    for k, _, answer in results:  # the same image always gets the same answer
+        first.setdefault(k, answer["probabilities"])
+        np.testing.assert_allclose(answer["probabilities"], first[k], rtol=1e-6)
+        assert len(answer["activations"]) == 2
