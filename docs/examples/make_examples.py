@@ -1,6 +1,6 @@
 """Draw the example digit images used in the README (synthetic handwriting, no MNIST data).
 
-    python docs/examples/make_examples.py
+python docs/examples/make_examples.py
 """
 
 from pathlib import Path
@@ -21,10 +21,15 @@ def paper(size, colour):
 # A seven in black marker on white paper, off-centre on a large photo.
 img = paper((640, 480), (246, 244, 238))
 d = ImageDraw.Draw(img)
-d.line([(330, 90), (470, 96), (455, 130), (400, 260), (372, 380)], fill=(25, 25, 30), width=22,
-       joint="curve")
+d.line(
+    [(330, 90), (470, 96), (455, 130), (400, 260), (372, 380)],
+    fill=(25, 25, 30),
+    width=22,
+    joint="curve",
+)
 img.filter(ImageFilter.GaussianBlur(1.2)).rotate(-4, fillcolor=(246, 244, 238)).save(
-    HERE / "seven.png")
+    HERE / "seven.png"
+)
 
 # A three in blue ballpoint on cream paper, saved as JPEG.
 img = paper((300, 360), (250, 242, 215))
