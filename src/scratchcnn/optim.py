@@ -117,6 +117,7 @@ class Adam(Optimizer):
     """``Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0)`` (L2 in the grad)."""
 
     decoupled = False
+    default_weight_decay = 0.0
 
     def __init__(
         self,
@@ -124,9 +125,10 @@ class Adam(Optimizer):
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
-        weight_decay: float = 0.0,
+        weight_decay: float | None = None,
     ) -> None:
-        super().__init__(parameters, lr, weight_decay)
+        decay = self.default_weight_decay if weight_decay is None else weight_decay
+        super().__init__(parameters, lr, decay)
         self.beta1, self.beta2 = (float(b) for b in betas)
         self.eps = float(eps)
 
@@ -155,16 +157,7 @@ class AdamW(Adam):
     """``AdamW(params, lr=1e-3, betas, eps, weight_decay=0.01)``: decoupled weight decay."""
 
     decoupled = True
-
-    def __init__(
-        self,
-        parameters: Iterable[Parameter],
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.01,
-    ) -> None:
-        super().__init__(parameters, lr, betas, eps, weight_decay)
+    default_weight_decay = 0.01
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
