@@ -36,6 +36,7 @@ def check_layer(layer, x: np.ndarray, seed: int = 0, training_loss: bool = False
     errors = {"input": relative_error(grad_x, numerical_gradient(loss, x))}
     for name, value in layer.params.items():
         errors[name] = relative_error(layer.grads[name], numerical_gradient(loss, value))
+    print(f"{layer!r} {x.shape}: " + ", ".join(f"d/d{k} {v:.1e}" for k, v in errors.items()))
     for name, err in errors.items():
         assert err < NUMERIC_TOL, f"{layer!r}: d/d{name} relative error {err:.2e}"
     return errors
