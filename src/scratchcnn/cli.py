@@ -184,7 +184,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     def on_sigint(signum, frame):
         trainer = trainer_ref.get("t")
-        if trainer is None or trainer._stop:
+        if trainer is None or trainer.stop_requested:
             raise KeyboardInterrupt
         trainer.request_stop()
         print(

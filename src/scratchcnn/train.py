@@ -102,6 +102,10 @@ class Trainer:
         """Ask the loop to stop at the next batch boundary (safe from a signal handler)."""
         self._stop = True
 
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop
+
     def run(
         self,
         on_batch: Callable[[Trainer, float, int, int], None] | None = None,
