@@ -23,10 +23,11 @@ from .errors import ImageError
 
 MIN_SIDE = 8
 MAX_PIXELS = 40_000_000  # a bigger "image" is a decompression bomb, not a digit
+WORK_SIDE = 1024  # larger photos are shrunk first: a digit needs far fewer pixels than that
 
 
 def read_grey(source: str | Path | bytes, name: str | None = None) -> np.ndarray:
-    """Read an image file (path or bytes) as grey float64 in [0, 1], shape (H, W)."""
+    """Read an image file (path or bytes) as grey float32 in [0, 1], shape (H, W)."""
     label = name or (str(source) if not isinstance(source, bytes) else "image")
     if isinstance(source, bytes):
         if not source:
@@ -49,7 +50,9 @@ def read_grey(source: str | Path | bytes, name: str | None = None) -> np.ndarray
                 rgba = img.convert("RGBA")
                 white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 img = Image.alpha_composite(white, rgba)
-            grey = np.asarray(img.convert("L"), dtype=np.float64) / 255.0
+            if min(img.size) >= MIN_SIDE:  # keep tiny images tiny, so they are refused below
+                img.thumbnail((WORK_SIDE, WORK_SIDE))
+            grey = np.asarray(img.convert("L"), dtype=np.float32) * np.float32(1 / 255)
     except ImageError:
         raise
     except (
@@ -70,19 +73,22 @@ def read_grey(source: str | Path | bytes, name: str | None = None) -> np.ndarray
 
 def to_mnist(grey: np.ndarray, name: str = "image") -> np.ndarray:
     """Grey (H, W) in [0, 1] -> uint8 (28, 28), white digit on black, MNIST-style."""
+    grey = np.asarray(grey, dtype=np.float32)
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    background = float(np.median(border))
-    ink = 1.0 - grey if background > 0.5 else grey.copy()
-    background = min(background, 1.0 - background)
-    ink = ink - background
+    background = np.float32(np.median(border))
+    # Ink is what differs from the background, bright: (1 - grey) - (1 - background) on light
+    # paper, grey - background on a dark board.
+    ink = background - grey if background > 0.5 else grey - background
     peak = float(ink.max())
     if peak < 0.15:  # nothing stands out from the background
         raise ImageError(f"{name}: no digit found (the image is blank or has no contrast)")
-    ink = np.clip(ink / peak, 0.0, 1.0)
-    ink[ink < 0.2] = 0.0  # paper texture and JPEG noise, not ink
-
-    rows, cols = np.nonzero(ink)
-    crop = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    # Below a fifth of the strongest ink is paper texture and JPEG noise, not ink.
+    threshold = np.float32(0.2 * peak)
+    inked = ink >= threshold
+    rows = np.flatnonzero(inked.any(axis=1))
+    cols = np.flatnonzero(inked.any(axis=0))
+    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    crop = np.where(crop >= threshold, crop / np.float32(peak), np.float32(0))
     h, w = crop.shape
     scale = 20.0 / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))

@@ -145,6 +145,10 @@ class Service:
 class Handler(BaseHTTPRequestHandler):
     service: Service
     server_version = "scratchcnn"
+    protocol_version = "HTTP/1.1"  # keep-alive: every response carries its Content-Length
+    # Headers and body go out in two writes; without this, Nagle's algorithm holds the body
+    # back until the client's delayed ACK (~40 ms a request on keep-alive connections).
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - http.server's name
         log.info("%s %s", self.address_string(), format % args)
@@ -195,6 +199,7 @@ class Handler(BaseHTTPRequestHandler):
     def _read_body(self) -> bytes:
         length = self.headers.get("Content-Length")
         if length is None:
+            self.close_connection = True  # we cannot tell where this request ends
             raise RequestError(HTTPStatus.LENGTH_REQUIRED, "Content-Length header required")
         try:
             size = int(length)
