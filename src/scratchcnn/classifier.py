@@ -222,7 +222,7 @@ class Classifier:
         """Read a model file written by :meth:`save` (or a checkpoint); no pickle involved."""
         meta, arrays = load_arrays(path)
         clf = cls._from_meta(path, meta)
-        params = {k[len("param/") :]: v for k, v in arrays.items() if k.startswith("param/")}
+        params = _unprefixed(arrays, "param/")
         try:
             clf.model.load_state_dict(params)
         except ModelFileError as err:
@@ -267,14 +267,12 @@ class Classifier:
                 f"{path}: checkpoint is for {meta.get('architecture')} on {meta.get('dataset')}, "
                 f"not {self.architecture} on {self.dataset}"
             )
-        params = {k[len("param/") :]: v for k, v in arrays.items() if k.startswith("param/")}
+        params = _unprefixed(arrays, "param/")
         self.model.load_state_dict(params)
         self.training = dict(meta.get("training") or {})
         self.history = list(meta.get("history") or [])
         state = dict(meta["checkpoint"])
-        state["optimizer"] = {
-            k[len("optim/") :]: v for k, v in arrays.items() if k.startswith("optim/")
-        }
+        state["optimizer"] = _unprefixed(arrays, "optim/")
         return state
 
     def info(self) -> dict:
@@ -298,6 +296,11 @@ def make_optimizer(recipe: Recipe, model: Sequential) -> Optimizer:
             weight_decay=recipe.weight_decay,
         )
     return kind(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+def _unprefixed(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    """The arrays whose names start with ``prefix``, under their names without it."""
+    return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
 def _now() -> str:

@@ -32,7 +32,7 @@ import numpy as np
 from .classifier import Classifier
 from .errors import ImageError
 from .images import load_digit
-from .layers import Conv2D, MaxPool2D
+from .layers import Conv2D, MaxPool2D, softmax
 
 MAX_BODY = 5 * 1024 * 1024  # bytes: a phone photo fits, a flood does not
 STATIC = {  # the only files ever served, all from the package
@@ -124,8 +124,7 @@ class Service:
             raise RequestError(HTTPStatus.BAD_REQUEST, str(err)) from None
         x = self.clf.prepare(digit[None])
         outputs = self.clf.model.activations(x)
-        probs = np.exp(outputs[-1][0] - outputs[-1][0].max())
-        probs /= probs.sum()
+        probs = softmax(outputs[-1])[0]
         best = int(probs.argmax())
         answer = {
             "prediction": self.clf.classes[best],
