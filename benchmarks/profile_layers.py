@@ -2,7 +2,8 @@
 
     python benchmarks/profile_layers.py [--arch keras] [--batch 256] [--steps 30]
 
-Layers are timed in the order the model runs them (a ReLU before a max-pool runs after it).
+Layers are timed in the order the model runs them: a ReLU before a max-pool runs after it, and
+a convolution runs fused with the max-pool that follows it (see model.Sequential).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def main() -> None:
     y = rng.integers(0, 10, args.batch)
     loss = SoftmaxCrossEntropy()
     optimizer = SGD(model.parameters(), lr=0.01, momentum=0.9)
-    forward = {id(layer): 0.0 for layer in model.layers}
+    forward = {id(layer): 0.0 for layer in model.execution_order}
     backward = dict(forward)
     other = 0.0
     for step in range(args.steps + 3):  # 3 warm-up steps
@@ -53,13 +54,13 @@ def main() -> None:
         f"{args.arch}, batch {args.batch}: {1000 * total / args.steps:.1f} ms a step "
         f"({args.batch * args.steps / total:,.0f} img/s)"
     )
-    print(f"{'layer':<22} {'forward ms':>10} {'backward ms':>11} {'share':>6}")
+    print(f"{'layer':<32} {'forward ms':>10} {'backward ms':>11} {'share':>6}")
     for layer in model.execution_order:
         f, b = forward[id(layer)] / args.steps, backward[id(layer)] / args.steps
         share = 100 * (f + b) * args.steps / total
-        print(f"{layer!r:<22} {1000 * f:>10.2f} {1000 * b:>11.2f} {share:>5.1f}%")
+        print(f"{layer!r:<32} {1000 * f:>10.2f} {1000 * b:>11.2f} {share:>5.1f}%")
     print(
-        f"{'loss + optimizer':<22} {1000 * other / args.steps:>22.2f} {100 * other / total:>5.1f}%"
+        f"{'loss + optimizer':<32} {1000 * other / args.steps:>22.2f} {100 * other / total:>5.1f}%"
     )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scratchcnn.layers import Conv2D, Dense, MaxPool2D
+from scratchcnn.layers import Conv2D, ConvPool, Dense, MaxPool2D
 
 CONV_CASES = [
     # id,                               in, out, kernel, stride, padding, input (N, H, W, C)
@@ -26,6 +26,15 @@ POOL_CASES = [
     ("2-stride1-overlap", 2, 1, (2, 4, 5, 1)),
     ("2x3-stride1x2", (2, 3), (1, 2), (1, 5, 7, 2)),
     ("3-batch1", 3, None, (1, 6, 9, 1)),
+]
+
+CONV_POOL_CASES = [
+    # id,                     in, out, kernel, stride, padding, pool, input (N, H, W, C)
+    ("1ch-2x2-exact", 1, 3, 3, 1, 0, 2, (2, 6, 8, 1)),
+    ("3ch-2x2-ragged", 3, 4, 3, 1, 0, 2, (1, 7, 6, 3)),
+    ("stride2-pad1-pool3", 2, 3, 3, 2, 1, 3, (2, 9, 11, 2)),
+    ("k2x3-pad-pool2x3", 2, 2, (2, 3), 1, (1, 0), (2, 3), (1, 6, 9, 2)),
+    ("1ch-pool1", 1, 2, 3, 1, 1, 1, (1, 4, 5, 1)),
 ]
 
 DENSE_CASES = [
@@ -47,3 +56,11 @@ def make_pool(case) -> MaxPool2D:
 def make_dense(case, dtype=np.float64) -> Dense:
     _, din, dout, _ = case
     return Dense(din, dout, rng=np.random.default_rng(1), dtype=dtype)
+
+
+def make_conv_pool(case, dtype=np.float64) -> ConvPool:
+    """A fused conv + max-pool; its ``conv`` and ``pool`` are the unfused reference."""
+    _, cin, cout, k, s, p, pool, _ = case
+    conv = Conv2D(cin, cout, k, stride=s, padding=p, rng=np.random.default_rng(1), dtype=dtype)
+    conv.params["bias"][...] = np.linspace(-0.5, 0.5, cout)
+    return ConvPool(conv, MaxPool2D(pool))

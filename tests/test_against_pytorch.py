@@ -14,7 +14,16 @@ from scratchcnn.layers import BatchNorm1D, BatchNorm2D, Dropout, ReLU, Softmax
 from scratchcnn.losses import SoftmaxCrossEntropy
 
 from gradcheck import TORCH_TOL_32, TORCH_TOL_64, relative_error
-from layer_cases import CONV_CASES, DENSE_CASES, POOL_CASES, make_conv, make_dense, make_pool
+from layer_cases import (
+    CONV_CASES,
+    CONV_POOL_CASES,
+    DENSE_CASES,
+    POOL_CASES,
+    make_conv,
+    make_conv_pool,
+    make_dense,
+    make_pool,
+)
 
 DTYPES = [(np.float64, TORCH_TOL_64), (np.float32, TORCH_TOL_32)]
 
@@ -82,6 +91,66 @@ def test_maxpool_ties_go_to_the_first_maximum_like_pytorch(torch, pool, stride):
         np.testing.assert_array_equal(grad_x, nhwc(xt.grad))
         # Every window hands its gradient to exactly one position: nothing is duplicated.
         assert grad_x.sum() == upstream.sum()
+
+
+def conv_pool_against_torch(torch, layer, x: np.ndarray, upstream_seed: int = 0):
+    """Run the fused layer and PyTorch's conv2d + max_pool2d; return both sets of results."""
+    y = layer.forward(x)
+    upstream = np.random.default_rng(upstream_seed).normal(size=y.shape).astype(x.dtype)
+    grad_x = layer.backward(upstream)
+    conv, pool = layer.conv, layer.pool
+    xt = nchw(torch, x)
+    wt = torch.tensor(conv.params["weight"], requires_grad=True)
+    bt = torch.tensor(conv.params["bias"], requires_grad=True)
+    yt = torch.nn.functional.conv2d(xt, wt, bt, stride=conv.stride, padding=conv.padding)
+    yt = torch.nn.functional.max_pool2d(yt, pool.pool_size, pool.stride)
+    yt.backward(torch.tensor(np.ascontiguousarray(upstream.transpose(0, 3, 1, 2))))
+    ours = (y, grad_x, conv.grads["weight"], conv.grads["bias"])
+    theirs = (nhwc(yt), nhwc(xt.grad), wt.grad.numpy(), bt.grad.numpy())
+    return ours, theirs
+
+
+@pytest.mark.parametrize("dtype,tol", DTYPES, ids=["float64", "float32"])
+@pytest.mark.parametrize("case", CONV_POOL_CASES, ids=[c[0] for c in CONV_POOL_CASES])
+def test_fused_conv_pool(torch, case, dtype, tol):
+    layer = make_conv_pool(case, dtype)
+    x = np.random.default_rng(0).normal(size=case[-1]).astype(dtype)
+    ours, theirs = conv_pool_against_torch(torch, layer, x)
+    assert all(a.dtype == dtype for a in ours)
+    names = ("output", "input grad", "weight grad", "bias grad")
+    for name, a, b in zip(names, ours, theirs, strict=True):
+        assert relative_error(a, b) < tol, name
+
+
+@pytest.mark.parametrize("case", CONV_POOL_CASES[:3], ids=[c[0] for c in CONV_POOL_CASES[:3]])
+def test_fused_conv_pool_ties_go_to_the_first_maximum(torch, case):
+    # Integer images and weights make exact ties in the conv output; a constant image makes
+    # every window one tie. The fused layer must pick the same winners as PyTorch.
+    layer = make_conv_pool(case)
+    rng = np.random.default_rng(1)
+    layer.conv.params["weight"][...] = rng.integers(-1, 2, size=layer.conv.params["weight"].shape)
+    images = (rng.integers(0, 2, size=case[-1]).astype(np.float64), np.ones(case[-1]))
+    for x in images:
+        ours, theirs = conv_pool_against_torch(torch, layer, x)
+        for a, b in zip(ours, theirs, strict=True):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+
+
+def test_fused_conv_pool_matches_the_two_layers_it_replaces():
+    for case in CONV_POOL_CASES:
+        layer = make_conv_pool(case)
+        x = np.random.default_rng(2).normal(size=case[-1])
+        y = layer.forward(x)
+        upstream = np.random.default_rng(3).normal(size=y.shape)
+        grad_x = layer.backward(upstream)
+        fused_grads = dict(layer.conv.grads)
+        conv, pool = layer.conv, layer.pool
+        np.testing.assert_allclose(y, pool.forward(conv.forward(x)), rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(
+            grad_x, conv.backward(pool.backward(upstream)), rtol=1e-13, atol=1e-13
+        )
+        for name, value in fused_grads.items():
+            np.testing.assert_allclose(value, conv.grads[name], rtol=1e-12, atol=1e-13)
 
 
 @pytest.mark.parametrize("dtype,tol", DTYPES, ids=["float64", "float32"])

@@ -11,9 +11,11 @@ from scratchcnn.losses import SoftmaxCrossEntropy
 from gradcheck import NUMERIC_TOL, numerical_gradient, relative_error, well_separated
 from layer_cases import (
     CONV_CASES,
+    CONV_POOL_CASES,
     DENSE_CASES,
     POOL_CASES,
     make_conv,
+    make_conv_pool,
     make_dense,
     make_pool,
 )
@@ -53,6 +55,14 @@ def test_conv2d(case):
 @pytest.mark.parametrize("case", POOL_CASES, ids=[c[0] for c in POOL_CASES])
 def test_maxpool2d(case):
     check_layer(make_pool(case), well_separated(np.random.default_rng(3), case[-1]))
+
+
+@pytest.mark.parametrize("case", CONV_POOL_CASES, ids=[c[0] for c in CONV_POOL_CASES])
+def test_fused_conv_pool(case):
+    # Random normal inputs leave conv outputs in a window far apart next to the 1e-6 step.
+    layer = make_conv_pool(case)
+    errors = check_layer(layer, np.random.default_rng(13).normal(size=case[-1]))
+    assert set(errors) == {"input", "weight", "bias"}
 
 
 @pytest.mark.parametrize("case", DENSE_CASES, ids=[c[0] for c in DENSE_CASES])

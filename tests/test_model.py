@@ -22,7 +22,7 @@ from scratchcnn.augment import random_affine
 from scratchcnn.classifier import Classifier
 from scratchcnn.data import load
 from scratchcnn.errors import DivergenceError
-from scratchcnn.layers import Flatten
+from scratchcnn.layers import ConvPool, Flatten
 from scratchcnn.schedules import Schedule
 
 
@@ -67,7 +67,10 @@ def test_first_layer_skips_the_image_gradient():
     model = build("seed", seed=0)
     assert not model.layers[0].needs_input_grad and model.layers[-1].needs_input_grad
     model.forward(np.zeros((2, 28, 28, 1), np.float32))
-    assert model.layers[0].backward(np.ones((2, 26, 26, 8), np.float32)) is None
+    first = model.execution_order[0]  # the first conv runs fused with its max-pool
+    assert isinstance(first, ConvPool) and first.conv is model.layers[0]
+    assert first.backward(np.ones((2, 13, 13, 8), np.float32)) is None
+    assert model.layers[0].grads["weight"].shape == (8, 1, 3, 3)
     alone = Conv2D(1, 2, 3)
     alone.forward(np.zeros((1, 5, 5, 1), np.float32))
     assert alone.backward(np.ones((1, 3, 3, 2), np.float32)).shape == (1, 5, 5, 1)

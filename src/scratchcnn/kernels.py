@@ -98,6 +98,7 @@ def im2col(
     stride: tuple[int, int],
     padding: tuple[int, int],
     offset_major: bool = False,
+    pool: tuple[int, int] = (1, 1),
 ) -> np.ndarray:
     """Lay out every receptive field of ``x`` as one row.
 
@@ -108,36 +109,37 @@ def im2col(
     contiguous runs rather than one copy of runs only KH*KW*C long. For one input channel
     (C = 1) that is the transposed patch matrix, ``cols.reshape(KH * KW, N * OH * OW)``, and
     much cheaper to build.
+
+    ``pool = (PH, PW)`` orders the output pixels for a PH x PW max-pool (stride = size) that
+    follows the convolution: (PH, PW, N, QH, QW) with QH = OH // PH, QW = OW // PW, where
+    (pi, pj, n, q, r) is output pixel (n, q*PH + pi, r*PW + pj). Each window offset (pi, pj) is
+    then one contiguous block of rows, and the pixels a ragged pool edge would drop are never
+    gathered. The default (1, 1) is the plain (N, OH, OW) order.
     """
     xp = pad_hw(x, padding)
     n, hp, wp, c = xp.shape
-    kh, kw = kernel
-    sh, sw = stride
-    oh = (hp - kh) // sh + 1
-    ow = (wp - kw) // sw + 1
-    if offset_major:
-        slabs = np.empty((kh, kw, n, oh, ow, c), dtype=x.dtype)
-
-        def gather(s: slice) -> None:
-            for i in range(kh):
-                for j in range(kw):
-                    slabs[i, j, s] = xp[s, window_slice(i, oh, sh), window_slice(j, ow, sw), :]
-
-        parallel_over_batch(gather, n, slabs.size)
-        return slabs
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pool
+    qh = ((hp - kh) // sh + 1) // ph
+    qw = ((wp - kw) // sw + 1) // pw
     s_n, s_h, s_w, s_c = xp.strides
-    windows = as_strided(
-        xp,
-        shape=(n, oh, ow, kh, kw, c),
-        strides=(s_n, s_h * sh, s_w * sw, s_h, s_w, s_c),
-        writeable=False,
-    )
-    cols = np.empty(windows.shape, dtype=x.dtype)
+    # Output pixel (pi, pj, n, q, r) reads x[n, (q*PH + pi)*sh + i, (r*PW + pj)*sw + j, c]
+    # for kernel offset (i, j): every index is linear, so one strided view holds them all.
+    pixels = [(ph, sh * s_h), (pw, sw * s_w), (n, s_n), (qh, ph * sh * s_h), (qw, pw * sw * s_w)]
+    offsets = [(kh, s_h), (kw, s_w)]
+    channel = [(c, s_c)]
+    layout = offsets + pixels + channel if offset_major else pixels + offsets + channel
+    shape, strides = zip(*layout, strict=True)
+    windows = as_strided(xp, shape=shape, strides=strides, writeable=False)
+    cols = np.empty(shape, dtype=x.dtype)
+    batch_axis = 4 if offset_major else 2
 
     def copy(s: slice) -> None:
-        cols[s] = windows[s]
+        index = (slice(None),) * batch_axis + (s,)
+        cols[index] = windows[index]
 
     parallel_over_batch(copy, n, cols.size)
+    if ph == pw == 1:  # drop the two unit pool axes: the documented plain layouts
+        cols = cols.reshape(shape[: batch_axis - 2] + shape[batch_axis:])
     return cols
 
 
@@ -172,6 +174,22 @@ def col2im(
     if ph or pw:
         grad = grad[:, ph : ph + h, pw : pw + w, :]
     return grad
+
+
+def add_bias(rows: np.ndarray, bias: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``rows + bias`` for a per-channel ``bias`` (F,) and ``rows`` (N, L) with channels last
+    (L = P*F), written to ``out`` (default: in place) and returned.
+
+    The bias is tiled along a whole row first, so NumPy's inner loop runs L elements rather
+    than F: with 8 channels that is several times faster."""
+    out = rows if out is None else out
+    tiled = np.tile(bias, rows.shape[1] // bias.size)
+
+    def add(s: slice) -> None:
+        np.add(rows[s], tiled, out=out[s])
+
+    parallel_over_batch(add, len(rows), rows.size)
+    return out
 
 
 def column_sums(matrix: np.ndarray) -> np.ndarray:

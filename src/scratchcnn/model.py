@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from .errors import InputError, ModelFileError, ShapeError
-from .layers import Conv2D, Dense, Dropout, Layer, MaxPool2D, ReLU, softmax
+from .layers import Conv2D, ConvPool, Dense, Dropout, Layer, MaxPool2D, ReLU, softmax
 from .optim import Parameter
 
 
@@ -36,7 +36,8 @@ class Sequential:
         self.output_shapes = self._infer_shapes()
         self.execution_order = self._execution_order()
         for layer in self.layers:
-            layer.needs_input_grad = layer is not self.execution_order[0]
+            layer.needs_input_grad = True
+        self.execution_order[0].needs_input_grad = False
         self.initialize(seed)
         self.astype(dtype)
 
@@ -52,11 +53,16 @@ class Sequential:
         return shapes
 
     def _execution_order(self) -> list[Layer]:
-        """The layers in the order they run: as declared, except that a ReLU directly followed
-        by a max-pool runs after it. max(relu(x)) = relu(max(x)) exactly, and so are the
-        gradients (the first maximum of a window is the same before and after the ReLU unless
-        it is <= 0, where the ReLU's gradient is 0 either way); the ReLU then touches a quarter
-        of the values. ``activations`` still reports every layer in declared order."""
+        """The layers in the order they run. Two rewrites, both exact:
+
+        * a ReLU directly followed by a max-pool runs after it: max(relu(x)) = relu(max(x)),
+          and so are the gradients (the first maximum of a window is the same before and after
+          the ReLU unless it is <= 0, where the ReLU's gradient is 0 either way); the ReLU then
+          touches a quarter of the values;
+        * a Conv2D then directly followed by a max-pool whose stride is its size runs with it
+          as one ``ConvPool`` (see ``layers/fused.py``).
+
+        ``activations`` still runs every layer on its own, in declared order."""
         order = list(self.layers)
         i = 0
         while i < len(order) - 1:
@@ -64,7 +70,18 @@ class Sequential:
                 order[i], order[i + 1] = order[i + 1], order[i]
                 i += 1
             i += 1
-        return order
+        fused: list[Layer] = []
+        for layer in order:
+            previous = fused[-1] if fused else None
+            if (
+                isinstance(previous, Conv2D)
+                and isinstance(layer, MaxPool2D)
+                and layer.stride == layer.pool_size
+            ):
+                fused[-1] = ConvPool(previous, layer)
+            else:
+                fused.append(layer)
+        return fused
 
     def initialize(self, seed: int | None = None) -> None:
         """Draw all parameters afresh; the same seed always gives the same model.

@@ -5,6 +5,7 @@ from .base import Layer
 from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
+from .fused import ConvPool
 from .normalization import BatchNorm1D, BatchNorm2D
 from .pooling import MaxPool2D
 from .shape import Flatten
@@ -13,6 +14,7 @@ __all__ = [
     "BatchNorm1D",
     "BatchNorm2D",
     "Conv2D",
+    "ConvPool",
     "Dense",
     "Dropout",
     "Flatten",

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ShapeError
-from ..kernels import col2im, column_sums, im2col, output_size, pair
+from ..kernels import add_bias, col2im, column_sums, im2col, output_size, pair
 from .base import Layer, check_rank, glorot_std, he_std
 
 
@@ -98,40 +98,60 @@ class Conv2D(Layer):
         f = self.out_channels
         return self.params["weight"].transpose(2, 3, 1, 0).reshape(-1, f)
 
+    def patches(self, x: np.ndarray, pool: tuple[int, int] = (1, 1)) -> np.ndarray:
+        """The (M, KH*KW*C) patch matrix of ``x`` (N, H, W, C): one row per output pixel, in
+        im2col's order for ``pool`` (M = N*OH*OW in the default, plain order)."""
+        kh, kw = self.kernel_size
+        k = kh * kw * self.in_channels
+        if self.in_channels == 1:  # offset-major cols are the transposed patch matrix
+            cols = im2col(x, self.kernel_size, self.stride, self.padding, True, pool)
+            return cols.reshape(k, -1).T
+        cols = im2col(x, self.kernel_size, self.stride, self.padding, False, pool)
+        return cols.reshape(-1, k)
+
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         check_rank(x, 4, self, "(N, H, W, C)")
         oh, ow, f = self.output_shape(x.shape[1:])
         x = x.astype(self.dtype, copy=False)
-        n = x.shape[0]
-        single = self.in_channels == 1
-        cols = im2col(x, self.kernel_size, self.stride, self.padding, offset_major=single)
-        # patches: the (N*OH*OW, K) patch matrix, a transposed view in the offset-major case
-        patches = cols.reshape(-1, n * oh * ow).T if single else cols.reshape(n * oh * ow, -1)
+        patches = self.patches(x)
         out = patches @ self.weight_matrix()
-        out += self.params["bias"]
+        add_bias(out.reshape(x.shape[0], oh * ow * f), self.params["bias"])
         self._cache = (patches, x.shape) if training else None
-        return out.reshape(n, oh, ow, f)
+        return out.reshape(x.shape[0], oh, ow, f)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
         if self._cache is None:
             raise RuntimeError(f"{self!r}.backward called without a training forward pass")
         patches, input_shape = self._cache
         self._cache = None
-        f = self.out_channels
+        g = np.ascontiguousarray(grad_out, dtype=patches.dtype)
+        self.set_grads(patches, g.reshape(-1, self.out_channels))
+        return self.input_grad(g, input_shape) if self.needs_input_grad else None
+
+    def set_grads(
+        self, patches: np.ndarray, grad_rows: np.ndarray, bias_grad: np.ndarray | None = None
+    ) -> None:
+        """Fill ``grads`` from the (M, K) patches and the matching (M, F) rows of dL/dy.
+
+        ``bias_grad`` may be given when the caller has it for less (``ConvPool`` does)."""
         kh, kw = self.kernel_size
-        g = np.ascontiguousarray(grad_out, dtype=patches.dtype).reshape(-1, f)
-        grad_w = patches.T @ g
+        grad_w = patches.T @ grad_rows
         self.grads = {
             "weight": np.ascontiguousarray(
-                grad_w.reshape(kh, kw, self.in_channels, f).transpose(3, 2, 0, 1)
+                grad_w.reshape(kh, kw, self.in_channels, -1).transpose(3, 2, 0, 1)
             ),
-            "bias": column_sums(g),
+            "bias": column_sums(grad_rows) if bias_grad is None else bias_grad,
         }
-        if not self.needs_input_grad:
-            return None
-        n, oh, ow = grad_out.shape[:3]
+
+    def input_grad(self, grad_out: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
+        """dL/dx (input_shape) from a C-contiguous dL/dy (N, OH', OW', F).
+
+        OH' and OW' may be smaller than the output's: pixels past them then get no gradient,
+        as when a max-pool drops a ragged edge."""
+        n, oh, ow, f = grad_out.shape
+        kh, kw = self.kernel_size
         per_offset = self.params["weight"].transpose(2, 3, 0, 1).reshape(kh * kw, f, -1)
-        slabs = np.matmul(g, per_offset)  # (KH*KW, N*OH*OW, C)
+        slabs = np.matmul(grad_out.reshape(-1, f), per_offset)  # (KH*KW, N*OH'*OW', C)
         return col2im(
             slabs.reshape(kh, kw, n, oh, ow, -1),
             input_shape,

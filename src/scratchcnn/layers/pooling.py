@@ -13,6 +13,7 @@ contributions add up.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from itertools import product
 
 import numpy as np
@@ -20,6 +21,26 @@ import numpy as np
 from ..errors import ShapeError
 from ..kernels import output_size, pair, parallel_over_batch, window_slice
 from .base import Layer, check_rank
+
+
+def first_maximum_hits(
+    candidates: Iterable[np.ndarray], best: np.ndarray, count: int
+) -> Iterator[np.ndarray]:
+    """Yield, for each of the ``count`` candidates (the window's values at one offset, in
+    row-major offset order, each of ``best``'s shape), the boolean mask of the output pixels
+    whose first maximum is there. Every pixel is marked exactly once over all candidates."""
+    unclaimed = None  # output pixels whose winner is still to be found
+    for k, candidate in enumerate(candidates):
+        if k == count - 1 and unclaimed is not None:
+            yield unclaimed  # every window has a maximum somewhere: it is here
+            return
+        hit = candidate == best
+        if unclaimed is None:
+            unclaimed = ~hit
+        else:
+            hit &= unclaimed  # an earlier offset already won this tie
+            unclaimed ^= hit
+        yield hit
 
 
 class MaxPool2D(Layer):
@@ -78,22 +99,11 @@ class MaxPool2D(Layer):
         return best
 
     def _winners(self, x: np.ndarray, best: np.ndarray):
-        """Yield ``((i, j), hit)``: ``hit`` marks the output pixels whose first maximum is at
-        window offset (i, j); every output pixel is marked exactly once over all offsets."""
+        """Yield ``((i, j), hit)`` for every window offset, as :func:`first_maximum_hits`."""
         oh, ow = best.shape[1:3]
         offsets = self._offsets()
-        unclaimed = None  # output pixels whose winner is still to be found
-        for k, (i, j) in enumerate(offsets):
-            if k == len(offsets) - 1 and unclaimed is not None:
-                hit = unclaimed  # every window has a maximum somewhere: it is here
-            else:
-                hit = self._window(x, i, j, oh, ow) == best
-                if unclaimed is None:
-                    unclaimed = ~hit
-                else:
-                    hit &= unclaimed  # an earlier offset already won this tie
-                    unclaimed ^= hit
-            yield (i, j), hit
+        windows = (self._window(x, i, j, oh, ow) for i, j in offsets)
+        yield from zip(offsets, first_maximum_hits(windows, best, len(offsets)), strict=True)
 
     def _cached(self, what: str) -> tuple[np.ndarray, np.ndarray]:
         if self._cache is None:
