@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels import parallel_over_batch
+from ..kernels import FRESH, Scratch, parallel_over_batch
 from .base import Layer, check_rank
 
 
@@ -19,9 +19,10 @@ class ReLU(Layer):
     def __init__(self) -> None:
         super().__init__()
         self._mask: np.ndarray | None = None
+        self._scratch = Scratch()  # the mask's memory, reused from step to step
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
-        mask = np.empty(x.shape, dtype=bool)
+        mask = (self._scratch if training else FRESH).get("mask", x.shape, bool)
         out = np.empty_like(x)
 
         def relu(s: slice) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ShapeError
-from ..kernels import add_bias, col2im, column_sums, im2col, output_size, pair
+from ..kernels import FRESH, Scratch, add_bias, col2im, column_sums, im2col, output_size, pair
 from .base import Layer, check_rank, glorot_std, he_std
 
 
@@ -65,6 +65,7 @@ class Conv2D(Layer):
             "bias": np.zeros(self.out_channels, dtype=dtype),
         }
         self.reset_parameters(rng if rng is not None else np.random.default_rng())
+        self.scratch = Scratch()  # training temporaries, reused from step to step
         self._cache: tuple[np.ndarray, tuple[int, ...]] | None = None
 
     def reset_parameters(self, rng: np.random.Generator, relu_gain: bool = True) -> None:
@@ -98,22 +99,22 @@ class Conv2D(Layer):
         f = self.out_channels
         return self.params["weight"].transpose(2, 3, 1, 0).reshape(-1, f)
 
-    def patches(self, x: np.ndarray, pool: tuple[int, int] = (1, 1)) -> np.ndarray:
+    def patches(
+        self, x: np.ndarray, pool: tuple[int, int] = (1, 1), scratch: Scratch = FRESH
+    ) -> np.ndarray:
         """The (M, KH*KW*C) patch matrix of ``x`` (N, H, W, C): one row per output pixel, in
         im2col's order for ``pool`` (M = N*OH*OW in the default, plain order)."""
         kh, kw = self.kernel_size
         k = kh * kw * self.in_channels
-        if self.in_channels == 1:  # offset-major cols are the transposed patch matrix
-            cols = im2col(x, self.kernel_size, self.stride, self.padding, True, pool)
-            return cols.reshape(k, -1).T
-        cols = im2col(x, self.kernel_size, self.stride, self.padding, False, pool)
-        return cols.reshape(-1, k)
+        single = self.in_channels == 1  # offset-major cols are the transposed patch matrix
+        cols = im2col(x, self.kernel_size, self.stride, self.padding, single, pool, scratch)
+        return cols.reshape(k, -1).T if single else cols.reshape(-1, k)
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         check_rank(x, 4, self, "(N, H, W, C)")
         oh, ow, f = self.output_shape(x.shape[1:])
         x = x.astype(self.dtype, copy=False)
-        patches = self.patches(x)
+        patches = self.patches(x, scratch=self.scratch if training else FRESH)
         out = patches @ self.weight_matrix()
         add_bias(out.reshape(x.shape[0], oh * ow * f), self.params["bias"])
         self._cache = (patches, x.shape) if training else None
@@ -151,7 +152,9 @@ class Conv2D(Layer):
         n, oh, ow, f = grad_out.shape
         kh, kw = self.kernel_size
         per_offset = self.params["weight"].transpose(2, 3, 0, 1).reshape(kh * kw, f, -1)
-        slabs = np.matmul(grad_out.reshape(-1, f), per_offset)  # (KH*KW, N*OH'*OW', C)
+        shape = (kh * kw, n * oh * ow, self.in_channels)
+        slabs = self.scratch.get("patch_grads", shape, grad_out.dtype)
+        np.matmul(grad_out.reshape(-1, f), per_offset, out=slabs)
         return col2im(
             slabs.reshape(kh, kw, n, oh, ow, -1),
             input_shape,

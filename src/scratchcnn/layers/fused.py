@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels import add_bias, column_sums, parallel_over_batch
+from ..kernels import FRESH, add_bias, column_sums, parallel_over_batch
 from .base import Layer, check_rank
 from .conv import Conv2D
 from .pooling import MaxPool2D, first_maximum_hits
@@ -75,10 +75,13 @@ class ConvPool(Layer):
         check_rank(x, 4, self, "(N, H, W, C)")
         qh, qw, f = self.output_shape(x.shape[1:])
         x = x.astype(self.conv.dtype, copy=False)
-        n = x.shape[0]
-        patches = self.conv.patches(x, self.pool.pool_size)
-        slabs = (patches @ self.conv.weight_matrix()).reshape(-1, n * qh * qw * f)
-        best = np.empty(slabs.shape[1], dtype=slabs.dtype)
+        n, dtype = x.shape[0], x.dtype
+        scratch = self.conv.scratch if training else FRESH
+        patches = self.conv.patches(x, self.pool.pool_size, scratch)
+        conv_out = scratch.get("conv_out", (len(patches), f), dtype)
+        np.matmul(patches, self.conv.weight_matrix(), out=conv_out)
+        slabs = conv_out.reshape(-1, n * qh * qw * f)  # (PH*PW, N*QH*QW*F)
+        best = scratch.get("pooled", slabs.shape[1:], dtype)
 
         def pool(s: slice) -> None:
             slabs[:, s].max(axis=0, out=best[s])
@@ -95,7 +98,8 @@ class ConvPool(Layer):
         patches, slabs, best, input_shape = self._cache
         self._cache = None
         g = np.ascontiguousarray(grad_out, dtype=slabs.dtype).reshape(-1)
-        unpooled = np.empty(slabs.shape, dtype=slabs.dtype)  # G, one slab per window offset
+        scratch = self.conv.scratch
+        unpooled = scratch.get("unpooled", slabs.shape, slabs.dtype)  # G, one slab per offset
 
         def unpool(s: slice) -> None:
             hits = first_maximum_hits((slab[s] for slab in slabs), best[s], len(slabs))
@@ -110,7 +114,7 @@ class ConvPool(Layer):
         (ph, pw), (n, qh, qw) = self.pool.pool_size, grad_out.shape[:3]
         # (PH, PW, N, QH, QW, F) -> (N, QH, PH, QW, PW, F), which is (N, QH*PH, QW*PW, F)
         by_offset = unpooled.reshape(ph, pw, n, qh, qw, f)
-        plain = np.empty((n, qh, ph, qw, pw, f), dtype=unpooled.dtype)
+        plain = scratch.get("unpooled_plain", (n, qh, ph, qw, pw, f), unpooled.dtype)
 
         def reorder(s: slice) -> None:
             plain[s] = by_offset[:, :, s].transpose(2, 3, 0, 4, 1, 5)
