@@ -22,7 +22,7 @@ from scratchcnn.augment import random_affine
 from scratchcnn.classifier import Classifier
 from scratchcnn.data import load
 from scratchcnn.errors import DivergenceError
-from scratchcnn.layers import ConvPool, Flatten
+from scratchcnn.layers import ConvPool, Dropout, Flatten
 from scratchcnn.schedules import Schedule
 
 
@@ -240,3 +240,43 @@ def test_augmentation_identity_and_shift():
 def test_flatten_is_nhwc_row_major():
     x = np.arange(24).reshape(1, 2, 3, 4)
     np.testing.assert_array_equal(Flatten().forward(x)[0], np.arange(24))
+
+
+def test_reused_buffers_never_clobber_a_pending_backward():
+    # Layers keep their training temporaries between steps (kernels.Scratch). An inference
+    # pass between a training forward and its backward, or a change of batch size, must not
+    # change the gradients.
+    rng = np.random.default_rng(0)
+    x1, x2, x3 = rng.random((4, 28, 28, 1)), rng.random((7, 28, 28, 1)), rng.random((4, 28, 28, 1))
+    upstream = rng.normal(size=(4, 10))
+
+    def gradients(model):
+        return [p.grad.copy() for p in model.parameters()]
+
+    reference = build("keras", seed=1, dtype=np.float64)
+    for layer in reference.layers:
+        if isinstance(layer, Dropout):
+            layer.p = 0.0
+    reference.forward(x1)
+    reference.backward(upstream)
+    expected = gradients(reference)
+
+    model = build("keras", seed=1, dtype=np.float64)
+    for layer in model.layers:
+        if isinstance(layer, Dropout):
+            layer.p = 0.0
+    model.forward(x2)  # a step at another batch size first
+    model.backward(rng.normal(size=(7, 10)))
+    model.forward(x1)
+    model.forward(x3, training=False)  # e.g. a validation pass before the backward
+    model.backward(upstream)
+    for got, want in zip(gradients(model), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_an_inference_pass_keeps_a_pending_dropout_mask():
+    layer = Dropout(0.5, rng=np.random.default_rng(0))
+    x = np.ones((3, 40))
+    y = layer.forward(x)
+    layer.forward(x, training=False)
+    np.testing.assert_array_equal(layer.backward(np.ones_like(x)), y)

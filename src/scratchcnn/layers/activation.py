@@ -30,7 +30,8 @@ class ReLU(Layer):
             np.multiply(x[s], mask[s], out=out[s])
 
         parallel_over_batch(relu, len(x), x.size)
-        self._mask = mask if training else None
+        if training:
+            self._mask = mask
         return out
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
@@ -68,7 +69,8 @@ class Softmax(Layer):
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         check_rank(x, 2, self, "(N, K)")
         probs = softmax(x)
-        self._probs = probs if training else None
+        if training:
+            self._probs = probs
         return probs
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:

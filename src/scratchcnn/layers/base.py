@@ -3,7 +3,8 @@
 A layer is a small object with
 
 * ``forward(x, training=True) -> y``: computes the output and caches exactly what ``backward``
-  needs (nothing when ``training`` is False);
+  needs; with ``training=False`` it caches nothing and leaves a pending training cache alone
+  (a validation pass may sit between a training forward and its backward);
 * ``backward(grad_out) -> grad_in``: given dL/dy, fills ``self.grads`` (same keys as
   ``self.params``) with dL/dparam and returns dL/dx;
 * ``params``: name -> array, updated in place by the optimizers;

@@ -117,7 +117,8 @@ class Conv2D(Layer):
         patches = self.patches(x, scratch=self.scratch if training else FRESH)
         out = patches @ self.weight_matrix()
         add_bias(out.reshape(x.shape[0], oh * ow * f), self.params["bias"])
-        self._cache = (patches, x.shape) if training else None
+        if training:
+            self._cache = (patches, x.shape)
         return out.reshape(x.shape[0], oh, ow, f)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:

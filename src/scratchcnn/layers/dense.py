@@ -56,7 +56,8 @@ class Dense(Layer):
         check_rank(x, 2, self, "(N, features)")
         self.output_shape(x.shape[1:])
         x = x.astype(self.dtype, copy=False)
-        self._input = x if training else None
+        if training:
+            self._input = x
         out = x @ self.params["weight"].T
         out += self.params["bias"]
         return out

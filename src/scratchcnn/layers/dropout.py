@@ -23,7 +23,9 @@ class Dropout(Layer):
         self._mask: np.ndarray | None = None
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
-        if not training or self.p == 0.0:
+        if not training:
+            return x
+        if self.p == 0.0:
             self._mask = None
             return x
         dtype = x.dtype if x.dtype.kind == "f" else np.dtype(np.float32)

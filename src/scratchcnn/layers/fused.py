@@ -89,7 +89,8 @@ class ConvPool(Layer):
         parallel_over_batch(pool, best.size, slabs.size)
         rows = (n, qh * qw * f)
         out = add_bias(best.reshape(rows), self.conv.params["bias"], np.empty(rows, best.dtype))
-        self._cache = (patches, slabs, best, x.shape) if training else None
+        if training:
+            self._cache = (patches, slabs, best, x.shape)
         return out.reshape(n, qh, qw, f)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:

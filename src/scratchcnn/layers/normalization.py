@@ -68,7 +68,6 @@ class _BatchNorm(Layer):
         flat = x.reshape(-1, self.num_features)
         gamma, beta = self.params["weight"], self.params["bias"]
         if not training:
-            self._cache = None
             scale = gamma / np.sqrt(self.buffers["running_var"] + self.eps)
             return (x * scale + (beta - self.buffers["running_mean"] * scale)).astype(x.dtype)
         count = flat.shape[0]

@@ -95,7 +95,8 @@ class MaxPool2D(Layer):
         parallel_over_batch(pool, x.shape[0], x.size)
         # Caching the input (a reference, not a copy) and the output is enough to find the
         # winners again in backward; that keeps inference and the forward pass lean.
-        self._cache = (x, best) if training else None
+        if training:
+            self._cache = (x, best)
         return best
 
     def _winners(self, x: np.ndarray, best: np.ndarray):

@@ -23,7 +23,8 @@ class Flatten(Layer):
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         if x.ndim < 2:
             raise ShapeError(f"Flatten expects a batch (N, ...), got shape {tuple(x.shape)}")
-        self._input_shape = x.shape if training else None
+        if training:
+            self._input_shape = x.shape
         return x.reshape(x.shape[0], -1)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
