@@ -127,22 +127,18 @@ class Conv2D(Layer):
         patches, input_shape = self._cache
         self._cache = None
         g = np.ascontiguousarray(grad_out, dtype=patches.dtype)
-        self.set_grads(patches, g.reshape(-1, self.out_channels))
+        rows = g.reshape(-1, self.out_channels)
+        self.set_weight_grads(patches.T @ rows, column_sums(rows))
         return self.input_grad(g, input_shape) if self.needs_input_grad else None
 
-    def set_grads(
-        self, patches: np.ndarray, grad_rows: np.ndarray, bias_grad: np.ndarray | None = None
-    ) -> None:
-        """Fill ``grads`` from the (M, K) patches and the matching (M, F) rows of dL/dy.
-
-        ``bias_grad`` may be given when the caller has it for less (``ConvPool`` does)."""
+    def set_weight_grads(self, grad_matrix: np.ndarray, grad_bias: np.ndarray) -> None:
+        """Store dL/dW given as a (KH*KW*C, F) matrix (rows in patch order) and dL/db (F,)."""
         kh, kw = self.kernel_size
-        grad_w = patches.T @ grad_rows
         self.grads = {
             "weight": np.ascontiguousarray(
-                grad_w.reshape(kh, kw, self.in_channels, -1).transpose(3, 2, 0, 1)
+                grad_matrix.reshape(kh, kw, self.in_channels, -1).transpose(3, 2, 0, 1)
             ),
-            "bias": column_sums(grad_rows) if bias_grad is None else bias_grad,
+            "bias": grad_bias,
         }
 
     def input_grad(self, grad_out: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:

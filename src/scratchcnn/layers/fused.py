@@ -3,25 +3,25 @@
 Conv2D and MaxPool2D stay the definitions (and the reference this is tested against). The pair
 is the costliest part of a small CNN, and run together it gets cheaper:
 
-* im2col gathers the patches in pool order (``kernels.im2col(pool=...)``), so the GEMM returns
-  the convolution output as PH*PW contiguous slabs, one per window offset, each (N*QH*QW, F):
-  pooling is then PH*PW - 1 element-wise maximums of whole slabs, unpooling PH*PW masked
-  copies, with none of the short strided rows a pool over NHWC walks (8 floats long for 8
-  channels);
+* im2col gathers the patches in pool order (``kernels.im2col(pool=...)``): the patches of the
+  pixels at window offset k (of PH*PW) are one contiguous block of rows P_k. The conv output of
+  one offset at a time, P_k @ W (N*QH*QW, F), is folded into a running maximum while it is
+  still in cache, and then dropped: no strided pooling views (a pool over NHWC walks rows only
+  C floats long), and the full-size conv output is never stored;
 * outputs that a ragged pool edge drops are never computed: the keras net's second conv makes
   10x10 of its 11x11 outputs, 17% fewer FLOPs in all three of its GEMMs;
 * the bias is added after the max, to a PH*PW times smaller array. max_k(a_k + b) =
   max_k(a_k) + b holds exactly in floating point too, since rounding is monotonic.
 
-For window offset k, with P_k the (N*QH*QW, K) patches of the pixels at offset k:
+    forward    y     = max_k (P_k @ W) + b                                   (N, QH, QW, F)
+    backward   G_k   = dL/dy * [k is the first maximum of its window]   (the binary mask)
+               dL/dW = sum_k P_k^T @ G_k,     dL/db = dL/dy summed over pixels
+               dL/dx = Conv2D.input_grad(G, in plain (N, QH*PH, QW*PW, F) order)
 
-    forward    y    = max_k (P_k @ W) + b                           (N, QH, QW, F)
-    backward   G_k  = dL/dy * [k is the first maximum of its window]   (the binary mask)
-               dL/dW = sum_k P_k^T @ G_k = P^T @ G,   dL/db = dL/dy summed over pixels
-               dL/dx = Conv2D.input_grad(G, reordered to plain (N, QH*PH, QW*PW, F))
-
-Ties go to the first maximum in row-major window order, as in MaxPool2D and PyTorch. They are
-judged before the bias is added, so two values that only round to a tie in a + b are not one.
+The binary mask is kept as PH*PW - 1 boolean arrays of the output's size: "offset k beat every
+earlier offset". A window's winner is the last offset that did, so ties go to the first
+maximum in row-major window order, as in MaxPool2D and PyTorch. Ties are judged before the bias
+is added: two values that only round to a tie in a + b are not one.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np
 from ..kernels import FRESH, add_bias, column_sums, parallel_over_batch
 from .base import Layer, check_rank
 from .conv import Conv2D
-from .pooling import MaxPool2D, first_maximum_hits
+from .pooling import MaxPool2D
 
 
 class ConvPool(Layer):
@@ -78,49 +78,71 @@ class ConvPool(Layer):
         n, dtype = x.shape[0], x.dtype
         scratch = self.conv.scratch if training else FRESH
         patches = self.conv.patches(x, self.pool.pool_size, scratch)
-        conv_out = scratch.get("conv_out", (len(patches), f), dtype)
-        np.matmul(patches, self.conv.weight_matrix(), out=conv_out)
-        slabs = conv_out.reshape(-1, n * qh * qw * f)  # (PH*PW, N*QH*QW*F)
-        best = scratch.get("pooled", slabs.shape[1:], dtype)
+        weight = self.conv.weight_matrix()
+        m, offsets = n * qh * qw, self.pool.pool_size[0] * self.pool.pool_size[1]
+        best = scratch.get("pooled", (m, f), dtype)
+        # above[k - 1]: where offset k beat the maximum of offsets 0..k-1 (ties do not)
+        above = scratch.get("above", (offsets - 1, m * f), bool)
+        conv_k = scratch.get("conv_out", (m, f), dtype)  # one offset's outputs at a time
+        np.matmul(patches[:m], weight, out=best)
+        running, candidate = best.reshape(-1), conv_k.reshape(-1)
+        for k in range(1, offsets):
+            np.matmul(patches[k * m : (k + 1) * m], weight, out=conv_k)
 
-        def pool(s: slice) -> None:
-            slabs[:, s].max(axis=0, out=best[s])
+            def fold(s: slice, k: int = k) -> None:
+                np.greater(candidate[s], running[s], out=above[k - 1, s])
+                np.maximum(running[s], candidate[s], out=running[s])
 
-        parallel_over_batch(pool, best.size, slabs.size)
+            parallel_over_batch(fold, running.size, 2 * running.size)
         rows = (n, qh * qw * f)
-        out = add_bias(best.reshape(rows), self.conv.params["bias"], np.empty(rows, best.dtype))
+        out = add_bias(best.reshape(rows), self.conv.params["bias"], np.empty(rows, dtype))
         if training:
-            self._cache = (patches, slabs, best, x.shape)
+            self._cache = (patches, above, x.shape)
         return out.reshape(n, qh, qw, f)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
         if self._cache is None:
             raise RuntimeError(f"{self!r}.backward called without a training forward pass")
-        patches, slabs, best, input_shape = self._cache
+        patches, above, input_shape = self._cache
         self._cache = None
-        g = np.ascontiguousarray(grad_out, dtype=slabs.dtype).reshape(-1)
-        scratch = self.conv.scratch
-        unpooled = scratch.get("unpooled", slabs.shape, slabs.dtype)  # G, one slab per offset
-
-        def unpool(s: slice) -> None:
-            hits = first_maximum_hits((slab[s] for slab in slabs), best[s], len(slabs))
-            for target, hit in zip(unpooled[:, s], hits, strict=True):
-                np.multiply(g[s], hit, out=target)
-
-        parallel_over_batch(unpool, g.size, unpooled.size)
-        f = self.conv.out_channels
-        self.conv.set_grads(patches, unpooled.reshape(-1, f), column_sums(g.reshape(-1, f)))
-        if not self.needs_input_grad:
-            return None
+        f, scratch, dtype = self.conv.out_channels, self.conv.scratch, patches.dtype
         (ph, pw), (n, qh, qw) = self.pool.pool_size, grad_out.shape[:3]
-        # (PH, PW, N, QH, QW, F) -> (N, QH, PH, QW, PW, F), which is (N, QH*PH, QW*PW, F)
-        by_offset = unpooled.reshape(ph, pw, n, qh, qw, f)
-        plain = scratch.get("unpooled_plain", (n, qh, ph, qw, pw, f), unpooled.dtype)
+        m, offsets = n * qh * qw, ph * pw
+        g = np.ascontiguousarray(grad_out, dtype=dtype).reshape(-1)
+        hit = scratch.get("hit", g.shape, bool)
+        claimed = scratch.get("claimed", g.shape, bool)  # a later offset won here
+        grad_k = scratch.get("unpooled", (m, f), dtype)  # dL/d(conv output) at one offset
+        plain = None
+        if self.needs_input_grad:
+            # the same gradients in plain order: (N, QH, PH, QW, PW, F) = (N, QH*PH, QW*PW, F)
+            plain = scratch.get("unpooled_plain", (n, qh, ph, qw, pw, f), dtype)
+        grad_w = np.zeros((patches.shape[1], f), dtype)
+        # The winner of a window is the last offset that beat everything before it; walking
+        # the offsets backwards, each one wins where it beat its predecessors and no later
+        # offset has claimed the window yet (offset 0 takes what is left).
+        for k in reversed(range(offsets)):
 
-        def reorder(s: slice) -> None:
-            plain[s] = by_offset[:, :, s].transpose(2, 3, 0, 4, 1, 5)
+            def unpool(s: slice, k: int = k) -> None:
+                if k == offsets - 1:
+                    hit[s] = above[k - 1, s]
+                    claimed[s] = hit[s]
+                elif k > 0:
+                    np.greater(above[k - 1, s], claimed[s], out=hit[s])  # a and not b
+                    claimed[s] |= above[k - 1, s]
+                else:
+                    np.logical_not(claimed[s], out=hit[s])
+                np.multiply(g[s], hit[s], out=grad_k.reshape(-1)[s])
 
-        parallel_over_batch(reorder, n, plain.size)
+            if offsets == 1:
+                grad_k[...] = g.reshape(m, f)
+            else:
+                parallel_over_batch(unpool, g.size, 2 * g.size)
+            grad_w += patches[k * m : (k + 1) * m].T @ grad_k
+            if plain is not None:
+                plain[:, :, k // pw, :, k % pw, :] = grad_k.reshape(n, qh, qw, f)
+        self.conv.set_weight_grads(grad_w, column_sums(g.reshape(-1, f)))
+        if plain is None:
+            return None
         return self.conv.input_grad(plain.reshape(n, qh * ph, qw * pw, f), input_shape)
 
     def __repr__(self) -> str:
