@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ShapeError
-from ..kernels import FRESH, Scratch, add_bias, col2im, column_sums, im2col, output_size, pair
+from ..kernels import FRESH, Scratch, channelwise, col2im, column_sums, im2col, output_size, pair
 from .base import Layer, check_rank, glorot_std, he_std
 
 
@@ -115,11 +115,11 @@ class Conv2D(Layer):
         oh, ow, f = self.output_shape(x.shape[1:])
         x = x.astype(self.dtype, copy=False)
         patches = self.patches(x, scratch=self.scratch if training else FRESH)
-        out = patches @ self.weight_matrix()
-        add_bias(out.reshape(x.shape[0], oh * ow * f), self.params["bias"])
+        out = (patches @ self.weight_matrix()).reshape(x.shape[0], oh, ow, f)
+        channelwise(np.add, out, self.params["bias"], out=out)
         if training:
             self._cache = (patches, x.shape)
-        return out.reshape(x.shape[0], oh, ow, f)
+        return out
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
         if self._cache is None:

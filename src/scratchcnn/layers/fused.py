@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels import FRESH, add_bias, column_sums, parallel_over_batch
+from ..kernels import FRESH, channelwise, column_sums, parallel_over_batch
 from .base import Layer, check_rank
 from .conv import Conv2D
 from .pooling import MaxPool2D
@@ -94,11 +94,10 @@ class ConvPool(Layer):
                 np.maximum(running[s], candidate[s], out=running[s])
 
             parallel_over_batch(fold, running.size, 2 * running.size)
-        rows = (n, qh * qw * f)
-        out = add_bias(best.reshape(rows), self.conv.params["bias"], np.empty(rows, dtype))
+        out = channelwise(np.add, best.reshape(n, qh, qw, f), self.conv.params["bias"])
         if training:
             self._cache = (patches, above, x.shape)
-        return out.reshape(n, qh, qw, f)
+        return out
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
         if self._cache is None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ShapeError
-from ..kernels import column_sums
+from ..kernels import Scratch, channelwise, column_sums
 from .base import Layer
 
 
@@ -45,6 +45,7 @@ class _BatchNorm(Layer):
             "running_var": np.ones(self.num_features, dtype=dtype),
         }
         self._cache: tuple[np.ndarray, np.ndarray] | None = None
+        self._scratch = Scratch()  # training temporaries, reused from step to step
 
     def reset_parameters(self, rng: np.random.Generator, relu_gain: bool = True) -> None:
         self.params["weight"][...] = 1.0
@@ -69,13 +70,17 @@ class _BatchNorm(Layer):
         gamma, beta = self.params["weight"], self.params["bias"]
         if not training:
             scale = gamma / np.sqrt(self.buffers["running_var"] + self.eps)
-            return (x * scale + (beta - self.buffers["running_mean"] * scale)).astype(x.dtype)
+            out = channelwise(np.multiply, x, scale)
+            return channelwise(np.add, out, beta - self.buffers["running_mean"] * scale, out=out)
         count = flat.shape[0]
         mean = column_sums(flat) / count
-        xhat = flat - mean
-        var = column_sums(xhat * xhat) / count
-        inv_std = 1.0 / np.sqrt(var + self.eps)
-        xhat *= inv_std
+        # Two passes for the variance (mean first, then squared deviations): one pass with
+        # E[x^2] - mean^2 loses float32 digits when |mean| is large against the spread.
+        xhat = channelwise(np.subtract, x, mean, out=self._scratch.get("xhat", x.shape, x.dtype))
+        flat_hat = xhat.reshape(-1, self.num_features)
+        var = np.einsum("ij,ij->j", flat_hat, flat_hat) / count
+        inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)
+        channelwise(np.multiply, xhat, inv_std, out=xhat)
         m = self.momentum
         unbiased = var * (count / max(count - 1, 1))
         self.buffers["running_mean"] = ((1 - m) * self.buffers["running_mean"] + m * mean).astype(
@@ -85,26 +90,32 @@ class _BatchNorm(Layer):
             self.dtype
         )
         self._cache = (xhat, inv_std)
-        out = xhat * gamma
-        out += beta
-        return out.reshape(x.shape)
+        out = channelwise(np.multiply, xhat, gamma)
+        return channelwise(np.add, out, beta, out=out)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         if self._cache is None:
             raise RuntimeError(f"{self!r}.backward called without a training forward pass")
         xhat, inv_std = self._cache
         self._cache = None
-        g = grad_out.reshape(-1, self.num_features)
-        count = g.shape[0]
-        grad_beta = column_sums(g)
-        grad_gamma = column_sums(g * xhat)
+        g = np.ascontiguousarray(grad_out, dtype=xhat.dtype)
+        flat_g, flat_hat = g.reshape(-1, self.num_features), xhat.reshape(-1, self.num_features)
+        count = flat_g.shape[0]
+        grad_beta = column_sums(flat_g)
+        grad_gamma = np.einsum("ij,ij->j", flat_g, flat_hat)
         self.grads = {"weight": grad_gamma, "bias": grad_beta}
         scale = self.params["weight"] * inv_std
-        grad = xhat * (grad_gamma / count)
-        np.subtract(g, grad, out=grad)
-        grad -= grad_beta / count
-        grad *= scale
-        return grad.reshape(grad_out.shape)
+        # scale * (G - mean(G)) - xhat * scale * mean(G * xhat), in whole-sample passes
+        grad = channelwise(np.subtract, g, grad_beta / count)
+        channelwise(np.multiply, grad, scale, out=grad)
+        correction = channelwise(
+            np.multiply,
+            xhat,
+            scale * grad_gamma / count,
+            out=self._scratch.get("tmp", g.shape, g.dtype),
+        )
+        np.subtract(grad, correction, out=grad)
+        return grad
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.num_features})"
