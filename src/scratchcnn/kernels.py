@@ -15,47 +15,8 @@ free). Neither kernel loops over samples or pixels.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
-
-# -- running memory-bound passes on every core -------------------------------------------------
-# NumPy's element-wise loops use one core; BLAS already uses all of them for the GEMMs. NumPy
-# releases the GIL inside its loops, so splitting a pass over the batch axis between threads
-# makes the memory-bound layers (pooling, ReLU, im2col, col2im) use every core too.
-
-MIN_CHUNK_ELEMENTS = 1 << 16  # below this, a thread hand-off costs more than it saves
-_executor: ThreadPoolExecutor | None = None
-
-
-def thread_count() -> int:
-    """Threads for element-wise passes: ``$SCRATCHCNN_THREADS``, else the number of cores."""
-    try:
-        return max(1, int(os.environ.get("SCRATCHCNN_THREADS", "0")) or os.cpu_count() or 1)
-    except ValueError:
-        return os.cpu_count() or 1
-
-
-def parallel_over_batch(work: Callable[[slice], None], batch: int, elements: int) -> None:
-    """Call ``work(s)`` for contiguous slices ``s`` covering ``range(batch)``, in parallel.
-
-    ``elements`` is the size of the pass; small passes run in the calling thread. Each call of
-    ``work`` must write only inside its own slice of the batch.
-    """
-    global _executor
-    threads = min(thread_count(), batch, max(1, elements // MIN_CHUNK_ELEMENTS))
-    if threads <= 1:
-        work(slice(0, batch))
-        return
-    if _executor is None or _executor._max_workers < threads:
-        _executor = ThreadPoolExecutor(threads, thread_name_prefix="scratchcnn")
-    bounds = np.linspace(0, batch, threads + 1).astype(int)
-    chunks = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    for future in [_executor.submit(work, chunk) for chunk in chunks]:
-        future.result()  # re-raises any error from a worker
 
 
 class Scratch:
@@ -161,15 +122,10 @@ def im2col(
     shape, strides = zip(*layout, strict=True)
     windows = as_strided(xp, shape=shape, strides=strides, writeable=False)
     cols = (scratch or FRESH).get("im2col", shape, x.dtype)
-    batch_axis = 4 if offset_major else 2
-
-    def copy(s: slice) -> None:
-        index = (slice(None),) * batch_axis + (s,)
-        cols[index] = windows[index]
-
-    parallel_over_batch(copy, n, cols.size)
+    np.copyto(cols, windows)
     if ph == pw == 1:  # drop the two unit pool axes: the documented plain layouts
-        cols = cols.reshape(shape[: batch_axis - 2] + shape[batch_axis:])
+        unit_axes = 2 if offset_major else 0
+        cols = cols.reshape(shape[:unit_axes] + shape[unit_axes + 2 :])
     return cols
 
 
@@ -190,17 +146,11 @@ def col2im(
     sh, sw = stride
     ph, pw = padding
     oh, ow = cols.shape[3:5]
-    grad = np.empty((n, h + 2 * ph, w + 2 * pw, c), dtype=cols.dtype)
-
-    def scatter(s: slice) -> None:
-        part = grad[s]
-        part[...] = 0
-        for i in range(kh):
-            rows = window_slice(i, oh, sh)
-            for j in range(kw):
-                part[:, rows, window_slice(j, ow, sw), :] += cols[i, j, s]
-
-    parallel_over_batch(scatter, n, grad.size)
+    grad = np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=cols.dtype)
+    for i in range(kh):
+        rows = window_slice(i, oh, sh)
+        for j in range(kw):
+            grad[:, rows, window_slice(j, ow, sw), :] += cols[i, j]
     if ph or pw:
         grad = grad[:, ph : ph + h, pw : pw + w, :]
     return grad
@@ -214,19 +164,14 @@ def channelwise(
     may be ``x``) and returned.
 
     The vector is tiled along a whole sample first, so NumPy's inner loop runs over a sample
-    rather than over C values (several times faster for 8 or 32 channels), and the batch is
-    split between threads.
+    rather than over C values: several times faster for 8 or 32 channels.
     """
     n = len(x)
     rows = x.reshape(n, x.size // n if n else 0)
     out = np.empty_like(x) if out is None else out
     out_rows = out.reshape(rows.shape)
     tiled = np.tile(vector.astype(x.dtype, copy=False), rows.shape[1] // max(vector.size, 1))
-
-    def apply(s: slice) -> None:
-        ufunc(rows[s], tiled, out=out_rows[s])
-
-    parallel_over_batch(apply, n, x.size)
+    ufunc(rows, tiled, out=out_rows)
     return out
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels import FRESH, channelwise, column_sums, parallel_over_batch
+from ..kernels import FRESH, channelwise, column_sums
 from .base import Layer, check_rank
 from .conv import Conv2D
 from .pooling import MaxPool2D
@@ -88,12 +88,8 @@ class ConvPool(Layer):
         running, candidate = best.reshape(-1), conv_k.reshape(-1)
         for k in range(1, offsets):
             np.matmul(patches[k * m : (k + 1) * m], weight, out=conv_k)
-
-            def fold(s: slice, k: int = k) -> None:
-                np.greater(candidate[s], running[s], out=above[k - 1, s])
-                np.maximum(running[s], candidate[s], out=running[s])
-
-            parallel_over_batch(fold, running.size, 2 * running.size)
+            np.greater(candidate, running, out=above[k - 1])
+            np.maximum(running, candidate, out=running)
         out = channelwise(np.add, best.reshape(n, qh, qw, f), self.conv.params["bias"])
         if training:
             self._cache = (patches, above, x.shape)
@@ -116,26 +112,17 @@ class ConvPool(Layer):
             # the same gradients in plain order: (N, QH, PH, QW, PW, F) = (N, QH*PH, QW*PW, F)
             plain = scratch.get("unpooled_plain", (n, qh, ph, qw, pw, f), dtype)
         grad_w = np.zeros((patches.shape[1], f), dtype)
-        # The winner of a window is the last offset that beat everything before it; walking
+        # The winner of a window is the last offset that beat everything before it. Walking
         # the offsets backwards, each one wins where it beat its predecessors and no later
-        # offset has claimed the window yet (offset 0 takes what is left).
+        # offset has claimed the window yet; offset 0 takes what is left.
+        claimed[...] = False
         for k in reversed(range(offsets)):
-
-            def unpool(s: slice, k: int = k) -> None:
-                if k == offsets - 1:
-                    hit[s] = above[k - 1, s]
-                    claimed[s] = hit[s]
-                elif k > 0:
-                    np.greater(above[k - 1, s], claimed[s], out=hit[s])  # a and not b
-                    claimed[s] |= above[k - 1, s]
-                else:
-                    np.logical_not(claimed[s], out=hit[s])
-                np.multiply(g[s], hit[s], out=grad_k.reshape(-1)[s])
-
-            if offsets == 1:
-                grad_k[...] = g.reshape(m, f)
+            if k > 0:
+                np.greater(above[k - 1], claimed, out=hit)  # above and not claimed
+                claimed |= hit
             else:
-                parallel_over_batch(unpool, g.size, 2 * g.size)
+                np.logical_not(claimed, out=hit)
+            np.multiply(g, hit, out=grad_k.reshape(-1))
             grad_w += patches[k * m : (k + 1) * m].T @ grad_k
             if plain is not None:
                 plain[:, :, k // pw, :, k % pw, :] = grad_k.reshape(n, qh, qw, f)

@@ -19,7 +19,7 @@ from itertools import product
 import numpy as np
 
 from ..errors import ShapeError
-from ..kernels import output_size, pair, parallel_over_batch, window_slice
+from ..kernels import output_size, pair, window_slice
 from .base import Layer, check_rank
 
 
@@ -80,19 +80,10 @@ class MaxPool2D(Layer):
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         check_rank(x, 4, self, "(N, H, W, C)")
         oh, ow, c = self.output_shape(x.shape[1:])
-        offsets = self._offsets()
-        best = np.empty((x.shape[0], oh, ow, c), dtype=x.dtype)
-
-        def pool(s: slice) -> None:
-            windows = [self._window(x[s], i, j, oh, ow) for i, j in offsets]
-            if len(windows) == 1:
-                best[s] = windows[0]
-                return
-            np.maximum(windows[0], windows[1], out=best[s])
-            for window in windows[2:]:
-                np.maximum(best[s], window, out=best[s])
-
-        parallel_over_batch(pool, x.shape[0], x.size)
+        windows = [self._window(x, i, j, oh, ow) for i, j in self._offsets()]
+        best = windows[0].copy()
+        for window in windows[1:]:
+            np.maximum(best, window, out=best)
         # Caching the input (a reference, not a copy) and the output is enough to find the
         # winners again in backward; that keeps inference and the forward pass lean.
         if training:
@@ -118,20 +109,15 @@ class MaxPool2D(Layer):
         (ph, pw), (sh, sw) = self.pool_size, self.stride
         overlapping = sh < ph or sw < pw
         tiles_exactly = (sh, sw) == (ph, pw) and x.shape[1:3] == (oh * ph, ow * pw)
-        grad = np.empty(x.shape, dtype=grad_out.dtype)
-
-        def unpool(s: slice) -> None:
-            part, g = grad[s], grad_out[s]
-            if not tiles_exactly:
-                part[...] = 0
-            for (i, j), hit in self._winners(x[s], best[s]):
-                target = self._window(part, i, j, oh, ow)
-                if overlapping:
-                    target += g * hit
-                else:
-                    np.multiply(g, hit, out=target)
-
-        parallel_over_batch(unpool, x.shape[0], x.size)
+        # every input pixel is in exactly one window when the windows tile it: all get written
+        make = np.empty if tiles_exactly else np.zeros
+        grad = make(x.shape, dtype=grad_out.dtype)
+        for (i, j), hit in self._winners(x, best):
+            target = self._window(grad, i, j, oh, ow)
+            if overlapping:
+                target += grad_out * hit
+            else:
+                np.multiply(grad_out, hit, out=target)
         return grad
 
     def binary_mask(self) -> np.ndarray:
