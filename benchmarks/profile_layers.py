@@ -54,13 +54,13 @@ def main() -> None:
         f"{args.arch}, batch {args.batch}: {1000 * total / args.steps:.1f} ms a step "
         f"({args.batch * args.steps / total:,.0f} img/s)"
     )
-    print(f"{'layer':<32} {'forward ms':>10} {'backward ms':>11} {'share':>6}")
+    print(f"{'layer':<50} {'forward ms':>10} {'backward ms':>11} {'share':>6}")
     for layer in model.execution_order:
         f, b = forward[id(layer)] / args.steps, backward[id(layer)] / args.steps
         share = 100 * (f + b) * args.steps / total
-        print(f"{layer!r:<32} {1000 * f:>10.2f} {1000 * b:>11.2f} {share:>5.1f}%")
+        print(f"{layer!r:<50} {1000 * f:>10.2f} {1000 * b:>11.2f} {share:>5.1f}%")
     print(
-        f"{'loss + optimizer':<32} {1000 * other / args.steps:>22.2f} {100 * other / total:>5.1f}%"
+        f"{'loss + optimizer':<50} {1000 * other / args.steps:>22.2f} {100 * other / total:>5.1f}%"
     )
 
 

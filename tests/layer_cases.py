@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scratchcnn.layers import Conv2D, ConvPool, Dense, MaxPool2D
+from scratchcnn.layers import BatchNorm2D, Conv2D, ConvPool, Dense, MaxPool2D
 
 CONV_CASES = [
     # id,                               in, out, kernel, stride, padding, input (N, H, W, C)
@@ -37,6 +37,13 @@ CONV_POOL_CASES = [
     ("1ch-pool1", 1, 2, 3, 1, 1, 1, (1, 4, 5, 1)),
 ]
 
+# With a batch norm between conv and pool, the pool must tile the conv output exactly.
+CONV_NORM_POOL_CASES = [
+    ("1ch-2x2", 1, 3, 3, 1, 0, 2, (2, 6, 8, 1)),
+    ("3ch-stride2-pad1", 3, 4, 3, 2, 1, 2, (2, 7, 7, 3)),
+    ("k2x3-pool2x3-batch1", 2, 2, (2, 3), 1, (1, 0), (2, 3), (1, 5, 8, 2)),
+]
+
 DENSE_CASES = [
     ("batch1", 7, 3, (1, 7)),
     ("batch4", 5, 6, (4, 5)),
@@ -58,9 +65,16 @@ def make_dense(case, dtype=np.float64) -> Dense:
     return Dense(din, dout, rng=np.random.default_rng(1), dtype=dtype)
 
 
-def make_conv_pool(case, dtype=np.float64) -> ConvPool:
-    """A fused conv + max-pool; its ``conv`` and ``pool`` are the unfused reference."""
+def make_conv_pool(case, dtype=np.float64, norm: bool = False) -> ConvPool:
+    """A fused conv (+ batch norm) + max-pool; its ``conv``, ``norm`` and ``pool`` are the
+    unfused reference. The batch norm gets one negative scale: max-pooling after it is then
+    not max-pooling before it."""
     _, cin, cout, k, s, p, pool, _ = case
     conv = Conv2D(cin, cout, k, stride=s, padding=p, rng=np.random.default_rng(1), dtype=dtype)
     conv.params["bias"][...] = np.linspace(-0.5, 0.5, cout)
-    return ConvPool(conv, MaxPool2D(pool))
+    batch_norm = None
+    if norm:
+        batch_norm = BatchNorm2D(cout, dtype=dtype)
+        batch_norm.params["weight"][...] = np.linspace(-0.8, 1.5, cout)
+        batch_norm.params["bias"][...] = np.linspace(0.3, -0.2, cout)
+    return ConvPool(conv, MaxPool2D(pool), norm=batch_norm)

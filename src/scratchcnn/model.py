@@ -15,8 +15,23 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from .errors import InputError, ModelFileError, ShapeError
-from .layers import Conv2D, ConvPool, Dense, Dropout, Layer, MaxPool2D, ReLU, softmax
+from .layers import (
+    BatchNorm2D,
+    Conv2D,
+    ConvPool,
+    Dense,
+    Dropout,
+    Layer,
+    MaxPool2D,
+    ReLU,
+    softmax,
+)
 from .optim import Parameter
+
+
+def _tiles(shape: tuple[int, ...], pool: tuple[int, int]) -> bool:
+    """Whether a pool of this size, stepped by its size, covers (H, W, C) without an edge."""
+    return shape[0] % pool[0] == 0 and shape[1] % pool[1] == 0
 
 
 class Sequential:
@@ -60,7 +75,8 @@ class Sequential:
           the ReLU unless it is <= 0, where the ReLU's gradient is 0 either way); the ReLU then
           touches a quarter of the values;
         * a Conv2D then directly followed by a max-pool whose stride is its size runs with it
-          as one ``ConvPool`` (see ``layers/fused.py``).
+          as one ``ConvPool`` (see ``layers/fused.py``); so does Conv2D, BatchNorm2D, max-pool
+          when the pool tiles the conv output exactly.
 
         ``activations`` still runs every layer on its own, in declared order."""
         order = list(self.layers)
@@ -70,15 +86,22 @@ class Sequential:
                 order[i], order[i + 1] = order[i + 1], order[i]
                 i += 1
             i += 1
+        shapes = zip(self.layers, self.output_shapes, strict=True)
+        conv_shapes = {id(layer): shape for layer, shape in shapes}
         fused: list[Layer] = []
         for layer in order:
-            previous = fused[-1] if fused else None
-            if (
-                isinstance(previous, Conv2D)
-                and isinstance(layer, MaxPool2D)
-                and layer.stride == layer.pool_size
+            tail = fused[-2:]
+            if not (isinstance(layer, MaxPool2D) and layer.stride == layer.pool_size):
+                fused.append(layer)
+            elif tail and isinstance(tail[-1], Conv2D):
+                fused[-1] = ConvPool(tail[-1], layer)
+            elif (
+                len(tail) == 2
+                and isinstance(tail[0], Conv2D)
+                and isinstance(tail[1], BatchNorm2D)
+                and _tiles(conv_shapes[id(tail[0])], layer.pool_size)
             ):
-                fused[-1] = ConvPool(previous, layer)
+                fused[-2:] = [ConvPool(tail[0], layer, norm=tail[1])]
             else:
                 fused.append(layer)
         return fused

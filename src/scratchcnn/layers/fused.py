@@ -26,25 +26,32 @@ is added: two values that only round to a tie in a + b are not one.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
+from ..errors import ShapeError
 from ..kernels import FRESH, channelwise, column_sums
 from .base import Layer, check_rank
 from .conv import Conv2D
+from .normalization import BatchNorm2D
 from .pooling import MaxPool2D
 
 
 class ConvPool(Layer):
-    """``ConvPool(conv, pool)`` computes ``pool(conv(x))``, sharing ``conv``'s parameters.
+    """``ConvPool(conv, pool, norm=None)`` computes ``pool(norm(conv(x)))`` (``norm`` is an
+    optional BatchNorm2D), sharing the layers' parameters.
 
-    Input (N, H, W, C) -> output (N, QH, QW, F), as the two layers give it; gradients land in
-    ``conv.grads``. ``Sequential`` builds these itself from the layers it is given.
+    Input (N, H, W, C) -> output (N, QH, QW, F), as the separate layers give it; gradients land
+    in ``conv.grads`` (and ``norm.grads``). ``Sequential`` builds these itself from the layers
+    it is given. With a batch norm the pool must tile the conv output exactly: its statistics
+    cover every conv output, so none may be skipped.
     """
 
-    def __init__(self, conv: Conv2D, pool: MaxPool2D) -> None:
+    def __init__(self, conv: Conv2D, pool: MaxPool2D, norm: BatchNorm2D | None = None) -> None:
         if pool.stride != pool.pool_size:
             raise ValueError(f"ConvPool needs a max-pool whose stride is its size, not {pool!r}")
-        self.conv, self.pool = conv, pool
+        self.conv, self.pool, self.norm = conv, pool, norm
         self._cache: tuple[np.ndarray, ...] | None = None
 
     # The parameters, their gradients and the input-gradient switch are the convolution's.
@@ -69,7 +76,11 @@ class ConvPool(Layer):
         self.conv.needs_input_grad = value
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
-        return self.pool.output_shape(self.conv.output_shape(input_shape))
+        conv_shape = self.conv.output_shape(input_shape)
+        (oh, ow, _), (ph, pw) = conv_shape, self.pool.pool_size
+        if self.norm is not None and (oh % ph or ow % pw):
+            raise ShapeError(f"{self!r}: the pool must tile the {oh}x{ow} conv output exactly")
+        return self.pool.output_shape(conv_shape)
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         check_rank(x, 4, self, "(N, H, W, C)")
@@ -78,22 +89,52 @@ class ConvPool(Layer):
         n, dtype = x.shape[0], x.dtype
         scratch = self.conv.scratch if training else FRESH
         patches = self.conv.patches(x, self.pool.pool_size, scratch)
-        weight = self.conv.weight_matrix()
+        weight, bias = self.conv.weight_matrix(), self.conv.params["bias"]
         m, offsets = n * qh * qw, self.pool.pool_size[0] * self.pool.pool_size[1]
-        best = scratch.get("pooled", (m, f), dtype)
+        best = scratch.get("pooled", (m * f,), dtype)
         # above[k - 1]: where offset k beat the maximum of offsets 0..k-1 (ties do not)
         above = scratch.get("above", (offsets - 1, m * f), bool)
-        conv_k = scratch.get("conv_out", (m, f), dtype)  # one offset's outputs at a time
-        np.matmul(patches[:m], weight, out=best)
-        running, candidate = best.reshape(-1), conv_k.reshape(-1)
-        for k in range(1, offsets):
-            np.matmul(patches[k * m : (k + 1) * m], weight, out=conv_k)
-            np.greater(candidate, running, out=above[k - 1])
-            np.maximum(running, candidate, out=running)
-        out = channelwise(np.add, best.reshape(n, qh, qw, f), self.conv.params["bias"])
+
+        def fold(k: int, candidate: np.ndarray) -> None:
+            np.greater(candidate, best, out=above[k - 1])
+            np.maximum(best, candidate, out=best)
+
+        if self.norm is None:
+            conv_k = scratch.get("conv_out", (m, f), dtype)  # one offset's outputs at a time
+            np.matmul(patches[:m], weight, out=best.reshape(m, f))
+            for k in range(1, offsets):
+                np.matmul(patches[k * m : (k + 1) * m], weight, out=conv_k)
+                fold(k, conv_k.reshape(-1))
+            out = channelwise(np.add, best.reshape(n, qh, qw, f), bias)
+        else:  # the batch norm needs every output first; it runs on them in pool order
+            conv_out = np.matmul(patches, weight).reshape(offsets * n, qh, qw, f)
+            channelwise(np.add, conv_out, bias, out=conv_out)
+            normed = self.norm.forward(conv_out, training).reshape(offsets, m * f)
+            best[...] = normed[0]
+            for k in range(1, offsets):
+                fold(k, normed[k])
+            out = best.reshape(n, qh, qw, f).copy()
         if training:
             self._cache = (patches, above, x.shape)
         return out
+
+    def _winners(self, above: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(k, hit)`` from the last window offset to the first: ``hit`` marks the
+        outputs whose first maximum is at offset k (a reused buffer: use it at once)."""
+        scratch = self.conv.scratch
+        hit = scratch.get("hit", above.shape[1:], bool)
+        claimed = scratch.get("claimed", above.shape[1:], bool)  # a later offset won here
+        claimed[...] = False
+        # The winner of a window is the last offset that beat everything before it. Walking
+        # the offsets backwards, each one wins where it beat its predecessors and no later
+        # offset has claimed the window yet; offset 0 takes what is left.
+        for k in reversed(range(len(above) + 1)):
+            if k > 0:
+                np.greater(above[k - 1], claimed, out=hit)  # above and not claimed
+                claimed |= hit
+            else:
+                np.logical_not(claimed, out=hit)
+            yield k, hit
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
         if self._cache is None:
@@ -102,34 +143,38 @@ class ConvPool(Layer):
         self._cache = None
         f, scratch, dtype = self.conv.out_channels, self.conv.scratch, patches.dtype
         (ph, pw), (n, qh, qw) = self.pool.pool_size, grad_out.shape[:3]
-        m, offsets = n * qh * qw, ph * pw
+        m = n * qh * qw
         g = np.ascontiguousarray(grad_out, dtype=dtype).reshape(-1)
-        hit = scratch.get("hit", g.shape, bool)
-        claimed = scratch.get("claimed", g.shape, bool)  # a later offset won here
-        grad_k = scratch.get("unpooled", (m, f), dtype)  # dL/d(conv output) at one offset
+        # dL/d(conv output) in pool order, (PH*PW, N*QH*QW, F); without a batch norm one
+        # offset at a time, into the first block only
+        blocks = len(above) + 1 if self.norm is not None else 1
+        grad_conv = scratch.get("unpooled", (blocks, m, f), dtype)
         plain = None
         if self.needs_input_grad:
             # the same gradients in plain order: (N, QH, PH, QW, PW, F) = (N, QH*PH, QW*PW, F)
             plain = scratch.get("unpooled_plain", (n, qh, ph, qw, pw, f), dtype)
         grad_w = np.zeros((patches.shape[1], f), dtype)
-        # The winner of a window is the last offset that beat everything before it. Walking
-        # the offsets backwards, each one wins where it beat its predecessors and no later
-        # offset has claimed the window yet; offset 0 takes what is left.
-        claimed[...] = False
-        for k in reversed(range(offsets)):
-            if k > 0:
-                np.greater(above[k - 1], claimed, out=hit)  # above and not claimed
-                claimed |= hit
-            else:
-                np.logical_not(claimed, out=hit)
+        grad_b = None
+        for k, hit in self._winners(above):
+            grad_k = grad_conv[k if self.norm is not None else 0]
             np.multiply(g, hit, out=grad_k.reshape(-1))
-            grad_w += patches[k * m : (k + 1) * m].T @ grad_k
+            if self.norm is None:
+                grad_w += patches[k * m : (k + 1) * m].T @ grad_k
+                if plain is not None:
+                    plain[:, :, k // pw, :, k % pw, :] = grad_k.reshape(n, qh, qw, f)
+        if self.norm is not None:
+            rows = self.norm.backward(grad_conv.reshape(-1, qh, qw, f)).reshape(-1, f)
+            grad_w, grad_b = patches.T @ rows, column_sums(rows)
             if plain is not None:
-                plain[:, :, k // pw, :, k % pw, :] = grad_k.reshape(n, qh, qw, f)
-        self.conv.set_weight_grads(grad_w, column_sums(g.reshape(-1, f)))
+                by_offset = rows.reshape(ph, pw, n, qh, qw, f)
+                plain[...] = by_offset.transpose(2, 3, 0, 4, 1, 5)
+        else:
+            grad_b = column_sums(g.reshape(-1, f))  # each pooled output has one winner
+        self.conv.set_weight_grads(grad_w, grad_b)
         if plain is None:
             return None
         return self.conv.input_grad(plain.reshape(n, qh * ph, qw * pw, f), input_shape)
 
     def __repr__(self) -> str:
-        return f"{self.conv!r} + {self.pool!r}"
+        middle = f" + {self.norm!r}" if self.norm is not None else ""
+        return f"{self.conv!r}{middle} + {self.pool!r}"
