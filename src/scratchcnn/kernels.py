@@ -1,4 +1,5 @@
-"""Array kernels shared by the layers: im2col, col2im and window slices.
+"""Array kernels shared by the layers: im2col, col2im, window slices, per-channel operations,
+and ``Scratch``, the buffers a layer reuses between training steps.
 
 A convolution over an NHWC batch is a matrix product once every receptive field is laid out as
 one row ("im2col"):

@@ -1,4 +1,5 @@
-"""A convolution followed by a non-overlapping max-pool, run as one step: ``ConvPool``.
+"""A convolution (and a batch norm) followed by a non-overlapping max-pool, run as one step:
+``ConvPool``.
 
 Conv2D and MaxPool2D stay the definitions (and the reference this is tested against). The pair
 is the costliest part of a small CNN, and run together it gets cheaper:
@@ -22,6 +23,12 @@ The binary mask is kept as PH*PW - 1 boolean arrays of the output's size: "offse
 earlier offset". A window's winner is the last offset that did, so ties go to the first
 maximum in row-major window order, as in MaxPool2D and PyTorch. Ties are judged before the bias
 is added: two values that only round to a tie in a + b are not one.
+
+With a BatchNorm2D between the two (conv, norm, pool), the norm needs the statistics of every
+conv output before anything can be pooled: the whole conv output is computed in pool order,
+normalised there (the norm does not care about the order of positions), then folded offset by
+offset; backward runs the norm's backward on the unpooled gradients in the same order. Then
+the pool must tile the conv output exactly, and the bias is added before the norm.
 """
 
 from __future__ import annotations
