@@ -26,12 +26,8 @@ from .layers import (
     ReLU,
     softmax,
 )
+from .layers.fused import pool_tiles
 from .optim import Parameter
-
-
-def _tiles(shape: tuple[int, ...], pool: tuple[int, int]) -> bool:
-    """Whether a pool of this size, stepped by its size, covers (H, W, C) without an edge."""
-    return shape[0] % pool[0] == 0 and shape[1] % pool[1] == 0
 
 
 class Sequential:
@@ -99,7 +95,7 @@ class Sequential:
                 len(tail) == 2
                 and isinstance(tail[0], Conv2D)
                 and isinstance(tail[1], BatchNorm2D)
-                and _tiles(conv_shapes[id(tail[0])], layer.pool_size)
+                and pool_tiles(conv_shapes[id(tail[0])], layer.pool_size)
             ):
                 fused[-2:] = [ConvPool(tail[0], layer, norm=tail[1])]
             else:

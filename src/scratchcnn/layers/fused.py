@@ -45,6 +45,12 @@ from .normalization import BatchNorm2D
 from .pooling import MaxPool2D
 
 
+def pool_tiles(conv_shape: tuple[int, ...], pool_size: tuple[int, int]) -> bool:
+    """Whether a pool of ``pool_size``, stepped by its size, covers a (H, W, C) conv output
+    with no ragged edge: the condition for running a batch norm in between fused."""
+    return conv_shape[0] % pool_size[0] == 0 and conv_shape[1] % pool_size[1] == 0
+
+
 class ConvPool(Layer):
     """``ConvPool(conv, pool, norm=None)`` computes ``pool(norm(conv(x)))`` (``norm`` is an
     optional BatchNorm2D), sharing the layers' parameters.
@@ -84,8 +90,8 @@ class ConvPool(Layer):
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         conv_shape = self.conv.output_shape(input_shape)
-        (oh, ow, _), (ph, pw) = conv_shape, self.pool.pool_size
-        if self.norm is not None and (oh % ph or ow % pw):
+        if self.norm is not None and not pool_tiles(conv_shape, self.pool.pool_size):
+            oh, ow = conv_shape[:2]
             raise ShapeError(f"{self!r}: the pool must tile the {oh}x{ow} conv output exactly")
         return self.pool.output_shape(conv_shape)
 
