@@ -158,31 +158,27 @@ class ConvPool(Layer):
         (ph, pw), (n, qh, qw) = self.pool.pool_size, grad_out.shape[:3]
         m = n * qh * qw
         g = np.ascontiguousarray(grad_out, dtype=dtype).reshape(-1)
-        # dL/d(conv output) in pool order, (PH*PW, N*QH*QW, F); without a batch norm one
-        # offset at a time, into the first block only
-        blocks = len(above) + 1 if self.norm is not None else 1
-        grad_conv = scratch.get("unpooled", (blocks, m, f), dtype)
         plain = None
         if self.needs_input_grad:
-            # the same gradients in plain order: (N, QH, PH, QW, PW, F) = (N, QH*PH, QW*PW, F)
+            # dL/d(conv output) in plain order: (N, QH, PH, QW, PW, F) = (N, QH*PH, QW*PW, F)
             plain = scratch.get("unpooled_plain", (n, qh, ph, qw, pw, f), dtype)
-        grad_w = np.zeros((patches.shape[1], f), dtype)
-        grad_b = None
-        for k, hit in self._winners(above):
-            grad_k = grad_conv[k if self.norm is not None else 0]
-            np.multiply(g, hit, out=grad_k.reshape(-1))
-            if self.norm is None:
+        if self.norm is None:  # one window offset at a time, as in forward
+            grad_k = scratch.get("unpooled", (m, f), dtype)  # dL/d(conv output) at offset k
+            grad_w = np.zeros((patches.shape[1], f), dtype)
+            for k, hit in self._winners(above):
+                np.multiply(g, hit, out=grad_k.reshape(-1))
                 grad_w += patches[k * m : (k + 1) * m].T @ grad_k
                 if plain is not None:
                     plain[:, :, k // pw, :, k % pw, :] = grad_k.reshape(n, qh, qw, f)
-        if self.norm is not None:
-            rows = self.norm.backward(grad_conv.reshape(-1, qh, qw, f)).reshape(-1, f)
+            grad_b = column_sums(g.reshape(-1, f))  # each pooled output has one winner
+        else:  # the norm's backward needs every offset's gradient: (PH*PW, N*QH*QW, F)
+            unpooled = scratch.get("unpooled", (len(above) + 1, m * f), dtype)
+            for k, hit in self._winners(above):
+                np.multiply(g, hit, out=unpooled[k])
+            rows = self.norm.backward(unpooled.reshape(-1, qh, qw, f)).reshape(-1, f)
             grad_w, grad_b = patches.T @ rows, column_sums(rows)
             if plain is not None:
-                by_offset = rows.reshape(ph, pw, n, qh, qw, f)
-                plain[...] = by_offset.transpose(2, 3, 0, 4, 1, 5)
-        else:
-            grad_b = column_sums(g.reshape(-1, f))  # each pooled output has one winner
+                plain[...] = rows.reshape(ph, pw, n, qh, qw, f).transpose(2, 3, 0, 4, 1, 5)
         self.conv.set_weight_grads(grad_w, grad_b)
         if plain is None:
             return None
