@@ -167,6 +167,16 @@ class Sequential:
             outputs.append(out)
         return outputs
 
+    def feature_map_layers(self) -> list[int]:
+        """Indices of the layers whose outputs are the feature maps worth showing: the
+        convolutions and the poolings."""
+        return [i for i, layer in enumerate(self.layers) if isinstance(layer, (Conv2D, MaxPool2D))]
+
+    def first_filters(self) -> tuple[Conv2D, np.ndarray]:
+        """The first Conv2D and its kernels on the first input channel, (F, KH, KW)."""
+        conv = next(layer for layer in self.layers if isinstance(layer, Conv2D))
+        return conv, conv.params["weight"][:, 0]
+
     def predict_proba(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """Class probabilities (N, classes), computed in batches in inference mode."""
         grey = self.input_shape[-1] == 1

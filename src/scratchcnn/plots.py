@@ -11,7 +11,6 @@ import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import numpy as np  # noqa: E402
 
 from .fileio import atomic_write  # noqa: E402
-from .layers import Conv2D, MaxPool2D  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
@@ -59,8 +58,7 @@ def confusion_matrix(confusion: np.ndarray, classes: list[str], path: Path) -> P
 
 
 def first_layer_filters(model, path: Path) -> Path:
-    conv = next(layer for layer in model.layers if isinstance(layer, Conv2D))
-    weight = conv.params["weight"][:, 0]  # (F, KH, KW), first input channel
+    conv, weight = model.first_filters()  # (F, KH, KW), first input channel
     cols = min(8, len(weight))
     rows = -(-len(weight) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.3 * rows + 0.4), squeeze=False)
@@ -77,11 +75,7 @@ def first_layer_filters(model, path: Path) -> Path:
 def feature_maps(model, image: np.ndarray, x: np.ndarray, path: Path, per_layer: int = 8) -> Path:
     """The input and up to ``per_layer`` channels of every conv and pooling layer's output."""
     outputs = model.activations(x[None])
-    shown = [
-        (layer, out[0])
-        for layer, out in zip(model.layers, outputs, strict=True)
-        if isinstance(layer, (Conv2D, MaxPool2D))
-    ]
+    shown = [(model.layers[i], outputs[i][0]) for i in model.feature_map_layers()]
     rows = len(shown) + 1
     fig, axes = plt.subplots(rows, per_layer, figsize=(1.4 * per_layer, 1.5 * rows), squeeze=False)
     for ax in axes.flat:

@@ -32,7 +32,7 @@ import numpy as np
 from .classifier import Classifier
 from .errors import ImageError
 from .images import load_digit
-from .layers import Conv2D, MaxPool2D, softmax
+from .layers import softmax
 
 MAX_BODY = 5 * 1024 * 1024  # bytes: a phone photo fits, a flood does not
 STATIC = {  # the only files ever served, all from the package
@@ -85,17 +85,12 @@ class Service:
 
     def __init__(self, clf: Classifier) -> None:
         self.clf = clf
-        self.shown = [
-            (i, layer)
-            for i, layer in enumerate(clf.model.layers)
-            if isinstance(layer, (Conv2D, MaxPool2D))
-        ]
+        self.shown = [(i, clf.model.layers[i]) for i in clf.model.feature_map_layers()]
 
     def model_info(self) -> dict:
         info = self.clf.info()
         model = self.clf.model
-        conv = next(layer for layer in model.layers if isinstance(layer, Conv2D))
-        weight = conv.params["weight"][:, 0]  # (F, KH, KW): first input channel
+        conv, weight = model.first_filters()  # (F, KH, KW): first input channel
         return {
             "architecture": info["architecture"],
             "dataset": info["dataset"],
