@@ -338,8 +338,25 @@ OPTIMIZERS = [
 @pytest.mark.parametrize("arch", ["seed", "keras", "fast", "best"])
 @pytest.mark.parametrize("opt", OPTIMIZERS, ids=[o[0] for o in OPTIMIZERS])
 def test_training_steps_match_pytorch(torch, arch, opt):
+    training_steps_match_pytorch(torch, arch, opt, batch=5, workers=1)
+
+
+@pytest.mark.parametrize("arch", ["seed", "keras", "fast", "best"])
+@pytest.mark.parametrize("opt", OPTIMIZERS[1:3], ids=[o[0] for o in OPTIMIZERS[1:3]])
+def test_batches_split_over_threads_train_like_pytorch(torch, arch, opt):
+    # The batch is cut in three parts, each run by its own copy of the net in a thread; the
+    # batch norms share their statistics across the parts (see parallel.py).
+    training_steps_match_pytorch(torch, arch, opt, batch=None, workers=3)
+
+
+def training_steps_match_pytorch(torch, arch, opt, batch, workers):
+    """Three steps on batches of ``batch`` (None: the smallest that splits in ``workers``)."""
     _, make_ours, make_theirs = opt
     model = build(arch, seed=3, dtype=np.float64)
+    model.workers = workers
+    if batch is None:
+        batch = next(n for n in range(1, 1000) if len(model.parallel_parts(n)) == workers)
+    assert len(model.parallel_parts(batch)) == workers
     for layer in model.layers:
         if isinstance(layer, Dropout):
             layer.p = 0.0  # randomness cannot be shared with PyTorch
@@ -349,8 +366,8 @@ def test_training_steps_match_pytorch(torch, arch, opt):
     loss = SoftmaxCrossEntropy()
     rng = np.random.default_rng(7)
     for _ in range(3):  # several steps, so momentum and Adam's moments matter
-        x = rng.random((5, 28, 28, 1))
-        y = rng.integers(0, 10, size=5)
+        x = rng.random((batch, 28, 28, 1))
+        y = rng.integers(0, 10, size=batch)
         value = loss.forward(model.forward(x), y)
         model.backward(loss.backward())
         ours.step()

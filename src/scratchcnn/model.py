@@ -28,10 +28,12 @@ from .layers import (
 )
 from .layers.fused import pool_tiles
 from .optim import Parameter
+from .parallel import MIN_PART_VALUES, Replicas, blas_threads
 
 
 class Sequential:
-    """``Sequential(layers, input_shape=(28, 28, 1), seed=None, dtype=np.float32)``."""
+    """``Sequential(layers, input_shape=(28, 28, 1), seed=None, dtype=np.float32,
+    workers=None)``."""
 
     def __init__(
         self,
@@ -39,6 +41,7 @@ class Sequential:
         input_shape: Sequence[int] = (28, 28, 1),
         seed: int | None = None,
         dtype: type | np.dtype = np.float32,
+        workers: int | None = None,
     ) -> None:
         self.layers = list(layers)
         if not self.layers:
@@ -51,6 +54,10 @@ class Sequential:
         self.execution_order[0].needs_input_grad = False
         self.initialize(seed)
         self.astype(dtype)
+        # Threads that each run a copy of the net on part of a batch (see parallel.py); the
+        # default is one per BLAS thread. 1 runs every batch whole, in the calling thread.
+        self.workers = blas_threads() if workers is None else int(workers)
+        self._replicas: Replicas | None = None
 
     # -- construction ------------------------------------------------------------------------
     def _infer_shapes(self) -> list[tuple[int, ...]]:
@@ -145,8 +152,17 @@ class Sequential:
         return x
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
-        """Logits (N, classes) of a batch (N, H, W, C)."""
+        """Logits (N, classes) of a batch (N, H, W, C).
+
+        A batch large enough to pay for it is split over ``self.workers`` threads (see
+        ``parallel.py``); the result is the same but for rounding."""
         out = self.check_input(x)
+        replicas = self._replicas_for(len(out))
+        if training and self._replicas is not None:
+            self._replicas.discard()  # this forward's backward is the one that counts
+        if replicas is not None:
+            uniforms = self._dropout_uniforms(len(out)) if training else {}
+            return replicas.forward(out, training, uniforms)
         for layer in self.execution_order:
             out = layer.forward(out, training)
         return out
@@ -155,9 +171,38 @@ class Sequential:
 
     def backward(self, grad_logits: np.ndarray) -> None:
         """Back-propagate dL/dlogits through every layer, filling each layer's ``grads``."""
+        if self._replicas is not None and self._replicas.pending:
+            self._replicas.backward(grad_logits)
+            return
         grad = grad_logits
         for layer in reversed(self.execution_order):
             grad = layer.backward(grad)
+
+    def parallel_parts(self, n: int) -> list[slice]:
+        """How a batch of ``n`` samples is split over the worker threads (see parallel.py);
+        a single slice means it runs whole, in the calling thread."""
+        replicas = self._replicas_for(n)
+        return [slice(0, n)] if replicas is None else replicas.parts(n)
+
+    def _replicas_for(self, n: int) -> Replicas | None:
+        """The replicas to split a batch of ``n`` over, or None to run it whole."""
+        if self.workers < 2:
+            return None
+        if self._replicas is None or self._replicas.workers != self.workers:
+            values = sum(int(np.prod(shape)) for shape in self.output_shapes)  # per sample
+            min_part = -(-MIN_PART_VALUES // values)
+            self._replicas = Replicas(self.layers, self.execution_order, self.workers, min_part)
+        return self._replicas if len(self._replicas.parts(n)) > 1 else None
+
+    def _dropout_uniforms(self, n: int) -> dict[int, np.ndarray]:
+        """The uniforms every Dropout layer would draw for a batch of ``n``, drawn now, in the
+        order an unsplit forward draws them, so that a split batch gets the same masks."""
+        shapes = [self.input_shape, *self.output_shapes]
+        return {
+            i: self.rng.random((n, *shapes[i]), dtype=self.dtype)
+            for i, layer in enumerate(self.layers)
+            if isinstance(layer, Dropout) and layer.p > 0
+        }
 
     def activations(self, x: np.ndarray) -> list[np.ndarray]:
         """The output of every layer for a batch (N, H, W, C), in inference mode."""

@@ -44,8 +44,16 @@ class _BatchNorm(Layer):
             "running_mean": np.zeros(self.num_features, dtype=dtype),
             "running_var": np.ones(self.num_features, dtype=dtype),
         }
-        self._cache: tuple[np.ndarray, np.ndarray] | None = None
+        self._cache: tuple[np.ndarray, np.ndarray, int] | None = None
         self._scratch = Scratch()  # training temporaries, reused from step to step
+        # Set on the copies that each run one part of a split batch (see parallel.py): sums
+        # over the batch then go through sync.total(), and only sync.leader updates the
+        # running statistics, which the copies share.
+        self.sync = None
+
+    def _whole_batch(self, sums: np.ndarray) -> np.ndarray:
+        """Per-channel sums over this part of the batch -> over the whole batch."""
+        return sums if self.sync is None else self.sync.total(sums)
 
     def reset_parameters(self, rng: np.random.Generator, relu_gain: bool = True) -> None:
         self.params["weight"][...] = 1.0
@@ -72,46 +80,45 @@ class _BatchNorm(Layer):
             scale = gamma / np.sqrt(self.buffers["running_var"] + self.eps)
             out = channelwise(np.multiply, x, scale)
             return channelwise(np.add, out, beta - self.buffers["running_mean"] * scale, out=out)
-        count = flat.shape[0]
-        mean = column_sums(flat) / count
+        sums_and_count = self._whole_batch(np.append(column_sums(flat), flat.shape[0]))
+        count = int(sums_and_count[-1])
+        mean = (sums_and_count[:-1] / count).astype(x.dtype)
         # Two passes for the variance (mean first, then squared deviations): one pass with
         # E[x^2] - mean^2 loses float32 digits when |mean| is large against the spread.
         xhat = channelwise(np.subtract, x, mean, out=self._scratch.get("xhat", x.shape, x.dtype))
         flat_hat = xhat.reshape(-1, self.num_features)
-        var = np.einsum("ij,ij->j", flat_hat, flat_hat) / count
+        var = self._whole_batch(np.einsum("ij,ij->j", flat_hat, flat_hat)) / count
         inv_std = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)
         channelwise(np.multiply, xhat, inv_std, out=xhat)
-        m = self.momentum
-        unbiased = var * (count / max(count - 1, 1))
-        self.buffers["running_mean"] = ((1 - m) * self.buffers["running_mean"] + m * mean).astype(
-            self.dtype
-        )
-        self.buffers["running_var"] = ((1 - m) * self.buffers["running_var"] + m * unbiased).astype(
-            self.dtype
-        )
-        self._cache = (xhat, inv_std)
+        if self.sync is None or self.sync.leader:
+            m = self.momentum
+            unbiased = var * (count / max(count - 1, 1))
+            running_mean, running_var = self.buffers["running_mean"], self.buffers["running_var"]
+            self.buffers["running_mean"] = ((1 - m) * running_mean + m * mean).astype(self.dtype)
+            self.buffers["running_var"] = ((1 - m) * running_var + m * unbiased).astype(self.dtype)
+        self._cache = (xhat, inv_std, count)
         out = channelwise(np.multiply, xhat, gamma)
         return channelwise(np.add, out, beta, out=out)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         if self._cache is None:
             raise RuntimeError(f"{self!r}.backward called without a training forward pass")
-        xhat, inv_std = self._cache
+        xhat, inv_std, count = self._cache
         self._cache = None
         g = np.ascontiguousarray(grad_out, dtype=xhat.dtype)
         flat_g, flat_hat = g.reshape(-1, self.num_features), xhat.reshape(-1, self.num_features)
-        count = flat_g.shape[0]
         grad_beta = column_sums(flat_g)
         grad_gamma = np.einsum("ij,ij->j", flat_g, flat_hat)
-        self.grads = {"weight": grad_gamma, "bias": grad_beta}
+        self.grads = {"weight": grad_gamma, "bias": grad_beta}  # of this part, if split
+        sum_g, sum_g_hat = np.split(self._whole_batch(np.concatenate([grad_beta, grad_gamma])), 2)
         scale = self.params["weight"] * inv_std
         # scale * (G - mean(G)) - xhat * scale * mean(G * xhat), in whole-sample passes
-        grad = channelwise(np.subtract, g, grad_beta / count)
+        grad = channelwise(np.subtract, g, sum_g / count)
         channelwise(np.multiply, grad, scale, out=grad)
         correction = channelwise(
             np.multiply,
             xhat,
-            scale * grad_gamma / count,
+            scale * sum_g_hat / count,
             out=self._scratch.get("tmp", g.shape, g.dtype),
         )
         np.subtract(grad, correction, out=grad)

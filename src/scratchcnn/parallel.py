@@ -1,0 +1,263 @@
+"""Data parallelism over the CPU cores: each core runs a copy of the net on a slice of the batch.
+
+Why: BLAS spreads a matrix product over every core, but NumPy's element-wise passes (im2col,
+col2im, max-pool folds, masks, ReLU) run on one, and in a small CNN those passes are half of a
+training step. Splitting the batch instead keeps every core busy for the whole step:
+
+    x (N, ...)  ->  x[parts[0]], x[parts[1]], ...        one slice per worker thread
+    replica r runs forward (and later backward) on its slice, with single-threaded BLAS
+    logits = concatenate(outputs)                         (N, classes)
+    dL/dw  = sum_r dL_r/dw                                 exact: the loss's gradient
+                                                           already carries the 1/N of the mean
+
+NumPy releases the GIL inside its loops and BLAS calls, so the threads run in parallel.
+Replicas share the model's parameter arrays (an optimizer step is seen by all of them) and have
+their own caches, scratch buffers and gradients. Dropout masks are drawn by the model for the
+whole batch, in the order a single pass would draw them, and handed out by slice: a split step
+draws exactly the masks an unsplit one would. The one difference is rounding: sums over the
+batch are added in another order.
+
+A batch norm must see the statistics of the whole batch, not of its part: the replicas' batch
+norms add up their per-channel sums across the threads (``AllReduce``) before they use them, so
+a split step normalises exactly as an unsplit one.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager
+from contextvars import copy_context
+from threading import BrokenBarrierError
+
+import numpy as np
+from threadpoolctl import ThreadpoolController
+
+from .kernels import Scratch
+from .layers import BatchNorm1D, BatchNorm2D, Layer
+
+# A part smaller than this many activation values (the layers' outputs, summed) does not pay
+# for handing it to a thread. Measured here: the keras net (69,498 values a sample) broke even
+# at 16 samples a part and gained 3-19% at 32; the seed net (13,530) lost at 64 and gained
+# 23-32% at 128. So keras batches split from 44 samples, seed batches from 222.
+MIN_PART_VALUES = 1_500_000
+
+
+@functools.cache
+def _blas_pools() -> ThreadpoolController:
+    # Finding the loaded BLAS libraries takes milliseconds: once per process.
+    return ThreadpoolController().select(user_api="blas")
+
+
+def blas_threads() -> int:
+    """How many threads NumPy's BLAS uses (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS set it)."""
+    return max((pool["num_threads"] for pool in _blas_pools().info()), default=1)
+
+
+def single_threaded_blas() -> AbstractContextManager:
+    """A context in which BLAS uses one thread (the worker threads are the parallelism)."""
+    return _blas_pools().limit(limits=1)
+
+
+def split(n: int, workers: int, min_part: int = 1) -> list[slice]:
+    """Contiguous, near-equal slices of ``range(n)``: at most ``workers`` of them, each with at
+    least ``min_part`` samples (a single slice when n is small)."""
+    parts = max(1, min(workers, n // max(min_part, 1)))
+    bounds = [n * i // parts for i in range(parts + 1)]
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def _scratches(layers: list[Layer]) -> list[Scratch]:
+    """The Scratch buffers of ``layers`` and of the layers inside them (a ConvPool's conv)."""
+    found = []
+    for layer in layers:
+        for value in vars(layer).values():
+            if isinstance(value, Scratch):
+                found.append(value)
+            elif isinstance(value, Layer):
+                found += _scratches([value])
+    return found
+
+
+class AllReduce:
+    """Sums arrays over the threads of one split step: each of the ``parties`` threads calls
+    ``total(rank, array)`` and all get the same sum, added in rank order."""
+
+    def __init__(self, parties: int) -> None:
+        self._slots: list[np.ndarray | None] = [None] * parties
+        self._barrier = threading.Barrier(parties)
+
+    def total(self, rank: int, array: np.ndarray) -> np.ndarray:
+        self._slots[rank] = array
+        self._barrier.wait()  # every part has put its array
+        result = functools.reduce(np.add, self._slots)
+        self._barrier.wait()  # every part has read them all before any slot is written again
+        return result
+
+    def abort(self) -> None:
+        """Release every waiting thread with an error (one of them has failed)."""
+        self._barrier.abort()
+
+    def member(self, rank: int) -> SyncedPart:
+        return SyncedPart(self, rank)
+
+
+class SyncedPart:
+    """What a batch norm running one part of a split batch gets as ``sync``: ``total(array)``
+    sums over all the parts; ``leader`` (rank 0) updates the shared running statistics."""
+
+    def __init__(self, group: AllReduce, rank: int) -> None:
+        self.group, self.rank, self.leader = group, rank, rank == 0
+
+    def total(self, array: np.ndarray) -> np.ndarray:
+        return self.group.total(self.rank, array)
+
+
+class Presampled:
+    """Stands in for a Dropout layer's generator: ``random(shape, dtype)`` returns uniforms the
+    model drew beforehand for the whole batch, this replica's slice of them."""
+
+    def __init__(self, uniforms: np.ndarray) -> None:
+        self.uniforms = uniforms
+
+    def random(self, shape: tuple[int, ...], dtype: np.dtype | type = np.float64) -> np.ndarray:
+        if self.uniforms.shape != tuple(shape) or self.uniforms.dtype != dtype:
+            have = f"{self.uniforms.shape} {self.uniforms.dtype}"
+            raise RuntimeError(f"presampled dropout uniforms are {have}, asked for {shape} {dtype}")
+        return self.uniforms
+
+
+class Replicas:
+    """Copies of a model's layers that share its parameters, one per worker thread.
+
+    ``layers`` are the declared layers (they own the parameters and receive the summed
+    gradients), ``order`` the same layers as the model runs them (fused, reordered). A batch is
+    split into at most ``workers`` parts of at least ``min_part`` samples each.
+    """
+
+    def __init__(self, layers: list[Layer], order: list[Layer], workers: int, min_part: int):
+        self.layers, self.order = layers, order
+        self.workers, self.min_part = workers, min_part
+        self._replicas: list[tuple[list[Layer], list[Layer]]] = []
+        self._shared: list[int] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self._parts: list[slice] | None = None  # the split of the pending training forward
+        self._groups: list[AllReduce] = []  # and its batch norms' sums
+
+    def parts(self, n: int) -> list[slice]:
+        """How a batch of ``n`` is split (one slice: it runs whole, in the calling thread)."""
+        return split(n, self.workers, self.min_part)
+
+    @property
+    def pending(self) -> bool:
+        """Whether a split training forward awaits its backward."""
+        return self._parts is not None
+
+    def discard(self) -> None:
+        """Forget the pending split forward (a new training forward replaced it)."""
+        self._parts = None
+
+    def _copies(self, count: int) -> list[tuple[list[Layer], list[Layer]]]:
+        params = [a for layer in self.layers for a in layer.params.values()]
+        if [id(a) for a in params] != self._shared:  # first call, or astype replaced them
+            self._replicas, self._shared = [], [id(a) for a in params]
+        while len(self._replicas) < count:
+            # deepcopy returns what the memo already holds: the parameters and the buffer
+            # dicts (running statistics) stay shared, the scratch buffers start empty.
+            memo: dict[int, object] = {id(a): a for a in params}
+            memo.update((id(b), b) for b in _buffer_dicts(self.layers))
+            memo.update((id(s), Scratch()) for s in _scratches(self.order))
+            self._replicas.append(copy.deepcopy((self.layers, self.order), memo))
+        return self._replicas[:count]
+
+    def _run(self, jobs: list, groups: list[AllReduce]) -> list:
+        """Run each job in a worker thread with single-threaded BLAS; return their results."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="scratchcnn")
+
+        def guarded(job):
+            def run():
+                try:
+                    return job()
+                except BaseException:
+                    for group in groups:  # the other parts may wait for this one's sums
+                        group.abort()
+                    raise
+
+            return run
+
+        with single_threaded_blas():
+            # Each job runs in a copy of the caller's context: np.errstate lives there.
+            futures = [self._pool.submit(copy_context().run, guarded(job)) for job in jobs]
+            wait(futures)
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        if errors:  # the part that failed, not one that was only released by the abort
+            raise next((e for e in errors if not isinstance(e, BrokenBarrierError)), errors[0])
+        return [future.result() for future in futures]
+
+    def forward(
+        self, x: np.ndarray, training: bool, dropout_uniforms: dict[int, np.ndarray]
+    ) -> np.ndarray:
+        """Logits of ``x`` (N, ...) computed part by part. ``dropout_uniforms``: for each
+        Dropout's index in the declared layers, the uniforms for the whole batch."""
+        parts = self.parts(len(x))
+        replicas = self._copies(len(parts))
+        groups = []
+        if training:  # the batch norms of the parts share their sums
+            for i, layer in enumerate(self.layers):
+                if isinstance(layer, (BatchNorm1D, BatchNorm2D)):
+                    groups.append(AllReduce(len(parts)))
+                    for rank, (layers, _) in enumerate(replicas):
+                        layers[i].sync = groups[-1].member(rank)
+            for i, uniforms in dropout_uniforms.items():
+                for part, (layers, _) in zip(parts, replicas, strict=True):
+                    layers[i].rng = Presampled(uniforms[part])
+
+        def job(part: slice, order: list[Layer]):
+            def run() -> np.ndarray:
+                out = x[part]
+                for layer in order:
+                    out = layer.forward(out, training)
+                return out
+
+            return run
+
+        jobs = [job(part, order) for part, (_, order) in zip(parts, replicas, strict=True)]
+        outputs = self._run(jobs, groups)
+        if training:
+            self._parts, self._groups = parts, groups
+        return np.concatenate(outputs)
+
+    def backward(self, grad_logits: np.ndarray) -> np.ndarray | None:
+        """Back-propagate through every replica and put the summed gradients in the declared
+        layers' ``grads``. Returns dL/dx (N, ...) or None when the first layer makes none."""
+        if self._parts is None:
+            raise RuntimeError("backward called without a training forward pass")
+        parts, self._parts = self._parts, None
+        replicas = self._copies(len(parts))
+
+        def job(part: slice, order: list[Layer]):
+            def run() -> np.ndarray | None:
+                grad = grad_logits[part]
+                for layer in reversed(order):
+                    grad = layer.backward(grad)
+                return grad
+
+            return run
+
+        jobs = [job(part, order) for part, (_, order) in zip(parts, replicas, strict=True)]
+        grads_in = self._run(jobs, self._groups)
+        for i, layer in enumerate(self.layers):
+            if layer.params:
+                parts_grads = [layers[i].grads for layers, _ in replicas]
+                layer.grads = {
+                    key: functools.reduce(np.add, (grads[key] for grads in parts_grads))
+                    for key in parts_grads[0]
+                }
+        return None if grads_in[0] is None else np.concatenate(grads_in)
+
+
+def _buffer_dicts(layers: list[Layer]) -> list[dict]:
+    return [vars(layer)["buffers"] for layer in layers if "buffers" in vars(layer)]
