@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from scratchcnn import SGD, SoftmaxCrossEntropy, build
+from scratchcnn.errors import ShapeError
 from scratchcnn.layers import BatchNorm2D
 from scratchcnn.parallel import split
 
@@ -134,3 +135,32 @@ def test_an_error_in_one_part_surfaces_without_a_deadlock(monkeypatch):
     loss.forward(model.forward(x), y)  # the model still trains afterwards
     model.backward(loss.backward())
     assert all(np.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("arch", ["keras", "fast"])
+def test_train_step_equals_forward_loss_backward(arch, workers):
+    # train_step sends a split batch to the threads once (forward, loss and backward in each);
+    # label smoothing checks that each part's loss is weighted by its share of the batch.
+    rng = np.random.default_rng(8)
+    batch = 3 * smallest_split_batch(arch, 2) // 2 + 1  # parts of unequal sizes when split
+    x, y = rng.random((batch, 28, 28, 1)), rng.integers(0, 10, batch)
+    fused, separate = build(arch, seed=6, dtype=np.float64), build(arch, seed=6, dtype=np.float64)
+    fused.workers = separate.workers = workers
+    assert len(fused.parallel_parts(batch)) == workers
+    value, logits = fused.train_step(x, y, SoftmaxCrossEntropy(label_smoothing=0.1))
+    loss = SoftmaxCrossEntropy(label_smoothing=0.1)
+    expected_logits = separate.forward(x)
+    expected = loss.forward(expected_logits, y)
+    separate.backward(loss.backward())
+    assert value == pytest.approx(expected, rel=1e-12)
+    np.testing.assert_allclose(logits, expected_logits, rtol=1e-12, atol=1e-13)
+    for mine, ref in zip(fused.parameters(), separate.parameters(), strict=True):
+        np.testing.assert_allclose(mine.grad, ref.grad, rtol=1e-9, atol=1e-13)
+
+
+def test_train_step_checks_the_labels():
+    model = build("keras")
+    x = np.zeros((100, 28, 28, 1), dtype=np.float32)
+    with pytest.raises(ShapeError, match="expected 100 labels"):
+        model.train_step(x, np.zeros(99, dtype=int), SoftmaxCrossEntropy())

@@ -103,8 +103,7 @@ def ours(arch: str, batch: int, threads: int | None = None):
     opt = SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def train() -> None:
-        loss.forward(model.forward(x), y)
-        model.backward(loss.backward())
+        model.train_step(x, y, loss)  # forward, loss and backward
         opt.step()
 
     def infer() -> None:

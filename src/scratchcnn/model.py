@@ -27,6 +27,7 @@ from .layers import (
     softmax,
 )
 from .layers.fused import pool_tiles
+from .losses import SoftmaxCrossEntropy
 from .optim import Parameter
 from .parallel import MIN_PART_VALUES, Replicas, blas_threads
 
@@ -168,6 +169,27 @@ class Sequential:
         return out
 
     __call__ = forward
+
+    def train_step(
+        self, x: np.ndarray, labels: np.ndarray, loss: SoftmaxCrossEntropy
+    ) -> tuple[float, np.ndarray]:
+        """Forward in training mode, ``loss`` against ``labels`` (N,), and backward: returns
+        the loss and the logits (N, classes), and leaves dL/dparam in the layers' ``grads``.
+
+        The same as ``loss.forward(model.forward(x), labels); model.backward(loss.backward())``,
+        except that a split batch goes to the threads once, not twice (see parallel.py)."""
+        out = self.check_input(x)
+        labels = np.asarray(labels)
+        if labels.shape != (len(out),):
+            raise ShapeError(f"expected {len(out)} labels, got shape {labels.shape}")
+        replicas = self._replicas_for(len(out))
+        if replicas is None:
+            logits = self.forward(out)
+            value = loss.forward(logits, labels)
+            self.backward(loss.backward())
+            return value, logits
+        replicas.discard()
+        return replicas.train_step(out, labels, loss, self._dropout_uniforms(len(out)))
 
     def backward(self, grad_logits: np.ndarray) -> None:
         """Back-propagate dL/dlogits through every layer, filling each layer's ``grads``."""

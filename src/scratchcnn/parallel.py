@@ -37,6 +37,7 @@ from threadpoolctl import ThreadpoolController
 
 from .kernels import Scratch
 from .layers import BatchNorm1D, BatchNorm2D, Layer
+from .losses import SoftmaxCrossEntropy
 
 # A part smaller than this many activation values (the layers' outputs, summed) does not pay
 # for handing it to a thread. Measured here: the keras net (69,498 values a sample) broke even
@@ -197,15 +198,15 @@ class Replicas:
             raise next((e for e in errors if not isinstance(e, BrokenBarrierError)), errors[0])
         return [future.result() for future in futures]
 
-    def forward(
-        self, x: np.ndarray, training: bool, dropout_uniforms: dict[int, np.ndarray]
-    ) -> np.ndarray:
-        """Logits of ``x`` (N, ...) computed part by part. ``dropout_uniforms``: for each
-        Dropout's index in the declared layers, the uniforms for the whole batch."""
-        parts = self.parts(len(x))
+    def _prepare(
+        self, n: int, training: bool, dropout_uniforms: dict[int, np.ndarray]
+    ) -> tuple[list[slice], list[tuple[list[Layer], list[Layer]]], list[AllReduce]]:
+        """The parts of a batch of ``n``, their replicas, and (in training) the sums that the
+        replicas' batch norms share; hands each replica's Dropout its slice of the uniforms."""
+        parts = self.parts(n)
         replicas = self._copies(len(parts))
         groups = []
-        if training:  # the batch norms of the parts share their sums
+        if training:
             for i, layer in enumerate(self.layers):
                 if isinstance(layer, (BatchNorm1D, BatchNorm2D)):
                     groups.append(AllReduce(len(parts)))
@@ -214,13 +215,27 @@ class Replicas:
             for i, uniforms in dropout_uniforms.items():
                 for part, (layers, _) in zip(parts, replicas, strict=True):
                     layers[i].rng = Presampled(uniforms[part])
+        return parts, replicas, groups
+
+    def _sum_grads(self, replicas: list[tuple[list[Layer], list[Layer]]]) -> None:
+        for i, layer in enumerate(self.layers):
+            if layer.params:
+                parts_grads = [layers[i].grads for layers, _ in replicas]
+                layer.grads = {
+                    key: functools.reduce(np.add, (grads[key] for grads in parts_grads))
+                    for key in parts_grads[0]
+                }
+
+    def forward(
+        self, x: np.ndarray, training: bool, dropout_uniforms: dict[int, np.ndarray]
+    ) -> np.ndarray:
+        """Logits of ``x`` (N, ...) computed part by part. ``dropout_uniforms``: for each
+        Dropout's index in the declared layers, the uniforms for the whole batch."""
+        parts, replicas, groups = self._prepare(len(x), training, dropout_uniforms)
 
         def job(part: slice, order: list[Layer]):
             def run() -> np.ndarray:
-                out = x[part]
-                for layer in order:
-                    out = layer.forward(out, training)
-                return out
+                return _forward(order, x[part], training)
 
             return run
 
@@ -240,23 +255,58 @@ class Replicas:
 
         def job(part: slice, order: list[Layer]):
             def run() -> np.ndarray | None:
-                grad = grad_logits[part]
-                for layer in reversed(order):
-                    grad = layer.backward(grad)
-                return grad
+                return _backward(order, grad_logits[part])
 
             return run
 
         jobs = [job(part, order) for part, (_, order) in zip(parts, replicas, strict=True)]
         grads_in = self._run(jobs, self._groups)
-        for i, layer in enumerate(self.layers):
-            if layer.params:
-                parts_grads = [layers[i].grads for layers, _ in replicas]
-                layer.grads = {
-                    key: functools.reduce(np.add, (grads[key] for grads in parts_grads))
-                    for key in parts_grads[0]
-                }
+        self._sum_grads(replicas)
         return None if grads_in[0] is None else np.concatenate(grads_in)
+
+    def train_step(
+        self,
+        x: np.ndarray,
+        labels: np.ndarray,
+        loss: SoftmaxCrossEntropy,
+        dropout_uniforms: dict[int, np.ndarray],
+    ) -> tuple[float, np.ndarray]:
+        """Forward, loss and backward in one go, each part in its thread: one hand-off to the
+        threads instead of two, and the loss runs in parallel too. Returns the batch's mean
+        loss and its logits; gradients land in the declared layers' ``grads``.
+
+        A part's mean loss L_r over its n_r samples is n_r/N of the batch mean's share:
+        L = sum_r (n_r / N) L_r, and dL/dlogits_r = (n_r / N) dL_r/dlogits_r."""
+        n = len(x)
+        parts, replicas, groups = self._prepare(n, True, dropout_uniforms)
+
+        def job(part: slice, order: list[Layer]):
+            def run() -> tuple[np.ndarray, float]:
+                share = (part.stop - part.start) / n
+                part_loss = copy.copy(loss)  # its own cache; ``loss`` itself is left as it was
+                logits = _forward(order, x[part], True)
+                value = part_loss.forward(logits, labels[part])
+                _backward(order, part_loss.backward() * logits.dtype.type(share))
+                return logits, value * share
+
+            return run
+
+        jobs = [job(part, order) for part, (_, order) in zip(parts, replicas, strict=True)]
+        results = self._run(jobs, groups)
+        self._sum_grads(replicas)
+        return float(sum(value for _, value in results)), np.concatenate([r[0] for r in results])
+
+
+def _forward(order: list[Layer], x: np.ndarray, training: bool) -> np.ndarray:
+    for layer in order:
+        x = layer.forward(x, training)
+    return x
+
+
+def _backward(order: list[Layer], grad: np.ndarray | None) -> np.ndarray | None:
+    for layer in reversed(order):
+        grad = layer.backward(grad)
+    return grad
 
 
 def _buffer_dicts(layers: list[Layer]) -> list[dict]:

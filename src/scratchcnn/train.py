@@ -1,6 +1,7 @@
 """The training loop: batches in, updated parameters out, resumable at any batch boundary.
 
 One step:  logits = model(x);  L = loss(logits, y);  model.backward(dL/dlogits);  optimizer.step()
+           (``model.train_step(x, y, loss)`` does the first three at once)
 
 Everything that decides what happens next - parameters, optimizer moments, the generators that
 shuffle, augment and drop out, the position inside the epoch and the running sums - is in
@@ -173,11 +174,9 @@ class Trainer:
             x = self.augment(x, self.augment_rng)
         # Overflow is not worth a warning here: a non-finite loss is reported as divergence.
         with np.errstate(over="ignore", invalid="ignore"):
-            logits = self.model.forward(x, training=True)
-            loss = self.loss_fn.forward(logits, y)
+            loss, logits = self.model.train_step(x, y, self.loss_fn)
             if not np.isfinite(loss) or not np.isfinite(logits).all():
-                raise self._diverged(f"loss {loss}")
-            self.model.backward(self.loss_fn.backward())
+                raise self._diverged(f"loss {loss}")  # before the step: the weights stay good
             self.optimizer.step()
         return loss, int((logits.argmax(axis=1) == y).sum())
 
