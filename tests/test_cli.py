@@ -368,3 +368,20 @@ def test_ctrl_c_saves_a_checkpoint_mid_epoch_then_resume_matches(reference, mnis
     result = run("train", "--resume", "--out", str(out), "--data-dir", str(mnist_dir), "--quiet")
     assert result.returncode == 0, result.stderr
     assert_same_weights(out, reference)
+
+
+def test_bench_prints_and_saves_every_figure(tmp_path, torch):
+    # A short run: the figures themselves are machine noise; what is checked is that every
+    # row has our rates, PyTorch's and their ratios, and a GEMM peak share within reason.
+    out = tmp_path / "bench.json"
+    args = ["--arch", "seed", "keras", "--batch", "64", "--repeats", "1", "--seconds", "0.05"]
+    result = run("bench", *args, "--no-epochs", "--no-memory", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "GEMM peak" in result.stdout and "%peak" in result.stdout
+    report = json.loads(out.read_text())
+    assert report["gemm_peak_gflops"] > 0 and report["torch"].startswith("2.13")
+    assert [(row["arch"], row["batch"]) for row in report["rows"]] == [("seed", 64), ("keras", 64)]
+    for row in report["rows"]:
+        assert row["ours_train"] > 0 and row["torch_train"] > 0 and row["ours_infer"] > 0
+        assert row["train_ratio"] == pytest.approx(row["ours_train"] / row["torch_train"])
+        assert 0 < row["percent_of_peak"] < 100 and 0 < row["percent_of_start_peak"] < 100
