@@ -206,6 +206,13 @@ class Sequential:
         replicas = self._replicas_for(n)
         return [slice(0, n)] if replicas is None else replicas.parts(n)
 
+    def layers_of_part(self, index: int) -> list[Layer]:
+        """The layers (in execution order) of the copy that runs part ``index`` of a split
+        batch, for profiling; the copies exist once a split batch has run."""
+        if self._replicas is None:
+            raise RuntimeError("no batch has been split yet")
+        return self._replicas.order_of(index)
+
     def _replicas_for(self, n: int) -> Replicas | None:
         """The replicas to split a batch of ``n`` over, or None to run it whole."""
         if self.workers < 2:

@@ -160,6 +160,10 @@ class Replicas:
         """Forget the pending split forward (a new training forward replaced it)."""
         self._parts = None
 
+    def order_of(self, index: int) -> list[Layer]:
+        """The layers in execution order of the copy that runs part ``index``."""
+        return self._replicas[index][1]
+
     def _copies(self, count: int) -> list[tuple[list[Layer], list[Layer]]]:
         params = [a for layer in self.layers for a in layer.params.values()]
         if [id(a) for a in params] != self._shared:  # first call, or astype replaced them
