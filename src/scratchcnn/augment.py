@@ -43,14 +43,15 @@ def random_affine(
     # Pad by one pixel of background on every side so that every neighbour index is valid.
     padded = np.full((b, h + 2, w + 2, c), background, dtype=dtype)
     padded[:, 1:-1, 1:-1] = x
-    flat = padded.reshape(b, -1, c)
+    pixels = padded.reshape(-1, c)  # every padded pixel of the batch, one row each
+    first = (np.arange(b) * (h + 2) * (w + 2))[:, None, None]  # each image's first row
+    above = np.clip(y0 + 1, 0, h + 1) * (w + 2) + first  # padded row of y0, as an offset
+    below = np.clip(y0 + 2, 0, h + 1) * (w + 2) + first
+    left, right = np.clip(x0 + 1, 0, w + 1), np.clip(x0 + 2, 0, w + 1)
 
-    def gather(yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
-        yy = np.clip(yy + 1, 0, h + 1)
-        xx = np.clip(xx + 1, 0, w + 1)
-        index = (yy * (w + 2) + xx).reshape(b, -1, 1)
-        return np.take_along_axis(flat, index, axis=1).reshape(b, h, w, c)
+    def gather(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        return np.take(pixels, (rows + cols).ravel(), axis=0).reshape(b, h, w, c)
 
-    top = gather(y0, x0) * (1 - fx) + gather(y0, x0 + 1) * fx
-    bottom = gather(y0 + 1, x0) * (1 - fx) + gather(y0 + 1, x0 + 1) * fx
+    top = gather(above, left) * (1 - fx) + gather(above, right) * fx
+    bottom = gather(below, left) * (1 - fx) + gather(below, right) * fx
     return (top * (1 - fy) + bottom * fy).astype(dtype, copy=False)
