@@ -10,6 +10,9 @@ training step. Splitting the batch instead keeps every core busy for the whole s
     dL/dw  = sum_r dL_r/dw                                 exact: the loss's gradient
                                                            already carries the 1/N of the mean
 
+``train_step`` gives each part forward, loss and backward in one job, so that a training step
+goes to the threads once: part r's mean loss L_r weighs n_r / N in the batch's mean.
+
 NumPy releases the GIL inside its loops and BLAS calls, so the threads run in parallel.
 Replicas share the model's parameter arrays (an optimizer step is seen by all of them) and have
 their own caches, scratch buffers and gradients. Dropout masks are drawn by the model for the
