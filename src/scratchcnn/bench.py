@@ -44,17 +44,23 @@ def blas_info() -> dict:
     return {"name": "unknown", "threads": os.cpu_count()}
 
 
-def gemm_peak(size: int = 2048, repeats: int = 10) -> float:
-    """float32 GFLOP/s of a large square matrix product: the fastest of ``repeats`` (a peak is
-    what the machine can do; a slow spell during the measurement must not lower it)."""
+def square_product(size: int = 2048) -> Callable[[], None]:
+    """A closure computing one float32 (size x size) @ (size x size) product."""
     rng = np.random.default_rng(0)
     a = rng.random((size, size), dtype=np.float32)
     b = rng.random((size, size), dtype=np.float32)
-    a @ b
+    return lambda: a @ b
+
+
+def gemm_peak(size: int = 2048, repeats: int = 10) -> float:
+    """float32 GFLOP/s of a large square matrix product: the fastest of ``repeats`` (a peak is
+    what the machine can do; a slow spell during the measurement must not lower it)."""
+    product = square_product(size)
+    product()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        a @ b
+        product()
         times.append(time.perf_counter() - start)
     return 2 * size**3 / min(times) / 1e9
 
@@ -154,13 +160,6 @@ def theirs(arch: str, batch: int, threads: int):
             net(xi)
 
     return train, infer
-
-
-def square_product(size: int = 2048) -> Callable[[], None]:
-    rng = np.random.default_rng(0)
-    a = rng.random((size, size), dtype=np.float32)
-    b = rng.random((size, size), dtype=np.float32)
-    return lambda: a @ b
 
 
 def compare(

@@ -26,6 +26,7 @@ from .layers import (
     ReLU,
     softmax,
 )
+from .layers.base import backward_through, forward_through
 from .layers.fused import pool_tiles
 from .losses import SoftmaxCrossEntropy
 from .optim import Parameter
@@ -164,9 +165,7 @@ class Sequential:
         if replicas is not None:
             uniforms = self._dropout_uniforms(len(out)) if training else {}
             return replicas.forward(out, training, uniforms)
-        for layer in self.execution_order:
-            out = layer.forward(out, training)
-        return out
+        return forward_through(self.execution_order, out, training)
 
     __call__ = forward
 
@@ -183,22 +182,21 @@ class Sequential:
         if labels.shape != (len(out),):
             raise ShapeError(f"expected {len(out)} labels, got shape {labels.shape}")
         replicas = self._replicas_for(len(out))
-        if replicas is None:
-            logits = self.forward(out)
-            value = loss.forward(logits, labels)
-            self.backward(loss.backward())
-            return value, logits
-        replicas.discard()
-        return replicas.train_step(out, labels, loss, self._dropout_uniforms(len(out)))
+        if self._replicas is not None:
+            self._replicas.discard()  # this step's backward is the one that counts
+        if replicas is not None:
+            return replicas.train_step(out, labels, loss, self._dropout_uniforms(len(out)))
+        logits = forward_through(self.execution_order, out, True)
+        value = loss.forward(logits, labels)
+        backward_through(self.execution_order, loss.backward())
+        return value, logits
 
     def backward(self, grad_logits: np.ndarray) -> None:
         """Back-propagate dL/dlogits through every layer, filling each layer's ``grads``."""
         if self._replicas is not None and self._replicas.pending:
             self._replicas.backward(grad_logits)
             return
-        grad = grad_logits
-        for layer in reversed(self.execution_order):
-            grad = layer.backward(grad)
+        backward_through(self.execution_order, grad_logits)
 
     def parallel_parts(self, n: int) -> list[slice]:
         """How a batch of ``n`` samples is split over the worker threads (see parallel.py);

@@ -30,16 +30,19 @@ from __future__ import annotations
 import copy
 import functools
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager
 from contextvars import copy_context
 from threading import BrokenBarrierError
+from typing import Any
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from .kernels import Scratch
 from .layers import BatchNorm1D, BatchNorm2D, Layer
+from .layers.base import backward_through, forward_through
 from .losses import SoftmaxCrossEntropy
 
 # A part smaller than this many activation values (the layers' outputs, summed) does not pay
@@ -180,25 +183,32 @@ class Replicas:
             self._replicas.append(copy.deepcopy((self.layers, self.order), memo))
         return self._replicas[:count]
 
-    def _run(self, jobs: list, groups: list[AllReduce]) -> list:
-        """Run each job in a worker thread with single-threaded BLAS; return their results."""
+    def _run(
+        self,
+        work: Callable[[slice, list[Layer]], Any],
+        parts: list[slice],
+        replicas: list[tuple[list[Layer], list[Layer]]],
+        groups: list[AllReduce],
+    ) -> list:
+        """``work(part, order)`` for each part and its replica's layers, each in a worker
+        thread with single-threaded BLAS; returns the results in part order."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="scratchcnn")
 
-        def guarded(job):
-            def run():
-                try:
-                    return job()
-                except BaseException:
-                    for group in groups:  # the other parts may wait for this one's sums
-                        group.abort()
-                    raise
-
-            return run
+        def guarded(part: slice, order: list[Layer]) -> Any:
+            try:
+                return work(part, order)
+            except BaseException:
+                for group in groups:  # the other parts may wait for this one's sums
+                    group.abort()
+                raise
 
         with single_threaded_blas():
             # Each job runs in a copy of the caller's context: np.errstate lives there.
-            futures = [self._pool.submit(copy_context().run, guarded(job)) for job in jobs]
+            futures = [
+                self._pool.submit(copy_context().run, guarded, part, order)
+                for part, (_, order) in zip(parts, replicas, strict=True)
+            ]
             wait(futures)
         errors = [f.exception() for f in futures if f.exception() is not None]
         if errors:  # the part that failed, not one that was only released by the abort
@@ -240,14 +250,10 @@ class Replicas:
         Dropout's index in the declared layers, the uniforms for the whole batch."""
         parts, replicas, groups = self._prepare(len(x), training, dropout_uniforms)
 
-        def job(part: slice, order: list[Layer]):
-            def run() -> np.ndarray:
-                return _forward(order, x[part], training)
+        def work(part: slice, order: list[Layer]) -> np.ndarray:
+            return forward_through(order, x[part], training)
 
-            return run
-
-        jobs = [job(part, order) for part, (_, order) in zip(parts, replicas, strict=True)]
-        outputs = self._run(jobs, groups)
+        outputs = self._run(work, parts, replicas, groups)
         if training:
             self._parts, self._groups = parts, groups
         return np.concatenate(outputs)
@@ -260,14 +266,10 @@ class Replicas:
         parts, self._parts = self._parts, None
         replicas = self._copies(len(parts))
 
-        def job(part: slice, order: list[Layer]):
-            def run() -> np.ndarray | None:
-                return _backward(order, grad_logits[part])
+        def work(part: slice, order: list[Layer]) -> np.ndarray | None:
+            return backward_through(order, grad_logits[part])
 
-            return run
-
-        jobs = [job(part, order) for part, (_, order) in zip(parts, replicas, strict=True)]
-        grads_in = self._run(jobs, self._groups)
+        grads_in = self._run(work, parts, replicas, self._groups)
         self._sum_grads(replicas)
         return None if grads_in[0] is None else np.concatenate(grads_in)
 
@@ -287,33 +289,17 @@ class Replicas:
         n = len(x)
         parts, replicas, groups = self._prepare(n, True, dropout_uniforms)
 
-        def job(part: slice, order: list[Layer]):
-            def run() -> tuple[np.ndarray, float]:
-                share = (part.stop - part.start) / n
-                part_loss = copy.copy(loss)  # its own cache; ``loss`` itself is left as it was
-                logits = _forward(order, x[part], True)
-                value = part_loss.forward(logits, labels[part])
-                _backward(order, part_loss.backward() * logits.dtype.type(share))
-                return logits, value * share
+        def work(part: slice, order: list[Layer]) -> tuple[np.ndarray, float]:
+            share = (part.stop - part.start) / n
+            part_loss = copy.copy(loss)  # its own cache; ``loss`` itself is left as it was
+            logits = forward_through(order, x[part], True)
+            value = part_loss.forward(logits, labels[part])
+            backward_through(order, part_loss.backward() * logits.dtype.type(share))
+            return logits, value * share
 
-            return run
-
-        jobs = [job(part, order) for part, (_, order) in zip(parts, replicas, strict=True)]
-        results = self._run(jobs, groups)
+        results = self._run(work, parts, replicas, groups)
         self._sum_grads(replicas)
         return float(sum(value for _, value in results)), np.concatenate([r[0] for r in results])
-
-
-def _forward(order: list[Layer], x: np.ndarray, training: bool) -> np.ndarray:
-    for layer in order:
-        x = layer.forward(x, training)
-    return x
-
-
-def _backward(order: list[Layer], grad: np.ndarray | None) -> np.ndarray | None:
-    for layer in reversed(order):
-        grad = layer.backward(grad)
-    return grad
 
 
 def _buffer_dicts(layers: list[Layer]) -> list[dict]:

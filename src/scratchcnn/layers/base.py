@@ -63,6 +63,20 @@ class Layer:
         return f"{type(self).__name__}()"
 
 
+def forward_through(layers: list[Layer], x: np.ndarray, training: bool) -> np.ndarray:
+    """Run ``x`` forward through ``layers`` in order."""
+    for layer in layers:
+        x = layer.forward(x, training)
+    return x
+
+
+def backward_through(layers: list[Layer], grad: np.ndarray | None) -> np.ndarray | None:
+    """Back-propagate ``grad`` through ``layers`` in reverse order; returns dL/d(input)."""
+    for layer in reversed(layers):
+        grad = layer.backward(grad)
+    return grad
+
+
 def check_rank(x: np.ndarray, rank: int, layer: Layer, layout: str) -> None:
     """Raise a :class:`ShapeError` unless ``x`` has ``rank`` axes."""
     if not isinstance(x, np.ndarray):
