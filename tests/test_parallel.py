@@ -6,7 +6,7 @@ import pytest
 from scratchcnn import SGD, SoftmaxCrossEntropy, build
 from scratchcnn.errors import ShapeError
 from scratchcnn.layers import BatchNorm2D
-from scratchcnn.parallel import split
+from scratchcnn.parallel import Presampled, Substream, dropout_streams, split
 
 
 def test_split_covers_the_batch_in_near_equal_parts():
@@ -21,6 +21,31 @@ def test_split_covers_the_batch_in_near_equal_parts():
                 if len(parts) > 1:
                     assert min(sizes) >= min_part
     assert split(100, 2, 60) == [slice(0, 100)]  # too small for two parts: runs whole
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sample_shape", [(1600,), (5, 5, 64), (3, 5)])
+@pytest.mark.parametrize("half_used", [False, True])
+def test_dropout_streams_draw_what_the_whole_batch_draws(dtype, sample_shape, half_used):
+    # Each part draws its own uniforms in its thread; together they must be exactly the whole
+    # batch's, and the generator must go on as if it had drawn them itself.
+    whole_rng, split_rng = np.random.default_rng(7), np.random.default_rng(7)
+    if half_used:  # a float32 draw of odd length leaves half a 64-bit output pending
+        whole_rng.random(3, dtype=np.float32), split_rng.random(3, dtype=np.float32)
+    parts = split(101, 3)
+    whole = whole_rng.random((101, *sample_shape), dtype=dtype)
+    streams = dropout_streams(split_rng, sample_shape, parts, np.dtype(dtype))
+    sizes = [(p.stop - p.start, *sample_shape) for p in parts]
+    drawn = [stream.random(size, dtype) for stream, size in zip(streams, sizes, strict=True)]
+    np.testing.assert_array_equal(np.concatenate(drawn), whole)
+    for follow in (np.float32, np.float64, np.float32):
+        np.testing.assert_array_equal(split_rng.random(7, follow), whole_rng.random(7, follow))
+    # Parts draw side by side unless a half-used output is pending (jumping ahead would drop
+    # it) or a float32 part would start inside an output.
+    odd_start = half_used or (dtype == np.float32 and np.prod(sample_shape) % 2 == 1)
+    assert all(isinstance(s, Presampled if odd_start else Substream) for s in streams)
+    with pytest.raises(RuntimeError, match="dropout uniforms"):
+        streams[0].random((1, *sample_shape), dtype)
 
 
 def smallest_split_batch(arch, parts):

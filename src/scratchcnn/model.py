@@ -30,7 +30,7 @@ from .layers.base import backward_through, forward_through
 from .layers.fused import pool_tiles
 from .losses import SoftmaxCrossEntropy
 from .optim import Parameter
-from .parallel import MIN_PART_VALUES, Replicas, blas_threads
+from .parallel import MIN_PART_VALUES, DropoutDraws, Replicas, blas_threads
 
 
 class Sequential:
@@ -163,8 +163,7 @@ class Sequential:
         if training and self._replicas is not None:
             self._replicas.discard()  # this forward's backward is the one that counts
         if replicas is not None:
-            uniforms = self._dropout_uniforms(len(out)) if training else {}
-            return replicas.forward(out, training, uniforms)
+            return replicas.forward(out, training, self._dropout_draws() if training else None)
         return forward_through(self.execution_order, out, training)
 
     __call__ = forward
@@ -185,7 +184,7 @@ class Sequential:
         if self._replicas is not None:
             self._replicas.discard()  # this step's backward is the one that counts
         if replicas is not None:
-            return replicas.train_step(out, labels, loss, self._dropout_uniforms(len(out)))
+            return replicas.train_step(out, labels, loss, self._dropout_draws())
         logits = forward_through(self.execution_order, out, True)
         value = loss.forward(logits, labels)
         backward_through(self.execution_order, loss.backward())
@@ -221,15 +220,18 @@ class Sequential:
             self._replicas = Replicas(self.layers, self.execution_order, self.workers, min_part)
         return self._replicas if len(self._replicas.parts(n)) > 1 else None
 
-    def _dropout_uniforms(self, n: int) -> dict[int, np.ndarray]:
-        """The uniforms every Dropout layer would draw for a batch of ``n``, drawn now, in the
-        order an unsplit forward draws them, so that a split batch gets the same masks."""
+    def _dropout_draws(self) -> DropoutDraws:
+        """Where a split batch's Dropout layers draw from: the generator an unsplit one uses,
+        and each Dropout's input shape, so that the parts get the masks a whole batch would."""
         shapes = [self.input_shape, *self.output_shapes]
-        return {
-            i: self.rng.random((n, *shapes[i]), dtype=self.dtype)
-            for i, layer in enumerate(self.layers)
-            if isinstance(layer, Dropout) and layer.p > 0
-        }
+        return DropoutDraws(
+            self.rng,
+            {
+                i: shapes[i]
+                for i, layer in enumerate(self.layers)
+                if isinstance(layer, Dropout) and layer.p > 0
+            },
+        )
 
     def activations(self, x: np.ndarray) -> list[np.ndarray]:
         """The output of every layer for a batch (N, H, W, C), in inference mode."""
