@@ -385,3 +385,6 @@ def test_bench_prints_and_saves_every_figure(tmp_path, torch):
         assert row["ours_train"] > 0 and row["torch_train"] > 0 and row["ours_infer"] > 0
         assert row["train_ratio"] == pytest.approx(row["ours_train"] / row["torch_train"])
         assert 0 < row["percent_of_peak"] < 100 and 0 < row["percent_of_start_peak"] < 100
+        # every round's figures, of which the row's are the medians
+        assert row["rounds"]["ours_train"] == [row["ours_train"]]
+        assert row["rounds"]["percent_of_peak"] == [pytest.approx(row["percent_of_peak"])]

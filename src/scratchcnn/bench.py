@@ -24,6 +24,7 @@ import numpy as np
 
 from . import __version__, machine
 from .architectures import build
+from .fileio import atomic_write
 from .layers import Conv2D, Dense
 from .losses import SoftmaxCrossEntropy
 from .optim import SGD
@@ -193,11 +194,12 @@ def compare(
         for key, run in runs.items():
             rates[key].append(run())
     row = {key: statistics.median(values) for key, values in rates.items()}
-    row.update(arch=arch, batch=batch)
+    row.update(arch=arch, batch=batch, rounds=rates)
     if flops is not None:
         rounds = zip(rates["ours_train"], rates["gemm_gflops"], strict=True)
         percents = [100 * rate * flops / 1e9 / peak for rate, peak in rounds]
         row["percent_of_peak"] = statistics.median(percents)
+        row["rounds"]["percent_of_peak"] = percents
         row["train_gflops"] = row["ours_train"] * flops / 1e9
     if with_torch:
         row["train_ratio"] = row["ours_train"] / row["torch_train"]
@@ -378,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         not args.no_epochs,
         not args.no_memory,
     )
-    with open(args.json, "w") as out:
-        json.dump(report, out, indent=1)
+    text = json.dumps(report, indent=1).encode()
+    atomic_write(args.json, lambda out: out.write(text))  # a half-written file never lands
     print(f"wrote {args.json}")
     return 0
