@@ -122,6 +122,16 @@ class SyncedPart:
         return self.group.total(self.rank, array)
 
 
+def _check_request(
+    planned: tuple[tuple[int, ...], np.dtype], shape: tuple[int, ...], dtype: np.dtype | type
+) -> None:
+    """A part's dropout uniforms were planned for one (shape, dtype); a Dropout asking for
+    another would get the wrong share of the batch's draws."""
+    if planned != (tuple(shape), np.dtype(dtype)):
+        have = f"{planned[0]} {planned[1]}"
+        raise RuntimeError(f"this part's dropout uniforms are {have}, not {shape} {dtype}")
+
+
 class Presampled:
     """Stands in for a Dropout layer's generator: ``random(shape, dtype)`` returns uniforms the
     model drew beforehand for the whole batch, this replica's slice of them."""
@@ -130,9 +140,7 @@ class Presampled:
         self.uniforms = uniforms
 
     def random(self, shape: tuple[int, ...], dtype: np.dtype | type = np.float64) -> np.ndarray:
-        if self.uniforms.shape != tuple(shape) or self.uniforms.dtype != dtype:
-            have = f"{self.uniforms.shape} {self.uniforms.dtype}"
-            raise RuntimeError(f"presampled dropout uniforms are {have}, asked for {shape} {dtype}")
+        _check_request((self.uniforms.shape, self.uniforms.dtype), shape, dtype)
         return self.uniforms
 
 
@@ -154,9 +162,7 @@ class Substream:
         self.state, self.skip, self.shape, self.dtype = state, skip, shape, dtype
 
     def random(self, shape: tuple[int, ...], dtype: np.dtype | type = np.float64) -> np.ndarray:
-        if self.shape != tuple(shape) or self.dtype != dtype:
-            have = f"{self.shape} {self.dtype}"
-            raise RuntimeError(f"this part's dropout uniforms are {have}, not {shape} {dtype}")
+        _check_request((self.shape, np.dtype(self.dtype)), shape, dtype)
         bits = np.random.PCG64()
         bits.state = self.state
         bits.advance(self.skip)
