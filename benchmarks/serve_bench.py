@@ -19,8 +19,8 @@ import time
 import numpy as np
 from PIL import Image, ImageDraw
 
-from scratchcnn.classifier import Classifier
-from scratchcnn.server import make_server
+from scratchcnn.app import Classifier
+from scratchcnn.app.server import make_server
 
 
 def canvas_png(seed: int = 0) -> bytes:

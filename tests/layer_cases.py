@@ -1,4 +1,5 @@
-"""The odd shapes every layer is checked on, shared by the numerical and the PyTorch tests.
+"""The odd shapes every layer is checked on, and the nets every engine is checked on, shared by
+the numerical, the PyTorch and the fast-path tests.
 
 Each case: (id, layer factory, input shape (N, H, W, C) or (N, D)).
 """
@@ -7,7 +8,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from scratchcnn.layers import BatchNorm2D, Conv2D, ConvPool, Dense, MaxPool2D
+from scratchcnn import build
+from scratchcnn.fast.convpool import ConvPoolOp
+from scratchcnn.fast.ops import BatchNormOp
+from scratchcnn.nn import (
+    BatchNorm1D,
+    BatchNorm2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    MaxPool2D,
+    ReLU,
+    Sequential,
+)
 
 CONV_CASES = [
     # id,                               in, out, kernel, stride, padding, input (N, H, W, C)
@@ -65,10 +79,10 @@ def make_dense(case, dtype=np.float64) -> Dense:
     return Dense(din, dout, rng=np.random.default_rng(1), dtype=dtype)
 
 
-def make_conv_pool(case, dtype=np.float64, norm: bool = False) -> ConvPool:
-    """A fused conv (+ batch norm) + max-pool; its ``conv``, ``norm`` and ``pool`` are the
-    unfused reference. The batch norm gets one negative scale: max-pooling after it is then
-    not max-pooling before it."""
+def make_conv_pool(case, dtype=np.float64, norm: bool = False) -> ConvPoolOp:
+    """A fused conv (+ batch norm) + max-pool op of scratchcnn.fast; its ``conv``, ``pool`` and
+    ``norm.norm`` are the plain layers it computes. The batch norm gets one negative scale:
+    max-pooling after it is then not max-pooling before it."""
     _, cin, cout, k, s, p, pool, _ = case
     conv = Conv2D(cin, cout, k, stride=s, padding=p, rng=np.random.default_rng(1), dtype=dtype)
     conv.params["bias"][...] = np.linspace(-0.5, 0.5, cout)
@@ -77,4 +91,76 @@ def make_conv_pool(case, dtype=np.float64, norm: bool = False) -> ConvPool:
         batch_norm = BatchNorm2D(cout, dtype=dtype)
         batch_norm.params["weight"][...] = np.linspace(-0.8, 1.5, cout)
         batch_norm.params["bias"][...] = np.linspace(0.3, -0.2, cout)
-    return ConvPool(conv, MaxPool2D(pool), norm=batch_norm)
+    return ConvPoolOp(
+        conv, MaxPool2D(pool), norm=None if batch_norm is None else BatchNormOp(batch_norm)
+    )
+
+
+# -- user-style nets: what a learner builds, none of them a named architecture ------------------
+
+
+def user_nets() -> dict[str, tuple[list, tuple[int, int, int]]]:
+    """Layer lists and input shapes: padding, stride, 1x1 and 5x5 kernels, a conv with no pool
+    after it, several convs in a row, batch norm in odd places, inputs that are not 28x28."""
+    return {
+        "pad5x5": (
+            [
+                Conv2D(1, 16, 5, padding=2),
+                ReLU(),
+                MaxPool2D(2),
+                Conv2D(16, 32, 3, padding=1),
+                ReLU(),
+                MaxPool2D(2),
+                Conv2D(32, 64, 3),
+                ReLU(),
+                Flatten(),
+                Dense(1600, 10),
+            ],
+            (28, 28, 1),
+        ),
+        "stride-1x1-bn": (
+            [
+                Conv2D(1, 8, 3, stride=2, padding=1),  # 16x16 -> 8x8
+                BatchNorm2D(8),
+                ReLU(),
+                Conv2D(8, 12, 1),  # 1x1
+                ReLU(),
+                Conv2D(12, 12, 3, padding=1),
+                BatchNorm2D(12),
+                ReLU(),
+                MaxPool2D(2),  # 4x4, tiles: fused with the batch norm
+                Flatten(),
+                Dense(192, 32),
+                BatchNorm1D(32),
+                ReLU(),
+                Dropout(0.3),
+                Dense(32, 10),
+            ],
+            (16, 16, 1),
+        ),
+        "rgb-ragged-overlap": (
+            [
+                Conv2D(3, 6, (3, 2)),  # 13x10 -> 11x9
+                ReLU(),
+                MaxPool2D(2),  # ragged edge: 5x4
+                Conv2D(6, 6, 2),  # 4x3
+                BatchNorm2D(6),
+                ReLU(),
+                MaxPool2D(2, stride=1),  # overlapping: runs as the plain layer, 3x2
+                Flatten(),
+                Dropout(0.2),
+                Dense(36, 10),
+            ],
+            (13, 10, 3),
+        ),
+    }
+
+
+def make_net(name: str, seed: int = 3, dtype=np.float64) -> Sequential:
+    if name in user_nets():
+        layers, shape = user_nets()[name]
+        return Sequential(layers, input_shape=shape, seed=seed, dtype=dtype)
+    return build(name, seed=seed, dtype=dtype)
+
+
+NETS = ["seed", "keras", "fast", "best", *user_nets()]

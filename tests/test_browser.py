@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from scratchcnn.classifier import Classifier
+from scratchcnn.app import Classifier
+from scratchcnn.app.server import make_server
 from scratchcnn.data import load
-from scratchcnn.server import make_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"

@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scratchcnn.classifier import Classifier
+from scratchcnn import build
+from scratchcnn.app import Classifier, load_arrays, save_arrays
 from scratchcnn.data import load
-from scratchcnn.modelfile import load_arrays, save_arrays
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def run(
@@ -90,6 +92,22 @@ def test_train_writes_model_and_history_and_reports_test_accuracy(model):
     assert [h["epoch"] for h in history] == [1, 2]
     assert all(0.8 < h["val_accuracy"] <= 1 for h in history)
     assert not model.with_name("seed.ckpt.npz").exists()  # removed once training finished
+
+
+def test_train_plain_runs_the_engine_a_learner_reads(workdir, mnist_dir, model):
+    # --plain: every layer as its file in scratchcnn/nn reads. Same recipe, data and seed:
+    # the same training but for float32 rounding, which 675 steps grow to ~1% in the weights.
+    out = workdir / "plain.npz"
+    args = ["--recipe", "seed", "--data-dir", str(mnist_dir), "--limit", "12000", "--epochs", "2"]
+    result = run("train", *args, "--out", str(out), "--quiet", "--plain")
+    assert result.returncode == 0, result.stderr
+    plain_meta, plain_arrays = load_arrays(out)
+    fast_meta, fast_arrays = load_arrays(model)
+    assert plain_meta["training"]["engine"] == "plain" and fast_meta["training"]["engine"] == "fast"
+    for key, value in fast_arrays.items():
+        assert np.abs(plain_arrays[key] - value).max() < 0.05 * np.abs(value).max(), key
+    plain_accuracy = plain_meta["metrics"]["test_accuracy"]
+    assert abs(plain_accuracy - fast_meta["metrics"]["test_accuracy"]) < 0.005
 
 
 def test_evaluate(model, mnist_dir):
@@ -217,8 +235,20 @@ def test_newer_format_and_mismatched_arrays(model, tmp_path):
     np.savez(newer, __meta__=np.frombuffer(doc, dtype=np.uint8), **arrays)
     one_clear_line(run("info", str(newer)), "newer", "upgrade")
     wrong = tmp_path / "wrong.npz"
-    save_arrays(wrong, dict(meta, architecture="keras"), arrays)
+    save_arrays(wrong, dict(meta, model=build("keras").config()), arrays)
     one_clear_line(run("info", str(wrong)), "do not match the architecture")
+
+
+def test_a_format_1_model_file_still_loads():
+    # docs/results/fast-mnist.npz was written before model files held their layer list: it
+    # names its architecture instead.
+    old = REPO / "docs" / "results" / "fast-mnist.npz"
+    meta, _ = load_arrays(old)
+    assert meta["format_version"] == 1 and "model" not in meta
+    clf = Classifier.load(old)
+    assert clf.architecture == "fast" and clf.model.num_parameters() == 35_018
+    result = run("info", str(old))
+    assert result.returncode == 0 and "Architecture: fast" in result.stdout
 
 
 def test_bad_images(model, tmp_path):

@@ -11,19 +11,17 @@ from scratchcnn import (
     HandwrittenNumberClassification,
     InputError,
     MaxPool2D,
-    ModelFileError,
     ReLU,
     Sequential,
     ShapeError,
     SoftmaxCrossEntropy,
     build,
 )
-from scratchcnn.augment import random_affine
-from scratchcnn.classifier import Classifier
-from scratchcnn.data import load
+from scratchcnn.app import Classifier, read_checkpoint
+from scratchcnn.data import load, to_batch
 from scratchcnn.errors import DivergenceError
-from scratchcnn.layers import ConvPool, Dropout, Flatten
-from scratchcnn.schedules import Schedule
+from scratchcnn.nn import LAYER_TYPES, BatchNorm1D, BatchNorm2D, Dropout, Flatten, Softmax
+from scratchcnn.training import Schedule, random_affine
 
 
 def test_same_seed_same_model_other_seed_other_model():
@@ -66,14 +64,25 @@ def test_float32_end_to_end_without_upcasts():
 def test_first_layer_skips_the_image_gradient():
     model = build("seed", seed=0)
     assert not model.layers[0].needs_input_grad and model.layers[-1].needs_input_grad
-    model.forward(np.zeros((2, 28, 28, 1), np.float32))
-    first = model.execution_order[0]  # the first conv runs fused with its max-pool
-    assert isinstance(first, ConvPool) and first.conv is model.layers[0]
-    assert first.backward(np.ones((2, 13, 13, 8), np.float32)) is None
+    x = np.zeros((2, 28, 28, 1), np.float32)
+    assert model.layers[0].forward(x).shape == (2, 26, 26, 8)
+    assert model.layers[0].backward(np.ones((2, 26, 26, 8), np.float32)) is None
     assert model.layers[0].grads["weight"].shape == (8, 1, 3, 3)
     alone = Conv2D(1, 2, 3)
     alone.forward(np.zeros((1, 5, 5, 1), np.float32))
     assert alone.backward(np.ones((1, 3, 3, 2), np.float32)).shape == (1, 5, 5, 1)
+
+
+def test_backward_without_a_training_forward_is_one_clear_error():
+    for layer in (Conv2D(1, 2, 3), MaxPool2D(2), ReLU(), Dense(4, 2), Flatten(), Softmax(),
+                  BatchNorm2D(2), Dropout(0.5)):  # fmt: skip
+        with pytest.raises(RuntimeError, match="without a training forward pass"):
+            layer.backward(np.zeros((1, 2)))
+    relu = ReLU()
+    relu.forward(np.ones((2, 3)))
+    relu.backward(np.ones((2, 3)))
+    with pytest.raises(RuntimeError, match="without a training forward pass"):
+        relu.backward(np.ones((2, 3)))  # a cache is used once
 
 
 @pytest.mark.parametrize(
@@ -113,49 +122,130 @@ def test_state_dict_round_trip_and_mismatch():
     np.testing.assert_array_equal(a.predict_proba(x), b.predict_proba(x))
     state = a.state_dict()
     state["0.weight"] = state["0.weight"][:4]
-    with pytest.raises(ModelFileError, match="0.weight"):
+    with pytest.raises(ValueError, match="0.weight"):
         b.load_state_dict(state)
-    with pytest.raises(ModelFileError, match="missing"):
+    with pytest.raises(ValueError, match="missing"):
         b.load_state_dict({})
+    good = a.state_dict()
+    good["1.bias"] = good["0.bias"]  # layer 1 is a ReLU: no parameters
+    with pytest.raises(ValueError, match="unexpected"):
+        b.load_state_dict(good)
+    complex_state = a.state_dict()
+    complex_state["0.bias"] = complex_state["0.bias"] + 1j
+    before = b.state_dict()
+    with pytest.raises(ValueError, match="not real numbers"):
+        b.load_state_dict(complex_state)
+    for key, value in b.state_dict().items():  # nothing was changed
+        np.testing.assert_array_equal(value, before[key])
 
 
-def test_predict_proba_rows_sum_to_one_and_accepts_grey_batches():
+def test_config_rebuilds_any_net_of_the_library_layers():
+    model = Sequential(
+        [Conv2D(3, 4, (3, 2), stride=(2, 1), padding=1), BatchNorm2D(4), ReLU(),
+         MaxPool2D(2, stride=1), Flatten(), Dense(4 * 5 * 4, 6), BatchNorm1D(6), Dropout(0.3),
+         Softmax()],
+        input_shape=(9, 5, 3),
+    )  # fmt: skip
+    rebuilt = Sequential.from_config(model.config())
+    assert rebuilt.config() == model.config()
+    assert [repr(a) for a in rebuilt.layers] == [repr(b) for b in model.layers]
+    assert set(LAYER_TYPES) == {type(layer).__name__ for layer in model.layers} | {"ReLU"}
+    shape = [28, 28, 1]
+    for layers, message in [
+        ([{"type": "Lambda"}], "unknown layer type"),
+        ([{"type": "ReLU", "code": 1}], "takes no argument"),
+        ([{"type": "Dense", "in_features": 3}], "Dense"),
+        ([{"type": "Dropout", "p": "0.5"}], "number"),
+        ([{"type": "Dropout", "p": 1.5}], r"\[0, 1\)"),
+        ([{"type": "Dense", "in_features": 2.5, "out_features": 3}], "integer"),
+        ([{"type": "Conv2D", "in_channels": 1, "out_channels": 2, "kernel_size": 99}], "larger"),
+        ([], "non-empty"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            Sequential.from_config({"input_shape": shape, "layers": layers})
+    for bad, message in [({"input_shape": "28", "layers": []}, "input_shape"), ([], "JSON object")]:
+        with pytest.raises(ValueError, match=message):
+            Sequential.from_config(bad)
+
+
+def test_predict_proba_rows_sum_to_one():
     model = build("seed")
-    x = np.random.default_rng(0).random((5, 28, 28), dtype=np.float32)
+    x = to_batch(np.random.default_rng(0).random((5, 28, 28), dtype=np.float32))
     p = model.predict_proba(x)
     assert p.shape == (5, 10)
     np.testing.assert_allclose(p.sum(axis=1), 1, rtol=1e-5)
     assert model.predict(x).shape == (5,)
+    assert model.predict_proba(x[:0]).shape == (0, 10)
+
+
+def test_to_batch_is_the_one_way_images_become_a_batch():
+    images = np.array([[[0, 255], [51, 102]]], dtype=np.uint8)
+    np.testing.assert_allclose(to_batch(images)[0, :, :, 0], [[0, 1], [0.2, 0.4]], rtol=1e-6)
+    np.testing.assert_allclose(to_batch(images / 255.0), to_batch(images), rtol=1e-6)
+    np.testing.assert_allclose(to_batch(images[..., None], 0.5, 0.5), to_batch(images) * 2 - 1)
+    assert to_batch(images).dtype == np.float32 and to_batch(images).shape == (1, 2, 2, 1)
+    with pytest.raises(ShapeError, match="grey images"):
+        to_batch(np.zeros((2, 2)))
 
 
 # -- the classic class -----------------------------------------------------------------------
 
 
-def test_classic_class_is_a_facade_over_the_layers():
+def test_classic_class_follows_the_seed_and_matches_the_layers():
     net = HandwrittenNumberClassification(lr=0.1, seed=0)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (6, 28, 28), dtype=np.uint8)
     labels = rng.integers(0, 10, 6)
     fmap = net.generate_feature_map(images)
     assert fmap.shape == (6, 26, 26, 8)
-    pooled = net.generate_max_pool(net.relu(fmap))
+    act = net.relu(fmap)
+    pooled = net.generate_max_pool(act)
     assert pooled.shape == (6, 13, 13, 8)
     mask = net.binary_max_pool
     assert mask.shape == (6, 26, 26, 8) and set(np.unique(mask)) <= {0, 1}
-    assert mask.reshape(6, 13, 2, 13, 2, 8).sum(axis=(2, 4)).max() == 1  # one winner a window
+    windows = mask.reshape(6, 13, 2, 13, 2, 8)
+    assert (windows.sum(axis=(2, 4)) == 1).all()  # one winner a window
+    np.testing.assert_array_equal((act * mask).reshape(6, 13, 2, 13, 2, 8).max(axis=(2, 4)), pooled)
     flat = net.generate_flattened_array(pooled)
     probs = net.softmax(flat @ net.W_dense.T + net.B_dense)
     loss = net.compute_loss(probs, labels)
     assert loss == pytest.approx(-np.log(probs[np.arange(6), labels]).mean(), rel=1e-5)
-    kernel_grad = net.generate_kernal_loss(net.unpool(net.backprop_decision_making(flat, labels)))
+    grad_flat = net.backprop_decision_making(flat, labels)
+    assert net.loss == pytest.approx(loss, rel=1e-6)
 
-    # The same gradient through the plain model: one copy of the math.
-    twin = build("seed", seed=0)
+    # The dense gradients the class computes by hand are the Dense layer's own.
+    net.dense.forward(flat)
     loss_fn = SoftmaxCrossEntropy()
-    loss_fn.forward(twin.forward(images[..., None] / np.float32(255)), labels)
+    loss_fn.forward(net.dense.forward(flat), labels)
+    layer_grad_flat = net.dense.backward(loss_fn.backward())
+    np.testing.assert_allclose(net.dW_dense, net.dense.grads["weight"], rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(net.dB_dense, net.dense.grads["bias"], rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(grad_flat, layer_grad_flat, rtol=1e-5, atol=1e-8)
+
+    # Unpooling through the mask is the max-pool layer's backward.
+    grad_act = net.unpool(grad_flat)
+    net.pool.forward(act)
+    np.testing.assert_allclose(grad_act, net.pool.backward(grad_flat.reshape(pooled.shape)))
+    assert (grad_act[mask == 0] == 0).all()
+
+    kernel_grad = net.generate_kernal_loss(grad_act).copy()
+    # The same gradient through the plain model, layer by layer.
+    twin = build("seed", seed=0)
+    loss_fn.forward(twin.forward(to_batch(images)), labels)
     twin.backward(loss_fn.backward())
     np.testing.assert_allclose(kernel_grad, twin.layers[0].grads["weight"], rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(probs, net.model.predict_proba(images / np.float32(255)), rtol=1e-5)
+    np.testing.assert_allclose(probs, twin.predict_proba(to_batch(images)), rtol=1e-5)
+
+    # sgd_step applies lr to every weight.
+    before = [net.kernel.copy(), net.W_dense.copy(), net.B_dense.copy()]
+    net.sgd_step()
+    for after, old, grad in zip(
+        (net.kernel, net.W_dense, net.B_dense),
+        before,
+        (kernel_grad, net.dW_dense, net.dB_dense),
+        strict=True,
+    ):
+        np.testing.assert_allclose(after, old - 0.1 * grad, rtol=1e-5, atol=1e-7)
 
 
 def test_classic_feature_map_with_an_explicit_kernel():
@@ -203,9 +293,9 @@ def test_divergence_keeps_the_last_good_checkpoint(mnist_dir, tmp_path):
 
     with pytest.raises(DivergenceError, match="epoch 2"):
         clf.fit(images[:1000], labels[:1000], epochs=3, checkpoint=ckpt, on_epoch=explode)
-    again = Classifier.create("seed", seed=1)
-    state = again._load_checkpoint(ckpt)  # loads only finite weights: it would refuse others
-    assert state["trainer"]["epoch"] == 1
+    saved = read_checkpoint(ckpt)
+    assert saved.trainer["epoch"] == 1
+    Classifier.load(ckpt)  # loads only finite weights: it would refuse others
 
 
 # -- schedules and augmentation ----------------------------------------------------------------
@@ -242,41 +332,34 @@ def test_flatten_is_nhwc_row_major():
     np.testing.assert_array_equal(Flatten().forward(x)[0], np.arange(24))
 
 
-def test_reused_buffers_never_clobber_a_pending_backward():
-    # Layers keep their training temporaries between steps (kernels.Scratch). An inference
-    # pass between a training forward and its backward, or a change of batch size, must not
-    # change the gradients.
-    rng = np.random.default_rng(0)
-    x1, x2, x3 = rng.random((4, 28, 28, 1)), rng.random((7, 28, 28, 1)), rng.random((4, 28, 28, 1))
-    upstream = rng.normal(size=(4, 10))
-
-    def gradients(model):
-        return [p.grad.copy() for p in model.parameters()]
-
-    reference = build("keras", seed=1, dtype=np.float64)
-    for layer in reference.layers:
-        if isinstance(layer, Dropout):
-            layer.p = 0.0
-    reference.forward(x1)
-    reference.backward(upstream)
-    expected = gradients(reference)
-
-    model = build("keras", seed=1, dtype=np.float64)
-    for layer in model.layers:
-        if isinstance(layer, Dropout):
-            layer.p = 0.0
-    model.forward(x2)  # a step at another batch size first
-    model.backward(rng.normal(size=(7, 10)))
-    model.forward(x1)
-    model.forward(x3, training=False)  # e.g. a validation pass before the backward
-    model.backward(upstream)
-    for got, want in zip(gradients(model), expected, strict=True):
-        np.testing.assert_array_equal(got, want)
-
-
 def test_an_inference_pass_keeps_a_pending_dropout_mask():
     layer = Dropout(0.5, rng=np.random.default_rng(0))
     x = np.ones((3, 40))
     y = layer.forward(x)
     layer.forward(x, training=False)
     np.testing.assert_array_equal(layer.backward(np.ones_like(x)), y)
+
+
+def test_fit_with_fast_off_runs_the_plain_layers(monkeypatch):
+    # A breakpoint in Conv2D.forward is hit by Classifier.fit(fast=False): the plain engine.
+    calls = []
+    original = Conv2D.forward
+
+    def spy(self, x, training=True):
+        calls.append(training)
+        return original(self, x, training)
+
+    monkeypatch.setattr(Conv2D, "forward", spy)
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (64, 28, 28), dtype=np.uint8), rng.integers(0, 10, 64)
+    plain = Classifier.create("keras", seed=0)
+    plain.fit(images, labels, epochs=1, batch_size=32, fast=False)
+    assert calls.count(True) == 2 * 2  # two convs, two batches
+    assert plain.training["engine"] == "plain"
+    calls.clear()
+    fast = Classifier.create("keras", seed=0)
+    fast.fit(images, labels, epochs=1, batch_size=32)
+    assert calls == [] and fast.training["engine"] == "fast"
+    # the same training either way (dropout masks too), but for rounding
+    for a, b in zip(plain.model.parameters(), fast.model.parameters(), strict=True):
+        np.testing.assert_allclose(a.value, b.value, rtol=1e-4, atol=1e-6)

@@ -11,9 +11,9 @@ import time
 import numpy as np
 import pytest
 
-from scratchcnn.classifier import Classifier
+from scratchcnn.app import Classifier
 from scratchcnn.data import load, train_val_split
-from scratchcnn.recipes import RECIPES, get_recipe
+from scratchcnn.training import RECIPES, get_recipe
 
 
 def test_every_recipe_names_a_real_architecture():

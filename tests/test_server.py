@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scratchcnn.classifier import Classifier
+from scratchcnn.app import Classifier
+from scratchcnn.app.photos import load_digit
+from scratchcnn.app.server import MAX_BODY, make_server
 from scratchcnn.data import load
-from scratchcnn.images import load_digit
-from scratchcnn.server import MAX_BODY, make_server
 
 
 @pytest.fixture(scope="module")
@@ -228,3 +228,54 @@ def test_concurrent_requests(server, digits):
         first.setdefault(k, answer["probabilities"])
         np.testing.assert_allclose(answer["probabilities"], first[k], rtol=1e-6)
         assert len(answer["activations"]) == 2
+
+
+def test_a_net_the_user_built_trains_saves_loads_and_serves(mnist_dir, tmp_path, digits):
+    # Any Sequential of the library's layers: the model file stores its layer list.
+    from scratchcnn import BatchNorm2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential
+
+    layers = [
+        Conv2D(1, 6, 5, padding=2),
+        BatchNorm2D(6),
+        ReLU(),
+        MaxPool2D(2),
+        Conv2D(6, 8, 3, stride=2),
+        ReLU(),
+        Flatten(),
+        Dense(6 * 6 * 8, 10),
+    ]
+    clf = Classifier(Sequential(layers, seed=0))
+    assert clf.architecture == "custom"
+    images, labels = load("mnist", "train", mnist_dir)
+    clf.fit(images[:3000], labels[:3000], epochs=2, batch_size=64, lr=0.05, momentum=0.9)
+    path = tmp_path / "mine.npz"
+    clf.save(path)
+    loaded = Classifier.load(path)
+    assert [repr(a) for a in loaded.model.layers] == [repr(b) for b in layers]
+    test_x, test_y = load("mnist", "test", mnist_dir)
+    np.testing.assert_array_equal(
+        loaded.predict_proba(test_x[:200]), clf.predict_proba(test_x[:200])
+    )
+    accuracy = loaded.evaluate(test_x[:1000], test_y[:1000])["accuracy"]
+    assert accuracy > 0.85, accuracy
+    httpd = make_server(loaded, "127.0.0.1", 0)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = httpd.server_address[1]
+        status, _, body = request(port, "GET", "/api/model")
+        info = json.loads(body)
+        assert status == 200 and info["architecture"] == "custom"
+        assert info["layers"][0]["name"] == "Conv2D(1, 6, 5, padding=2)"
+        correct = 0
+        for image, label in digits:
+            status, _, body = request(
+                port, "POST", "/api/predict?activations=1", image, {"Content-Type": "image/png"}
+            )
+            answer = json.loads(body)
+            assert status == 200 and len(answer["activations"]) == 3  # 2 convs and the pool
+            correct += answer["index"] == label
+        assert correct >= 8
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

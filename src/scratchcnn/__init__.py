@@ -1,13 +1,15 @@
 """scratchcnn: a convolutional neural network written from scratch in NumPy.
 
-Every forward and backward pass is in ``scratchcnn.layers``; ``Sequential`` stacks them,
-``scratchcnn.optim`` updates them, and ``Classifier`` adds training, evaluation, saving and
-prediction on images.
+* ``scratchcnn.nn``        the engine a learner reads: layers, loss, optimizers, Sequential
+* ``scratchcnn.fast``      ``compile(model)``: exact rewrites of a Sequential that run faster
+* ``scratchcnn.training``  named nets, recipes, schedules, augmentation, the training loop
+* ``scratchcnn.app``       Classifier, model files, photos, plots, the web page, the command line
+* ``scratchcnn.data``      MNIST and Fashion-MNIST: found, downloaded, verified, batched
 """
 
-from .architectures import ARCHITECTURES, build
-from .classic import HandwrittenNumberClassification
-from .errors import (
+__version__ = "0.1.0"
+
+from .errors import (  # noqa: E402 - the version comes first: every part may ask for it
     DataError,
     DivergenceError,
     ImageError,
@@ -16,18 +18,31 @@ from .errors import (
     ScratchCNNError,
     ShapeError,
 )
-from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Softmax
-from .losses import SoftmaxCrossEntropy
-from .model import Sequential
-from .optim import SGD, Adam, AdamW
-
-__version__ = "0.1.0"
+from .nn import (  # noqa: E402
+    SGD,
+    Adam,
+    AdamW,
+    BatchNorm1D,
+    BatchNorm2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    MaxPool2D,
+    ReLU,
+    Sequential,
+    Softmax,
+    SoftmaxCrossEntropy,
+)
+from .training import ARCHITECTURES, HandwrittenNumberClassification, build  # noqa: E402
 
 __all__ = [
     "ARCHITECTURES",
     "SGD",
     "Adam",
     "AdamW",
+    "BatchNorm1D",
+    "BatchNorm2D",
     "Conv2D",
     "DataError",
     "Dense",
@@ -45,5 +60,6 @@ __all__ = [
     "ShapeError",
     "Softmax",
     "SoftmaxCrossEntropy",
+    "__version__",
     "build",
 ]

@@ -4,7 +4,7 @@ from ..errors import DataError
 from .datasets import DATASETS, Dataset, cache_dir, ensure_files, get_dataset, search_dirs
 from .download import content_md5, fetch, fetch_from_mirrors
 from .idx import read_idx
-from .loading import batches, load, normalize, train_val_split
+from .loading import batches, load, to_batch, train_val_split
 
 __all__ = [
     "DATASETS",
@@ -18,8 +18,8 @@ __all__ = [
     "fetch_from_mirrors",
     "get_dataset",
     "load",
-    "normalize",
     "read_idx",
     "search_dirs",
+    "to_batch",
     "train_val_split",
 ]

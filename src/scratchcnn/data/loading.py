@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, ShapeError
 from .datasets import ensure_files, get_dataset
 from .download import Progress
 from .idx import read_idx
@@ -55,10 +55,25 @@ def train_val_split(
     return (images[train], labels[train]), (images[val], labels[val])
 
 
-def normalize(images: np.ndarray, mean: float, std: float) -> np.ndarray:
-    """uint8 (N, H, W) -> float32 (N, H, W, 1) with (x / 255 - mean) / std."""
-    x = images.astype(np.float32)
-    x *= np.float32(1.0 / (255.0 * std))
+def to_batch(images: np.ndarray, mean: float = 0.0, std: float = 1.0) -> np.ndarray:
+    """Grey images -> the float32 batch a model takes: (N, H, W, 1), x = (pixel - mean) / std
+    with pixels in [0, 1]. The one place images become a batch.
+
+    ``images``: uint8 (N, H, W) or (N, H, W, 1), read as pixel / 255; or floats already in
+    [0, 1], of the same shapes."""
+    images = np.asarray(images)
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    if images.ndim != 3:
+        raise ShapeError(f"expected grey images (N, H, W), got shape {images.shape}")
+    if images.dtype == np.uint8:
+        x = images.astype(np.float32)
+        x *= np.float32(1.0 / (255.0 * std))
+    elif images.dtype.kind == "f":
+        x = images.astype(np.float32)  # a copy: scaled in place below
+        x *= np.float32(1.0 / std)
+    else:
+        raise ShapeError(f"expected uint8 images or floats in [0, 1], got {images.dtype}")
     x -= np.float32(mean / std)
     return x[..., None]
 
@@ -77,4 +92,4 @@ def batches(
     order = rng.permutation(len(images)) if rng is not None else np.arange(len(images))
     for start in range(0, len(images), batch_size):
         idx = order[start : start + batch_size]
-        yield normalize(images[idx], mean, std), labels[idx].astype(np.int64)
+        yield to_batch(images[idx], mean, std), labels[idx].astype(np.int64)

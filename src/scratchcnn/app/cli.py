@@ -1,0 +1,514 @@
+"""The ``scratchcnn`` command: a thin shell over :class:`scratchcnn.classifier.Classifier`.
+
+Every failure the user can cause (missing or corrupt files, bad images, wrong options, a
+diverging run) ends in one ``scratchcnn: error: ...`` line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..data import DATASETS
+from ..errors import DivergenceError, ModelFileError, ScratchCNNError
+from ..fileio import atomic_write
+from . import ARCHITECTURES, OPTIMIZERS, RECIPES, SCHEDULES, Recipe, get_recipe, read_checkpoint
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line, like every other error."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def fail(message: str, code: int = 1) -> int:
+    print(f"scratchcnn: error: {message}", file=sys.stderr)
+    return code
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def checkpoint_path(out: Path) -> Path:
+    return out.parent / f"{out.stem}.ckpt.npz"
+
+
+def history_path(out: Path) -> Path:
+    return out.parent / f"{out.stem}.history.json"
+
+
+def download_progress():
+    """A tqdm bar for downloads, created on the first chunk of each file."""
+    from tqdm import tqdm
+
+    state: dict = {}
+
+    def update(done: int, total: int | None) -> None:
+        bar = state.get("bar")
+        if bar is None or done < bar.n:
+            if bar is not None:
+                bar.close()
+            bar = state["bar"] = tqdm(total=total, unit="B", unit_scale=True, desc="download")
+        bar.update(done - bar.n)
+        if total is not None and done >= total:
+            bar.close()
+            state.pop("bar")
+
+    return update
+
+
+def load_split(dataset: str, split: str, data_dir: str | None, limit: int | None = None):
+    from ..data import load
+
+    images, labels = load(dataset, split, data_dir, progress=download_progress())
+    if limit is not None:
+        if limit < 1:
+            raise ScratchCNNError(f"--limit must be at least 1, got {limit}")
+        images, labels = images[:limit], labels[:limit]
+    return images, labels
+
+
+def load_model(path: str):
+    from . import Classifier
+
+    return Classifier.load(path)
+
+
+def percent(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"
+
+
+# -- train ---------------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..data import train_val_split
+    from . import Classifier, TrainingInterruptedError
+
+    out = Path(args.out)
+    ckpt = checkpoint_path(out)
+    clf = None
+    if args.resume:
+        if not ckpt.is_file():
+            return fail(f"nothing to resume: no checkpoint at {ckpt} (train without --resume)")
+        saved = read_checkpoint(ckpt)
+        clf = Classifier.from_file_contents(ckpt, saved.meta, saved.arrays)
+        try:
+            recipe = Recipe.from_dict(saved.recipe)
+        except ValueError as err:
+            raise ModelFileError(f"{ckpt}: {err}") from None
+        args.dataset, args.seed = clf.dataset, saved.seed
+        args.val, args.limit = saved.data.get("val"), saved.data.get("limit")
+        if not all(v is None or type(v) is int for v in (args.val, args.limit)):
+            raise ModelFileError(f"{ckpt}: corrupt checkpoint (data settings)")
+        print(
+            f"Resuming {ckpt} ({clf.architecture} on {clf.dataset}, recipe settings from the "
+            "checkpoint)"
+        )
+    else:
+        recipe = get_recipe(args.recipe).with_overrides(
+            arch=args.arch,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            optimizer=args.optimizer,
+            momentum=args.momentum,
+            weight_decay=args.weight_decay,
+            schedule=args.schedule,
+            augment=args.augment,
+        )
+        args.arch = recipe.arch
+
+    images, labels = load_split(args.dataset, "train", args.data_dir, args.limit)
+    val_size = args.val if args.val is not None else min(5000, len(images) // 10)
+    (train_x, train_y), (val_x, val_y) = train_val_split(images, labels, val_size, seed=0)
+    test_x, test_y = load_split(args.dataset, "test", args.data_dir)
+
+    if clf is None:
+        clf = Classifier.create(recipe.arch, dataset=args.dataset, seed=args.seed)
+    clf.fast = not args.plain
+    print(clf.summary())
+    r = recipe
+    print(
+        f"Training {clf.architecture} on {len(train_x):,} {args.dataset} images "
+        f"(validation {len(val_x):,}): {r.epochs} epoch(s), batch {r.batch_size}, {r.optimizer} "
+        f"lr {r.lr:g} ({r.schedule}), augment {'on' if r.augment else 'off'}, seed {args.seed}"
+    )
+
+    bar = None
+    trainer_ref = {}
+
+    def on_batch(trainer, loss, correct, n):
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(
+                total=len(train_x),
+                initial=trainer.batch * trainer.batch_size - n,
+                unit="img",
+                desc=f"epoch {trainer.epoch + 1}/{trainer.epochs}",
+                disable=args.quiet or None,
+                leave=False,
+            )
+        bar.update(n)
+        bar.set_postfix(loss=f"{loss:.4f}", acc=f"{correct / n:.3f}", refresh=False)
+
+    def on_epoch(trainer, record):
+        nonlocal bar
+        if bar is not None:
+            bar.close()
+            bar = None
+        atomic_write(
+            history_path(out), lambda f: f.write(json.dumps(clf.history, indent=1).encode())
+        )
+        val = (
+            f"  val loss {record.val_loss:.4f}  val acc {percent(record.val_accuracy)}"
+            if record.val_loss is not None
+            else ""
+        )
+        print(
+            f"epoch {record.epoch}/{trainer.epochs}  loss {record.loss:.4f}  "
+            f"acc {percent(record.accuracy)}{val}  "
+            f"{record.samples_per_second:,.0f} img/s  {record.seconds:.1f} s",
+            flush=True,
+        )
+
+    def on_trainer(trainer):
+        trainer_ref["t"] = trainer
+
+    def on_sigint(signum, frame):
+        trainer = trainer_ref.get("t")
+        if trainer is None or trainer.stop_requested:
+            raise KeyboardInterrupt
+        trainer.request_stop()
+        print(
+            "\nStopping after this batch to save a checkpoint (Ctrl-C again to abort)...",
+            file=sys.stderr,
+        )
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        clf.fit(
+            train_x,
+            train_y,
+            recipe=recipe,
+            val=(val_x, val_y),
+            seed=args.seed,
+            checkpoint=ckpt,
+            resume=args.resume,
+            on_batch=on_batch,
+            on_epoch=on_epoch,
+            on_trainer=on_trainer,
+            data={"val": val_size, "limit": args.limit},
+        )
+    except TrainingInterruptedError:
+        if bar is not None:
+            bar.close()
+        t = trainer_ref["t"]
+        print(
+            f"Interrupted at epoch {t.epoch + 1}, batch {t.batch}; checkpoint saved to {ckpt}.\n"
+            f"Continue with: scratchcnn train --resume --out {out}"
+            + (f" --data-dir {args.data_dir}" if args.data_dir else ""),
+            file=sys.stderr,
+        )
+        return 130
+    except DivergenceError as err:
+        if bar is not None:
+            bar.close()
+        kept = f"; the last good checkpoint is kept at {ckpt}" if ckpt.is_file() else ""
+        return fail(f"{err}{kept}")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+    result = clf.evaluate(test_x, test_y)
+    clf.metrics.update(test_accuracy=result["accuracy"], test_loss=result["loss"])
+    clf.save(out)
+    ckpt.unlink(missing_ok=True)
+    accuracy, loss = percent(result["accuracy"]), result["loss"]
+    print(f"Test accuracy: {accuracy} on {len(test_y):,} images (loss {loss:.4f})")
+    seconds = clf.training["seconds"]
+    print(f"Training time: {seconds:.1f} s. Saved {out}; history in {history_path(out)}")
+    return 0
+
+
+# -- evaluate, predict, info, plot ---------------------------------------------------------------
+
+
+def check_dataset(clf, dataset: str | None) -> str:
+    if dataset is not None and dataset != clf.dataset:
+        raise ModelFileError(
+            f"this model was trained on {clf.dataset}, not {dataset}; "
+            f"evaluate it on {clf.dataset} or train a model on {dataset}"
+        )
+    return clf.dataset
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    clf = load_model(args.model)
+    dataset = check_dataset(clf, args.dataset)
+    images, labels = load_split(dataset, "test", args.data_dir, args.limit)
+    result = clf.evaluate(images, labels)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "model": args.model,
+                    "dataset": dataset,
+                    "images": len(labels),
+                    "accuracy": result["accuracy"],
+                    "loss": result["loss"],
+                    "precision": np.nan_to_num(result["precision"]).tolist(),
+                    "recall": np.nan_to_num(result["recall"]).tolist(),
+                    "confusion": result["confusion"].tolist(),
+                },
+                indent=1,
+            )
+        )
+        return 0
+    print(f"{args.model}: {clf.architecture} on {dataset} test set ({len(labels):,} images)")
+    print(f"Accuracy: {percent(result['accuracy'])}   loss: {result['loss']:.4f}\n")
+    width = max(len("class"), *(len(c) for c in clf.classes))
+    print(f"{'class':>{width}}  precision  recall  support")
+    support = result["confusion"].sum(axis=1)
+    for i, name in enumerate(clf.classes):
+        p, r = result["precision"][i], result["recall"][i]
+        print(
+            f"{name:>{width}}  {percent(None if np.isnan(p) else p):>9}  "
+            f"{percent(None if np.isnan(r) else r):>6}  {support[i]:>7,}"
+        )
+    print("\nConfusion matrix (rows: true class, columns: predicted):")
+    conf = result["confusion"]
+    cell = max(4, len(str(conf.max())) + 1)
+    print(" " * (width + 1) + "".join(f"{c[: cell - 1]:>{cell}}" for c in clf.classes))
+    for name, row in zip(clf.classes, conf, strict=True):
+        print(f"{name:>{width}} " + "".join(f"{v:>{cell}}" for v in row))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .photos import load_digit
+
+    clf = load_model(args.model)
+    results, errors = [], 0
+    for path in args.images:
+        try:
+            digit = load_digit(path)
+        except ScratchCNNError as err:
+            errors += 1
+            print(f"scratchcnn: error: {err}", file=sys.stderr)
+            continue
+        probs = clf.predict_proba(digit[None])[0]
+        top = np.argsort(-probs)[: args.top]
+        results.append(
+            {
+                "image": path,
+                "prediction": clf.classes[top[0]],
+                "top": [{"class": clf.classes[i], "probability": float(probs[i])} for i in top],
+            }
+        )
+        if not args.json:
+            ranked = ", ".join(f"{clf.classes[i]} {100 * probs[i]:.1f}%" for i in top)
+            print(f"{path}: {clf.classes[top[0]]}   ({ranked})")
+    if args.json:
+        print(json.dumps(results, indent=1))
+    return 1 if errors else 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    clf = load_model(args.model)
+    info = clf.info()
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    t, m = info["training"], info["metrics"]
+    recipe = t.get("recipe", {})
+    print(f"Model file:   {args.model}")
+    print(f"Architecture: {info['architecture']}  ({info['num_parameters']:,} parameters)")
+    print(
+        f"Dataset:      {info['dataset']}  (normalised with mean {info['normalization']['mean']}, "
+        f"std {info['normalization']['std']})"
+    )
+    print(
+        f"Accuracy:     test {percent(m.get('test_accuracy'))}, "
+        f"validation {percent(m.get('val_accuracy'))}"
+    )
+    if t:
+        where = t.get("machine", {})
+        print(
+            f"Trained:      {t.get('finished', '?')}, {t.get('seconds', 0):.1f} s on "
+            f"{where.get('cpu', '?')} ({where.get('cores', '?')} cores)"
+        )
+        print(
+            f"Settings:     {recipe.get('epochs')} epoch(s), batch {recipe.get('batch_size')}, "
+            f"{recipe.get('optimizer')} lr {recipe.get('lr')} ({recipe.get('schedule')}), "
+            f"augment {recipe.get('augment')}, seed {t.get('seed')}, "
+            f"{t.get('train_samples', 0):,} training images"
+        )
+    print(f"scratchcnn:   {info['scratchcnn_version']}\n")
+    print(clf.summary())
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from . import plots
+
+    clf = load_model(args.model)
+    images, labels = load_split(clf.dataset, "test", args.data_dir, args.limit)
+    out = Path(args.out_dir)
+    result = clf.evaluate(images, labels)
+    written = []
+    if clf.history:
+        written.append(plots.training_curves(clf.history, out / "training_curves.png"))
+    written.append(
+        plots.confusion_matrix(result["confusion"], clf.classes, out / "confusion_matrix.png")
+    )
+    filters = plots.first_layer_filters(clf.model, out / "filters.png")
+    if filters is not None:  # a net without a convolution has none
+        written.append(filters)
+    index = args.index % len(images)
+    written.append(
+        plots.feature_maps(
+            clf.model,
+            images[index],
+            clf.prepare(images[index : index + 1])[0],
+            out / "feature_maps.png",
+        )
+    )
+    written.append(
+        plots.confident_mistakes(
+            images, labels, result["probabilities"], clf.classes, out / "mistakes.png"
+        )
+    )
+    for path in written:
+        print(path)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    return serve(args.model, args.host, args.port)
+
+
+# -- the parser ----------------------------------------------------------------------------------
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="scratchcnn", description="A CNN from scratch in NumPy that reads handwritten digits."
+    )
+    parser.add_argument("--version", action="version", version=f"scratchcnn {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    def data_dir(p):
+        p.add_argument(
+            "--data-dir",
+            help="folder holding the dataset's files (else $SCRATCHCNN_DATA, "
+            "the cache, system copies; missing files are downloaded)",
+        )
+
+    t = sub.add_parser("train", help="train a model and save it")
+    t.add_argument("--dataset", choices=sorted(DATASETS), default="mnist")
+    t.add_argument(
+        "--recipe",
+        choices=list(RECIPES),
+        default="fast",
+        help="a named set of settings (the options below override it)",
+    )
+    t.add_argument("--arch", choices=sorted(ARCHITECTURES))
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float, help="learning rate")
+    t.add_argument("--optimizer", choices=sorted(OPTIMIZERS))
+    t.add_argument("--momentum", type=float)
+    t.add_argument("--weight-decay", type=float)
+    t.add_argument("--schedule", choices=SCHEDULES)
+    t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
+    t.add_argument("--seed", type=int, default=0)
+    data_dir(t)
+    t.add_argument("--out", default="model.npz", help="model file to write (default: model.npz)")
+    t.add_argument("--val", type=int, help="validation images held out of training (default 5000)")
+    t.add_argument("--limit", type=int, help="use only the first N training images")
+    t.add_argument(
+        "--resume", action="store_true", help="continue from the checkpoint beside --out"
+    )
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--plain",
+        action="store_true",
+        help="run every layer as its file in scratchcnn/nn reads (no fast rewrites, no threads)",
+    )
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="test accuracy, precision/recall, confusion matrix")
+    e.add_argument("model")
+    e.add_argument("--dataset", choices=sorted(DATASETS), help="must be the model's dataset")
+    data_dir(e)
+    e.add_argument("--limit", type=int, help="use only the first N test images")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="classify photos or scans of digits (PNG, JPEG, ...)")
+    p.add_argument("model")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--top", type=int, default=3)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    pl = sub.add_parser(
+        "plot", help="PNG figures: curves, confusion, filters, feature maps, mistakes"
+    )
+    pl.add_argument("model")
+    pl.add_argument("--out-dir", default="plots")
+    pl.add_argument("--index", type=int, default=0, help="test image for the feature maps")
+    data_dir(pl)
+    pl.add_argument("--limit", type=int, help="use only the first N test images")
+    pl.set_defaults(func=cmd_plot)
+
+    i = sub.add_parser("info", help="what a model file holds and how it was trained")
+    i.add_argument("model")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("serve", help="a local web page: draw a digit, see every layer respond")
+    s.add_argument("model")
+    s.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.set_defaults(func=cmd_serve)
+
+    # Listed for --help; main() hands its arguments to scratchcnn.bench untouched.
+    sub.add_parser("bench", help="speed against PyTorch (scratchcnn bench --help)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        from .bench import main as bench_main
+
+        return bench_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BrokenPipeError:  # output piped into `head` and the like: not an error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps Python's exit flush quiet
+        return 0
+    except ScratchCNNError as err:
+        return fail(str(err))
+    except (ValueError, OSError) as err:
+        return fail(str(err))
+    except KeyboardInterrupt:
+        return fail("interrupted", 130)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

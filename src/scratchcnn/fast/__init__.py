@@ -1,0 +1,24 @@
+"""Exact rewrites of a ``scratchcnn.nn.Sequential`` that run faster: ``compile(model)``.
+
+What each piece buys, and where it is:
+
+* ``plan.py``       which op computes which layers: ReLU moved after a max-pool, conv (+ batch
+                    norm) + max-pool fused; everything else keeps its own op
+* ``convpool.py``   the fused conv + pool: patches in pool order, the max folded offset by
+                    offset in cache, no conv outputs a ragged pool edge drops
+* ``ops.py``        single-layer ops: offset-major patches, a batched-matmul input gradient,
+                    whole-sample per-channel passes, reused buffers
+* ``patches.py``, ``channels.py``, ``workspace.py``   the array helpers those use
+* ``parallel.py``   a batch split over worker threads, one copy of the ops per part, summed
+                    gradients, batch-norm sums shared across the parts, dropout streams
+* ``compiled.py``   ``CompiledModel``: the same API as Sequential
+
+Every rewrite is tested against the plain engine (``tests/test_fast.py``). To switch them off,
+use the model itself instead of ``compile(model)``: ``Trainer(..., fast=False)``,
+``Classifier.fit(..., fast=False)`` or ``scratchcnn train --plain``.
+"""
+
+from .compiled import CompiledModel, compile
+from .parallel import blas_threads
+
+__all__ = ["CompiledModel", "blas_threads", "compile"]

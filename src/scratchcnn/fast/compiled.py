@@ -1,0 +1,137 @@
+"""``compile(model)``: a fast twin of a Sequential that shares its parameters.
+
+    fast = scratchcnn.fast.compile(model)        # nothing is copied: same parameter arrays
+    loss_value, logits = fast.train_step(x, labels, loss)   # gradients land in model's layers
+    optimizer.step()                             # the optimizer made from model.parameters()
+    fast.predict_proba(x)
+
+It runs the plan of ``plan.py`` (fused conv + pool, ReLU after the pool, fast ops) and splits a
+large enough batch over worker threads (``parallel.py``). It never changes the math: outputs,
+losses and gradients are the plain model's but for the order in which sums are rounded (the
+tests hold them to 1e-9 relative in float64), and max-pool ties go to the same winner.
+``model`` itself stays the plain engine: calling it runs every layer as its file reads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..nn import Layer, Sequential, SoftmaxCrossEntropy, softmax
+from ..nn.layers.base import backward_through, forward_through
+from .parallel import MIN_PART_VALUES, Replicas, blas_threads
+from .plan import plan
+
+
+class CompiledModel:
+    """The object :func:`compile` returns: ``forward``, ``backward``, ``train_step``,
+    ``predict_proba`` and ``predict`` with the signatures and results of ``Sequential``'s.
+    ``workers`` threads share a batch (1: every batch runs whole, in the calling thread)."""
+
+    def __init__(self, model: Sequential, workers: int | None = None) -> None:
+        if not isinstance(model, Sequential):
+            raise TypeError(f"compile() takes a Sequential, not {type(model).__name__}")
+        self.model = model
+        self.workers = blas_threads() if workers is None else max(1, int(workers))
+        self._signature: list[int] = []
+        self._ops: list[Layer] = []
+        self._replicas: Replicas | None = None
+
+    @property
+    def ops(self) -> list[Layer]:
+        """The ops that run, in order (rebuilt when the model's parameter arrays were
+        replaced, e.g. by ``model.astype``)."""
+        signature = [id(a) for layer in self.model.layers for a in layer.params.values()]
+        if signature != self._signature or not self._ops:
+            self._signature, self._ops, self._replicas = signature, plan(self.model), None
+        return self._ops
+
+    def describe(self) -> str:
+        """One line per op: what runs, and which plain layers it computes."""
+        return "\n".join(f"{type(op).__name__:<12} {op!r}" for op in self.ops)
+
+    # -- running ---------------------------------------------------------------------------
+    def _replicas_for(self, n: int) -> Replicas | None:
+        """The replicas to split a batch of ``n`` over, or None to run it whole."""
+        ops = self.ops
+        if self.workers < 2:
+            return None
+        if self._replicas is None or self._replicas.workers != self.workers:
+            values = sum(int(np.prod(shape)) for shape in self.model.output_shapes)  # a sample
+            min_part = -(-MIN_PART_VALUES // values)
+            self._replicas = Replicas(self.model.layers, ops, self.workers, min_part)
+        return self._replicas if len(self._replicas.parts(n)) > 1 else None
+
+    def parallel_parts(self, n: int) -> list[slice]:
+        """How a batch of ``n`` samples is split over the worker threads (one slice: it runs
+        whole, in the calling thread)."""
+        replicas = self._replicas_for(n)
+        return [slice(0, n)] if replicas is None else replicas.parts(n)
+
+    def ops_of_part(self, index: int) -> list[Layer]:
+        """The ops of the copy that runs part ``index`` of a split batch (for profiling; the
+        copies exist once a split batch has run)."""
+        if self._replicas is None:
+            raise RuntimeError("no batch has been split yet")
+        return self._replicas.ops_of(index)
+
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        """Logits (N, classes) of a batch (N, H, W, C), as ``Sequential.forward``."""
+        x = self.model.check_input(x)
+        replicas = self._replicas_for(len(x))
+        if training and self._replicas is not None:
+            self._replicas.discard()  # this forward's backward is the one that counts
+        if replicas is not None:
+            return replicas.forward(x, training)
+        return forward_through(self.ops, x, training)
+
+    __call__ = forward
+
+    def backward(self, grad_logits: np.ndarray) -> None:
+        """Back-propagate dL/dlogits, filling the model's layers' ``grads``."""
+        if self._replicas is not None and self._replicas.pending:
+            self._replicas.backward(grad_logits)
+        else:
+            backward_through(self.ops, grad_logits)
+
+    def train_step(
+        self, x: np.ndarray, labels: np.ndarray, loss: SoftmaxCrossEntropy
+    ) -> tuple[float, np.ndarray]:
+        """Forward, loss and backward, as ``Sequential.train_step``; a split batch goes to the
+        threads once, and each part computes its share of the loss."""
+        x = self.model.check_input(x)
+        labels = np.asarray(labels)
+        if labels.shape != (len(x),):  # a part's loss sees only its slice of the labels
+            raise ShapeError(f"expected {len(x)} labels, got shape {labels.shape}")
+        replicas = self._replicas_for(len(x))
+        if self._replicas is not None:
+            self._replicas.discard()
+        if replicas is not None:
+            return replicas.train_step(x, labels, loss)
+        logits = forward_through(self.ops, x, True)
+        value = loss.forward(logits, labels)
+        backward_through(self.ops, loss.backward())
+        return value, logits
+
+    def predict_proba(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        """Class probabilities (N, classes), as ``Sequential.predict_proba``."""
+        chunks = [
+            softmax(self.forward(x[i : i + batch_size], training=False))
+            for i in range(0, len(x), batch_size)
+        ]
+        if not chunks:
+            return self.model.predict_proba(x)
+        return np.concatenate(chunks)
+
+    def predict(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        """Predicted class index (N,)."""
+        return self.predict_proba(x, batch_size).argmax(axis=1)
+
+    def __repr__(self) -> str:
+        return f"compile({type(self.model).__name__}, workers={self.workers}):\n{self.describe()}"
+
+
+def compile(model: Sequential, workers: int | None = None) -> CompiledModel:
+    """The fast twin of ``model``: same parameters, same results (see the module docstring).
+    ``workers``: threads that share a batch (default: as many as BLAS uses)."""
+    return CompiledModel(model, workers)

@@ -1,0 +1,206 @@
+"""Fast twins of single layers: each op computes exactly what its plain layer computes and puts
+the gradients in that layer's ``grads`` (the optimizer reads them there), but spends less time
+on memory:
+
+* ``ConvOp``: patches gathered offset-major for one input channel (long copies instead of
+  runs KH*KW values long); the input gradient as one batched matmul that gives each kernel
+  offset's patch gradients as a contiguous slab, then KH*KW slab additions; the bias gradient
+  as a matrix-vector product; training buffers reused from step to step;
+* ``ReLUOp``: the mask's memory reused from step to step;
+* ``BatchNormOp``: whole-sample per-channel passes (``channels.channelwise``), buffers reused,
+  and sums that can be shared with the other parts of a batch split over threads (``sync``);
+* ``DropoutOp``: uniforms drawn from a stream the worker threads can set, so that a split
+  batch gets the masks the whole batch would.
+
+Layers with nothing to gain (Dense, Flatten, Softmax, a max-pool that cannot be fused) run as
+they are. The ops derive from ``nn``'s Layer for its forward/backward cache.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..nn.layers import BatchNorm1D, BatchNorm2D, Conv2D, Dropout, Layer, ReLU
+from ..nn.layers.base import check_rank
+from ..nn.layers.dropout import dropout_mask
+from .channels import channel_sums, channelwise
+from .patches import col2im_offset_major, patch_matrix
+from .workspace import FRESH_MEMORY, Workspace
+
+
+class Op(Layer):
+    """A fast op: ``layers`` are the plain layers it stands for, in declared order."""
+
+    layers: tuple[Layer, ...] = ()
+
+    def norm_ops(self) -> list[BatchNormOp]:
+        """The batch norms inside this op (their sums are shared across threads)."""
+        return []
+
+    def __repr__(self) -> str:
+        return " + ".join(repr(layer) for layer in self.layers)
+
+
+def conv_input_grad(
+    conv: Conv2D, grad_out: np.ndarray, input_shape: tuple[int, ...], workspace: Workspace
+) -> np.ndarray:
+    """dL/dx (input_shape) of ``conv`` from a C-contiguous dL/dy (N, OH', OW', F).
+
+    OH', OW' may be smaller than the conv's output: the pixels past them then get no gradient,
+    as when a max-pool drops a ragged edge. G @ W^T is computed as KH*KW products
+    G @ w[:, :, i, j] (one batched matmul), whose results are the slabs col2im adds."""
+    n, oh, ow, f = grad_out.shape
+    kh, kw = conv.kernel_size
+    per_offset = conv.params["weight"].transpose(2, 3, 0, 1).reshape(kh * kw, f, -1)
+    slabs = workspace.get("patch_grads", (kh * kw, n * oh * ow, conv.in_channels), grad_out.dtype)
+    np.matmul(grad_out.reshape(-1, f), per_offset, out=slabs)
+    slabs = slabs.reshape(kh, kw, n, oh, ow, -1)
+    return col2im_offset_major(slabs, input_shape, conv.stride, conv.padding)
+
+
+class ConvOp(Op):
+    """A Conv2D (see the module's docstring)."""
+
+    def __init__(self, conv: Conv2D) -> None:
+        super().__init__()
+        self.conv, self.layers = conv, (conv,)
+        self.workspace = Workspace()
+
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        conv = self.conv
+        check_rank(x, 4, conv, "(N, H, W, C)")
+        oh, ow, f = conv.output_shape(x.shape[1:])
+        x = x.astype(conv.dtype, copy=False)
+        memory = self.workspace if training else FRESH_MEMORY
+        patches = patch_matrix(x, conv.kernel_size, conv.stride, conv.padding, workspace=memory)
+        out = (patches @ conv.weight_matrix()).reshape(len(x), oh, ow, f)
+        channelwise(np.add, out, conv.params["bias"], out=out)
+        if training:
+            self.save_for_backward(patches, x.shape)
+        return out
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
+        patches, input_shape = self.saved()
+        conv = self.conv
+        g = np.ascontiguousarray(grad_out, dtype=patches.dtype)
+        rows = g.reshape(-1, conv.out_channels)
+        conv.grads = {"weight": conv.weight_grad(patches.T @ rows), "bias": channel_sums(rows)}
+        if not conv.needs_input_grad:
+            return None
+        return conv_input_grad(conv, g, input_shape, self.workspace)
+
+
+class ReLUOp(Op):
+    """A ReLU whose mask keeps its memory from step to step."""
+
+    def __init__(self, relu: ReLU) -> None:
+        super().__init__()
+        self.layers = (relu,)
+        self.workspace = Workspace()
+
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        mask = (self.workspace if training else FRESH_MEMORY).get("mask", x.shape, bool)
+        np.greater(x, 0, out=mask)
+        if training:
+            self.save_for_backward(mask)
+        return np.multiply(x, mask)
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        (mask,) = self.saved()
+        return np.multiply(grad_out, mask)
+
+
+class BatchNormOp(Op):
+    """A BatchNorm2D or BatchNorm1D. ``sync``, when set (by the worker threads), sums
+    per-channel arrays over every part of a split batch, and says whether this part is the
+    ``leader`` that updates the running statistics the parts share."""
+
+    def __init__(self, norm: BatchNorm1D | BatchNorm2D) -> None:
+        super().__init__()
+        self.norm, self.layers = norm, (norm,)
+        self.workspace = Workspace()
+        self.sync = None
+
+    def norm_ops(self) -> list[BatchNormOp]:
+        return [self]
+
+    def _whole_batch(self, sums: np.ndarray) -> np.ndarray:
+        """Per-channel sums over this part of the batch -> over the whole batch."""
+        return sums if self.sync is None else self.sync.total(sums)
+
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        norm = self.norm
+        if not isinstance(x, np.ndarray) or x.ndim != norm.rank + 1:
+            raise ShapeError(f"{norm!r} expects a batch (N, {norm.layout[1:]}, got {np.shape(x)}")
+        norm.output_shape(x.shape[1:])
+        x = x.astype(norm.dtype, copy=False)
+        gamma, beta = norm.params["weight"], norm.params["bias"]
+        if not training:
+            scale = gamma / np.sqrt(norm.buffers["running_var"] + norm.eps)
+            out = channelwise(np.multiply, x, scale)
+            return channelwise(np.add, out, beta - norm.buffers["running_mean"] * scale, out=out)
+        c = norm.num_features
+        flat = x.reshape(-1, c)
+        sums_and_count = self._whole_batch(np.append(channel_sums(flat), len(flat)))
+        count = int(sums_and_count[-1])
+        mean = (sums_and_count[:-1] / count).astype(x.dtype)
+        # Two passes for the variance (mean first, then squared deviations): one pass with
+        # E[x^2] - mean^2 loses float32 digits when |mean| is large against the spread.
+        xhat = channelwise(np.subtract, x, mean, out=self.workspace.get("xhat", x.shape, x.dtype))
+        flat_hat = xhat.reshape(-1, c)
+        var = (self._whole_batch(np.einsum("ij,ij->j", flat_hat, flat_hat)) / count).astype(x.dtype)
+        inv_std = (1.0 / np.sqrt(var + norm.eps)).astype(x.dtype)
+        channelwise(np.multiply, xhat, inv_std, out=xhat)
+        if self.sync is None or self.sync.leader:
+            norm.update_running_stats(mean, var, count)
+        self.save_for_backward(xhat, inv_std, count)
+        out = channelwise(np.multiply, xhat, gamma)
+        return channelwise(np.add, out, beta, out=out)
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        xhat, inv_std, count = self.saved()
+        c = self.norm.num_features
+        g = np.ascontiguousarray(grad_out, dtype=xhat.dtype)
+        flat_g, flat_hat = g.reshape(-1, c), xhat.reshape(-1, c)
+        grad_beta = channel_sums(flat_g)
+        grad_gamma = np.einsum("ij,ij->j", flat_g, flat_hat)
+        self.norm.grads = {"weight": grad_gamma, "bias": grad_beta}  # of this part, if split
+        sum_g, sum_g_hat = np.split(self._whole_batch(np.concatenate([grad_beta, grad_gamma])), 2)
+        scale = self.norm.params["weight"] * inv_std
+        # scale * (G - mean(G)) - xhat * scale * mean(G * xhat), in whole-sample passes
+        grad = channelwise(np.subtract, g, sum_g / count)
+        channelwise(np.multiply, grad, scale, out=grad)
+        correction = self.workspace.get("correction", g.shape, g.dtype)
+        channelwise(np.multiply, xhat, scale * sum_g_hat / count, out=correction)
+        np.subtract(grad, correction, out=grad)
+        return grad
+
+
+class DropoutOp(Op):
+    """A Dropout that draws its uniforms from ``stream`` when the worker threads set one for
+    this step (see ``parallel.dropout_streams``), else from the layer's own generator.
+    ``sample_shape`` is one sample's input shape."""
+
+    def __init__(self, dropout: Dropout, sample_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.dropout, self.layers = dropout, (dropout,)
+        self.sample_shape = tuple(sample_shape)
+        self.stream = None
+
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        if not training:
+            return x
+        p = self.dropout.p
+        if p == 0.0:
+            self.save_for_backward(None)
+            return x
+        dtype = x.dtype if x.dtype.kind == "f" else np.dtype(np.float32)
+        source, self.stream = self.stream or self.dropout.rng, None
+        mask = dropout_mask(source.random(x.shape, dtype=dtype), p)
+        self.save_for_backward(mask)
+        return x * mask
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        (mask,) = self.saved()
+        return grad_out if mask is None else grad_out * mask

@@ -1,0 +1,95 @@
+"""im2col and col2im in the layouts the fast ops want (the plain ones are in ``nn/im2col.py``).
+
+The plain im2col gives cols (N, OH, OW, KH, KW, C): one copy whose contiguous runs are only C
+values long. Two other orders of the same values are cheaper to build or to use:
+
+* offset-major, (KH, KW, N, OH, OW, C): KH*KW copies of long runs. For one input channel
+  (C = 1) that is the transposed patch matrix (KH*KW, N*OH*OW), and much cheaper to gather;
+* pool order, (PH, PW, N, QH, QW) for the output pixels of a conv followed by a PH x PW
+  max-pool of stride PH x PW (QH = OH // PH): pixel (pi, pj, n, q, r) is output pixel
+  (n, q*PH + pi, r*PW + pj). Each window offset (pi, pj) is then one contiguous block of rows,
+  and the pixels a ragged pool edge would drop are never gathered.
+
+``col2im_offset_major`` takes patch gradients offset-major, (KH, KW, N, OH, OW, C), so each of
+its KH*KW slice-adds reads one contiguous slab: the layout a batched matmul over kernel
+offsets produces for free.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from ..nn.im2col import pad, window
+from .workspace import FRESH_MEMORY, Workspace
+
+
+def gather_patches(
+    x: np.ndarray,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    offset_major: bool = False,
+    pool: tuple[int, int] = (1, 1),
+    workspace: Workspace = FRESH_MEMORY,
+) -> np.ndarray:
+    """The patches of ``x`` (N, H, W, C) in pool order, as (PH, PW, N, QH, QW, KH, KW, C), or
+    offset-major, (KH, KW, PH, PW, N, QH, QW, C); the two unit axes of the default pool (1, 1)
+    are dropped, leaving (N, OH, OW, KH, KW, C) or (KH, KW, N, OH, OW, C). The result is
+    C-contiguous and its memory comes from ``workspace``."""
+    xp = pad(x, padding)
+    n, hp, wp, c = xp.shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pool
+    qh = ((hp - kh) // sh + 1) // ph
+    qw = ((wp - kw) // sw + 1) // pw
+    s_n, s_h, s_w, s_c = xp.strides
+    # Pixel (pi, pj, n, q, r) reads x[n, (q*PH + pi)*SH + i, (r*PW + pj)*SW + j, c] for kernel
+    # offset (i, j): every index is linear, so one strided view holds them all.
+    pixels = [(ph, sh * s_h), (pw, sw * s_w), (n, s_n), (qh, ph * sh * s_h), (qw, pw * sw * s_w)]
+    offsets = [(kh, s_h), (kw, s_w)]
+    channel = [(c, s_c)]
+    layout = offsets + pixels + channel if offset_major else pixels + offsets + channel
+    shape, strides = zip(*layout, strict=True)
+    views = as_strided(xp, shape=shape, strides=strides, writeable=False)
+    cols = workspace.get("patches", shape, x.dtype)
+    np.copyto(cols, views)
+    if ph == pw == 1:  # drop the two unit pool axes
+        unit_axes = 2 if offset_major else 0
+        cols = cols.reshape(shape[:unit_axes] + shape[unit_axes + 2 :])
+    return cols
+
+
+def patch_matrix(
+    x: np.ndarray,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    pool: tuple[int, int] = (1, 1),
+    workspace: Workspace = FRESH_MEMORY,
+) -> np.ndarray:
+    """The (M, KH*KW*C) patch matrix of ``x`` with rows in pool order (plain order for the
+    default pool). With one input channel the patches are gathered offset-major and the
+    matrix is the transpose of that, a free view."""
+    c = x.shape[-1]
+    k = kernel[0] * kernel[1] * c
+    single = c == 1
+    cols = gather_patches(x, kernel, stride, padding, single, pool, workspace)
+    return cols.reshape(k, -1).T if single else cols.reshape(-1, k)
+
+
+def col2im_offset_major(
+    slabs: np.ndarray,
+    input_shape: tuple[int, int, int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> np.ndarray:
+    """slabs (KH, KW, N, OH, OW, C), slab (i, j) the gradient of kernel offset (i, j) of every
+    patch, summed back onto the input grid -> (N, H, W, C)."""
+    n, h, w, c = input_shape
+    (sh, sw), (ph, pw) = stride, padding
+    kh, kw, _, oh, ow, _ = slabs.shape
+    grad = np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=slabs.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            grad[:, window(i, oh, sh), window(j, ow, sw), :] += slabs[i, j]
+    return grad[:, ph : ph + h, pw : pw + w, :] if ph or pw else grad

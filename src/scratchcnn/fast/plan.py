@@ -1,0 +1,77 @@
+"""The plan: which fast ops compute a Sequential's layers, in the order they run.
+
+Two rewrites, both exact, then one op per remaining layer:
+
+1. A ReLU directly followed by a max-pool runs after it: max(relu(x)) = relu(max(x)), and so do
+   the gradients (a window's maximum sits at the same place before and after the ReLU, unless
+   it is <= 0, where the ReLU's gradient is 0 either way). The ReLU then touches PH*PW times
+   fewer values.
+2. A Conv2D directly followed by a max-pool whose stride is its size runs with it as one
+   ``ConvPoolOp``; so do Conv2D, BatchNorm2D, max-pool when the pool tiles the conv output
+   exactly (the norm's statistics must see every conv output).
+
+Every other Conv2D, ReLU, batch norm and Dropout gets its fast op (``ops.py``); any other layer
+(Dense, Flatten, Softmax, an overlapping max-pool, ...) runs as it is.
+"""
+
+from __future__ import annotations
+
+from ..nn import Sequential
+from ..nn.layers import BatchNorm1D, BatchNorm2D, Conv2D, Dropout, Layer, MaxPool2D, ReLU
+from .convpool import ConvPoolOp, pool_tiles
+from .ops import BatchNormOp, ConvOp, DropoutOp, ReLUOp
+
+
+def relu_after_pool(layers: list[Layer]) -> list[Layer]:
+    """``layers`` with every ReLU that directly precedes a MaxPool2D moved after it."""
+    order = list(layers)
+    for i in range(len(order) - 1):
+        if isinstance(order[i], ReLU) and isinstance(order[i + 1], MaxPool2D):
+            order[i], order[i + 1] = order[i + 1], order[i]
+    return order
+
+
+def fusable_pool(layer: Layer) -> bool:
+    return isinstance(layer, MaxPool2D) and layer.stride == layer.pool_size
+
+
+def plan(model: Sequential) -> list[Layer]:
+    """The ops that compute ``model``'s layers, in the order they run."""
+    inputs = dict(
+        zip(map(id, model.layers), [model.input_shape, *model.output_shapes], strict=False)
+    )
+    outputs = dict(zip(map(id, model.layers), model.output_shapes, strict=True))
+    order = relu_after_pool(model.layers)
+    ops: list[Layer] = []
+    i = 0
+    while i < len(order):
+        layer, after = order[i], order[i + 1 : i + 3]
+        if isinstance(layer, Conv2D) and after and fusable_pool(after[0]):
+            ops.append(ConvPoolOp(layer, after[0]))
+            i += 2
+        elif (
+            isinstance(layer, Conv2D)
+            and len(after) == 2
+            and isinstance(after[0], BatchNorm2D)
+            and fusable_pool(after[1])
+            and pool_tiles(outputs[id(layer)], after[1].pool_size)
+        ):
+            ops.append(ConvPoolOp(layer, after[1], norm=BatchNormOp(after[0])))
+            i += 3
+        else:
+            ops.append(single_op(layer, inputs[id(layer)]))
+            i += 1
+    return ops
+
+
+def single_op(layer: Layer, input_shape: tuple[int, ...]) -> Layer:
+    """The fast op for one layer with one sample's ``input_shape``, or the layer itself."""
+    if isinstance(layer, Conv2D):
+        return ConvOp(layer)
+    if isinstance(layer, ReLU):
+        return ReLUOp(layer)
+    if isinstance(layer, (BatchNorm1D, BatchNorm2D)):
+        return BatchNormOp(layer)
+    if isinstance(layer, Dropout):
+        return DropoutOp(layer, input_shape)
+    return layer

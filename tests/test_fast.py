@@ -1,0 +1,478 @@
+"""scratchcnn.fast is an exact rewrite of the plain engine: every op against the layers it
+replaces, every whole net (named and user-built) against the plain Sequential, over several
+optimizer steps, split over threads or not, and the thread machinery itself.
+
+"Exact" means the same math: values agree to 1e-9 relative in float64 (sums are rounded in
+another order), and max-pool ties go to the same winner.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scratchcnn import (
+    SGD,
+    Adam,
+    BatchNorm1D,
+    BatchNorm2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    MaxPool2D,
+    ReLU,
+    Sequential,
+    ShapeError,
+    SoftmaxCrossEntropy,
+    build,
+)
+from scratchcnn.fast import compile
+from scratchcnn.fast.convpool import ConvPoolOp
+from scratchcnn.fast.ops import BatchNormOp, ConvOp, DropoutOp, ReLUOp
+from scratchcnn.fast.parallel import Presampled, Substream, dropout_streams, split
+
+from gradcheck import relative_error
+from layer_cases import (
+    CONV_CASES,
+    CONV_NORM_POOL_CASES,
+    CONV_POOL_CASES,
+    NETS,
+    make_conv,
+    make_conv_pool,
+    make_net,
+)
+
+EXACT = 1e-9  # float64, relative: the same math summed in another order
+
+
+def no_effect_params(model: Sequential) -> set[str]:
+    """Biases right before a batch norm: the norm removes the mean, so their gradient is 0
+    and what either engine computes for it is rounding noise (~1e-16)."""
+    names = set()
+    for i, (layer, after) in enumerate(zip(model.layers[:-1], model.layers[1:], strict=True)):
+        if isinstance(layer, (Conv2D, Dense)) and isinstance(after, (BatchNorm1D, BatchNorm2D)):
+            names.add(f"{i}.bias")
+    return names
+
+
+def assert_same_grads(plain: Sequential, fast_model: Sequential) -> None:
+    grads = {p.name: p.grad for p in plain.parameters()}
+    scale = max(np.abs(g).max() for g in grads.values())
+    quiet = no_effect_params(plain)
+    for p in fast_model.parameters():
+        expected = grads[p.name]
+        assert p.grad.dtype == expected.dtype
+        if p.name in quiet:  # judged on the scale of the whole model's gradient
+            assert np.abs(p.grad - expected).max() <= EXACT * scale, p.name
+        else:
+            assert relative_error(p.grad, expected) < EXACT, p.name
+
+
+def batch_for(model: Sequential, rng: np.random.Generator, n: int):
+    return rng.random((n, *model.input_shape)), rng.integers(0, 10, n)
+
+
+# -- single ops against the layers they replace ----------------------------------------------
+
+
+def run_both(plain_layers, op, x, upstream_seed=1):
+    """Run ``plain_layers`` one by one, then ``op`` (which computes the same layers), forward
+    and backward; return both outputs, input gradients and parameter gradients."""
+    for layer in plain_layers:
+        layer.needs_input_grad = True
+    out = x
+    for layer in plain_layers:
+        out = layer.forward(out)
+    upstream = np.random.default_rng(upstream_seed).normal(size=out.shape)
+    grad = upstream
+    for layer in reversed(plain_layers):
+        grad = layer.backward(grad)
+    plain_grads = [dict(layer.grads) for layer in plain_layers]
+    y = op.forward(x)
+    grad_x = op.backward(upstream)
+    op_grads = [dict(layer.grads) for layer in plain_layers]
+    return (out, grad, plain_grads), (y, grad_x, op_grads)
+
+
+def assert_op_matches(plain_layers, op, x, atol=0.0):
+    (y0, g0, p0), (y1, g1, p1) = run_both(plain_layers, op, x)
+    assert relative_error(y1, y0) < EXACT
+    assert relative_error(g1, g0) < EXACT
+    for plain_grads, op_grads in zip(p0, p1, strict=True):
+        assert plain_grads.keys() == op_grads.keys()
+        for name, value in plain_grads.items():
+            assert np.abs(op_grads[name] - value).max() <= max(EXACT * np.abs(value).max(), atol)
+    inference = x
+    for layer in plain_layers:
+        inference = layer.forward(inference, training=False)
+    assert relative_error(op.forward(x, training=False), inference) < EXACT
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=[c[0] for c in CONV_CASES])
+def test_conv_op(case):
+    conv = make_conv(case)
+    assert_op_matches([conv], ConvOp(conv), np.random.default_rng(2).normal(size=case[-1]))
+
+
+@pytest.mark.parametrize("case", CONV_POOL_CASES, ids=[c[0] for c in CONV_POOL_CASES])
+def test_conv_pool_op(case):
+    op = make_conv_pool(case)
+    x = np.random.default_rng(2).normal(size=case[-1])
+    assert_op_matches([op.conv, op.pool], op, x)
+
+
+@pytest.mark.parametrize("case", CONV_NORM_POOL_CASES, ids=[c[0] for c in CONV_NORM_POOL_CASES])
+def test_conv_norm_pool_op(case):
+    op = make_conv_pool(case, norm=True)
+    x = np.random.default_rng(2).normal(size=case[-1])
+    # the conv bias before the norm has a zero gradient: rounding noise on both sides
+    assert_op_matches([op.conv, op.norm.norm, op.pool], op, x, atol=1e-13)
+
+
+@pytest.mark.parametrize("case", CONV_POOL_CASES[:3], ids=[c[0] for c in CONV_POOL_CASES[:3]])
+def test_conv_pool_op_ties_go_to_the_same_winner(case):
+    # Integer images and weights make exact ties in the conv output; a constant image makes
+    # every window one tie. A large bias makes values that differ round to a tie after it is
+    # added: the fused op judges ties on the same values the plain layers do.
+    op = make_conv_pool(case)
+    rng = np.random.default_rng(1)
+    op.conv.params["weight"][...] = rng.integers(-1, 2, size=op.conv.params["weight"].shape)
+    for x in (rng.integers(0, 2, size=case[-1]).astype(np.float64), np.ones(case[-1])):
+        (y0, g0, p0), (y1, g1, p1) = run_both([op.conv, op.pool], op, x)
+        np.testing.assert_array_equal(y1, y0)
+        np.testing.assert_array_equal(g1, g0)  # each gradient went to the same winner
+        assert relative_error(p1[0]["weight"], p0[0]["weight"]) < EXACT  # summed in any order
+    op.conv.params["bias"][...] = 2.0**53  # x + 1 rounds to x: ties appear only after the bias
+    x = rng.integers(0, 2, size=case[-1]).astype(np.float64)
+    (_, g0, p0), (_, g1, p1) = run_both([op.conv, op.pool], op, x)
+    np.testing.assert_array_equal(g1, g0)
+    assert relative_error(p1[0]["weight"], p0[0]["weight"]) < EXACT
+
+
+@pytest.mark.parametrize("shape,norm", [((3, 4, 5, 6), BatchNorm2D), ((7, 5), BatchNorm1D)])
+def test_batchnorm_op(shape, norm):
+    rng = np.random.default_rng(4)
+    gamma, beta = rng.normal(1, 0.3, shape[-1]), rng.normal(0, 0.3, shape[-1])
+    layers = [norm(shape[-1], dtype=np.float64) for _ in range(2)]
+    for layer in layers:
+        layer.params["weight"][...], layer.params["bias"][...] = gamma, beta
+    x = rng.normal(size=shape) * 2 + 1
+    assert_op_matches([layers[0]], BatchNormOp(layers[0]), x)
+    layers[1].forward(x)  # the plain layer moved its running statistics once,
+    BatchNormOp(layers[1]).forward(x)  # the op moved its layer's twice: so does this
+    for key in ("running_mean", "running_var"):
+        assert relative_error(layers[0].buffers[key], layers[1].buffers[key]) < EXACT
+
+
+def test_relu_and_dropout_ops():
+    x = np.random.default_rng(5).normal(size=(4, 3, 5, 2))
+    assert_op_matches([ReLU()], ReLUOp(ReLU()), x)
+    drop = Dropout(0.4)
+    op = DropoutOp(drop, x.shape[1:])
+    drop.rng = np.random.default_rng(9)
+    plain = drop.forward(x)
+    plain_grad = drop.backward(np.ones_like(x))
+    drop.rng = np.random.default_rng(9)
+    np.testing.assert_array_equal(op.forward(x), plain)
+    np.testing.assert_array_equal(op.backward(np.ones_like(x)), plain_grad)
+
+
+# -- the plan ---------------------------------------------------------------------------------
+
+
+def test_plan_fuses_and_reorders_but_computes_every_layer_once():
+    for name in NETS:
+        model = make_net(name)
+        ops = compile(model).ops
+        covered = [layer for op in ops for layer in getattr(op, "layers", (op,))]
+        assert sorted(map(id, covered)) == sorted(map(id, model.layers)), name
+    kinds = [type(op).__name__ for op in compile(make_net("pad5x5")).ops]
+    assert kinds == [
+        "ConvPoolOp",
+        "ReLUOp",
+        "ConvPoolOp",
+        "ReLUOp",
+        "ConvOp",
+        "ReLUOp",
+        "Flatten",
+        "Dense",
+    ]
+    best = compile(build("best")).ops
+    assert [op.norm is not None for op in best if isinstance(op, ConvPoolOp)] == [True, True]
+    ragged = compile(make_net("rgb-ragged-overlap")).ops
+    assert any(isinstance(op, MaxPool2D) for op in ragged)  # overlapping: kept as it is
+    assert "ConvPoolOp" in compile(build("keras")).describe()
+
+
+# -- whole nets ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+@pytest.mark.parametrize("name", NETS)
+def test_compiled_step_equals_plain_step(name, workers):
+    plain, twin = make_net(name), make_net(name)
+    fast = compile(twin, workers=workers)
+    rng = np.random.default_rng(0)
+    n = 3 * smallest_split_batch(fast, 3) if workers == 3 else 9
+    x, y = batch_for(plain, rng, n)
+    assert len(fast.parallel_parts(n)) == workers
+    plain_loss, plain_logits = plain.train_step(x, y, SoftmaxCrossEntropy())
+    fast_loss, fast_logits = fast.train_step(x, y, SoftmaxCrossEntropy())
+    assert abs(fast_loss - plain_loss) <= EXACT * plain_loss
+    assert relative_error(fast_logits, plain_logits) < EXACT
+    assert_same_grads(plain, twin)
+    state, fast_state = plain.state_dict(), twin.state_dict()
+    for key in state:  # running statistics
+        assert relative_error(fast_state[key], state[key]) < EXACT, key
+    x_test = batch_for(plain, rng, 31)[0]
+    assert relative_error(fast.predict_proba(x_test), plain.predict_proba(x_test)) < EXACT
+
+
+@pytest.mark.parametrize("optimizer", [SGD, Adam])
+@pytest.mark.parametrize("name", ["keras", "best", "pad5x5", "stride-1x1-bn"])
+def test_compiled_training_follows_the_plain_trajectory(name, optimizer):
+    # Five steps, dropout on: the compiled net (split over two threads) draws the same masks,
+    # and momentum or Adam's moments carry the same values from step to step.
+    plain, twin = make_net(name), make_net(name)
+    fast = compile(twin, workers=2)
+    kwargs = {"lr": 0.05, "momentum": 0.9} if optimizer is SGD else {"lr": 0.01}
+    opt_plain, opt_fast = (
+        optimizer(plain.parameters(), **kwargs),
+        optimizer(twin.parameters(), **kwargs),
+    )
+    rng = np.random.default_rng(1)
+    n = 2 * smallest_split_batch(fast, 2)
+    quiet = no_effect_params(plain)
+    for _ in range(5):
+        x, y = batch_for(plain, rng, n)
+        a, _ = plain.train_step(x, y, SoftmaxCrossEntropy())
+        b, _ = fast.train_step(x, y, SoftmaxCrossEntropy())
+        assert abs(a - b) <= 1e-8 * a
+        opt_plain.step(), opt_fast.step()
+    state, fast_state = plain.state_dict(), twin.state_dict()
+    for key, value in state.items():
+        if key in quiet:  # their gradient is 0 up to rounding: SGD leaves them near 0, while
+            if optimizer is SGD:  # Adam turns the noise into steps of size lr in both engines
+                assert np.abs(fast_state[key] - value).max() < 1e-12, key
+            continue
+        assert relative_error(fast_state[key], value) < 1e-8, key
+    assert twin.rng.bit_generator.state == plain.rng.bit_generator.state  # same draws
+
+
+@pytest.mark.parametrize("name", ["keras", "fast", "pad5x5"])
+def test_compiled_float32_is_as_accurate_as_plain_float32(name):
+    # In float32 the two engines round differently, and a batch norm before a max-pool turns
+    # rounding into a different winner now and then. Judged against the float64 gradient, the
+    # compiled engine must be as accurate as the plain one (dropout off: float32 and float64
+    # draw different masks).
+    nets = [make_net(name, dtype=dtype) for dtype in (np.float64, np.float32, np.float32)]
+    for net in nets:
+        for layer in net.layers:
+            if isinstance(layer, Dropout):
+                layer.p = 0.0
+    reference, plain, twin = nets
+    x, y = batch_for(reference, np.random.default_rng(2), 128)
+    reference.train_step(x, y, SoftmaxCrossEntropy())
+    plain.train_step(x, y, SoftmaxCrossEntropy())
+    _, logits = compile(twin, workers=2).train_step(x, y, SoftmaxCrossEntropy())
+    assert logits.dtype == np.float32
+    scale = max(np.abs(p.grad).max() for p in reference.parameters())
+    for want, a, b in zip(
+        reference.parameters(), plain.parameters(), twin.parameters(), strict=True
+    ):
+        assert b.grad.dtype == np.float32
+        plain_error = np.abs(a.grad - want.grad).max() / scale
+        fast_error = np.abs(b.grad - want.grad).max() / scale
+        assert fast_error <= max(2 * plain_error, 1e-5), (want.name, fast_error, plain_error)
+
+
+def test_compile_shares_the_parameters():
+    model = build("keras", seed=0)
+    fast = compile(model, workers=1)
+    x, y = batch_for(model, np.random.default_rng(3), 8)
+    fast.train_step(x, y, SoftmaxCrossEntropy())
+    opt = SGD(model.parameters(), lr=0.1)
+    before = model.layers[0].params["weight"].copy()
+    opt.step()  # the compiled twin computed the gradients the model's optimizer applies
+    assert not np.array_equal(model.layers[0].params["weight"], before)
+    np.testing.assert_allclose(fast.predict_proba(x), model.predict_proba(x), rtol=1e-4, atol=1e-7)
+    with pytest.raises(TypeError, match="Sequential"):
+        compile(object())
+
+
+def test_a_breakpoint_in_the_plain_layers_is_hit_by_the_plain_path(monkeypatch):
+    calls = []
+    original = Conv2D.forward
+
+    def spy(self, x, training=True):
+        calls.append(training)
+        return original(self, x, training)
+
+    monkeypatch.setattr(Conv2D, "forward", spy)
+    model = build("keras", seed=0)
+    x, y = batch_for(model, np.random.default_rng(4), 4)
+    model.train_step(x, y, SoftmaxCrossEntropy())
+    assert calls == [True, True]  # the plain model runs Conv2D.forward itself
+    calls.clear()
+    compile(model).train_step(x, y, SoftmaxCrossEntropy())
+    assert calls == []  # the compiled twin runs its rewrites instead
+
+
+# -- the thread machinery -----------------------------------------------------------------------
+
+
+def smallest_split_batch(fast, parts):
+    return next(n for n in range(1, 5000) if len(fast.parallel_parts(n)) == parts)
+
+
+def test_split_covers_the_batch_in_near_equal_parts():
+    for n in range(0, 70):
+        for workers in (1, 2, 3, 4):
+            for min_part in (1, 5, 16):
+                parts = split(n, workers, min_part)
+                assert parts[0].start == 0 and parts[-1].stop == n
+                assert all(a.stop == b.start for a, b in zip(parts, parts[1:], strict=False))
+                sizes = [p.stop - p.start for p in parts]
+                assert len(parts) <= workers and max(sizes) - min(sizes) <= 1
+                if len(parts) > 1:
+                    assert min(sizes) >= min_part
+    assert split(100, 2, 60) == [slice(0, 100)]  # too small for two parts: runs whole
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sample_shape", [(1600,), (5, 5, 64), (3, 5)])
+@pytest.mark.parametrize("half_used", [False, True])
+def test_dropout_streams_draw_what_the_whole_batch_draws(dtype, sample_shape, half_used):
+    # Each part draws its own uniforms in its thread; together they must be exactly the whole
+    # batch's, and the generator must go on as if it had drawn them itself.
+    whole_rng, split_rng = np.random.default_rng(7), np.random.default_rng(7)
+    if half_used:  # a float32 draw of odd length leaves half a 64-bit output pending
+        whole_rng.random(3, dtype=np.float32), split_rng.random(3, dtype=np.float32)
+    parts = split(101, 3)
+    whole = whole_rng.random((101, *sample_shape), dtype=dtype)
+    streams = dropout_streams(split_rng, sample_shape, parts, np.dtype(dtype))
+    sizes = [(p.stop - p.start, *sample_shape) for p in parts]
+    drawn = [stream.random(size, dtype) for stream, size in zip(streams, sizes, strict=True)]
+    np.testing.assert_array_equal(np.concatenate(drawn), whole)
+    for follow in (np.float32, np.float64, np.float32):
+        np.testing.assert_array_equal(split_rng.random(7, follow), whole_rng.random(7, follow))
+    # Parts draw side by side unless a half-used output is pending (jumping ahead would drop
+    # it) or a float32 part would start inside an output.
+    odd_start = half_used or (dtype == np.float32 and np.prod(sample_shape) % 2 == 1)
+    assert all(isinstance(s, Presampled if odd_start else Substream) for s in streams)
+    with pytest.raises(RuntimeError, match="dropout uniforms"):
+        streams[0].random((1, *sample_shape), dtype)
+
+
+def test_pending_split_step_survives_validation_and_a_whole_step_replaces_it():
+    model, reference = (
+        build("keras", seed=1, dtype=np.float64),
+        build("keras", seed=1, dtype=np.float64),
+    )
+    fast, plain = compile(model, workers=2), reference
+    rng = np.random.default_rng(3)
+    big, small = rng.random((64, 28, 28, 1)), rng.random((4, 28, 28, 1))
+    upstream = rng.normal(size=(64, 10)) / 64
+    assert len(fast.parallel_parts(64)) == 2 and len(fast.parallel_parts(4)) == 1
+    for net in (fast, plain):
+        net.forward(big)
+        net.forward(big[:40], training=False)  # a validation pass (itself split) in between
+        net.backward(upstream)
+    for mine, ref in zip(model.parameters(), reference.parameters(), strict=True):
+        assert relative_error(mine.grad, ref.grad) < EXACT, mine.name
+    fast.forward(big)
+    fast.forward(small)  # a new training forward: its backward is the one that runs
+    fast.backward(np.ones((4, 10)))
+    assert model.parameters()[0].grad.shape == reference.parameters()[0].grad.shape
+
+
+def test_an_inference_pass_never_clobbers_a_pending_backward():
+    # Ops reuse their training buffers from step to step. An inference pass between a training
+    # forward and its backward, or a change of batch size, must not change the gradients.
+    rng = np.random.default_rng(0)
+    x1, x2, x3 = rng.random((4, 28, 28, 1)), rng.random((7, 28, 28, 1)), rng.random((4, 28, 28, 1))
+    upstream = rng.normal(size=(4, 10))
+    reference, model = (
+        build("fast", seed=1, dtype=np.float64),
+        build("fast", seed=1, dtype=np.float64),
+    )
+    for net in (reference, model):
+        net.layers[-2].p = 0.0  # no dropout: the extra step would draw other masks
+    compiled_reference = compile(reference, workers=1)
+    compiled_reference.forward(x1)
+    compiled_reference.backward(upstream)
+    expected = [p.grad.copy() for p in reference.parameters()]
+    fast = compile(model, workers=1)
+    fast.forward(x2)  # a step at another batch size first
+    fast.backward(rng.normal(size=(7, 10)))
+    fast.forward(x1)
+    fast.forward(x3, training=False)  # e.g. a validation pass before the backward
+    fast.backward(upstream)
+    for p, want in zip(model.parameters(), expected, strict=True):
+        np.testing.assert_array_equal(p.grad, want)
+
+
+def test_astype_rebuilds_the_plan_and_the_copies():
+    model = build("keras", seed=4)
+    fast = compile(model, workers=2)
+    x = np.random.default_rng(0).random((64, 28, 28, 1))
+    fast.forward(x, training=False)
+    model.astype(np.float64)
+    logits = fast.forward(x, training=False)
+    assert logits.dtype == np.float64
+    assert relative_error(logits, model.forward(x, training=False)) < EXACT
+
+
+@pytest.mark.timeout(60)
+def test_an_error_in_one_part_surfaces_without_a_deadlock(monkeypatch):
+    # The other part waits for the failed one's batch-norm sums: it must be released, and the
+    # error of the part that failed is the one raised.
+    model = build("fast", seed=0)
+    fast = compile(model, workers=2)
+    x = np.random.default_rng(0).random((64, 28, 28, 1), dtype=np.float32)
+    fast.forward(x)  # builds the copies
+    replica_op = fast.ops_of_part(1)[0]
+    assert isinstance(replica_op, ConvPoolOp) and replica_op.norm is not None
+
+    def broken(*args, **kwargs):
+        raise FloatingPointError("part 1 failed")
+
+    monkeypatch.setattr(replica_op.norm, "forward", broken)
+    with pytest.raises(FloatingPointError, match="part 1 failed"):
+        fast.forward(x)
+    monkeypatch.undo()
+    y = np.zeros(64, dtype=int)
+    fast.train_step(x, y, SoftmaxCrossEntropy())  # the model still trains afterwards
+    assert all(np.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("arch", ["keras", "fast"])
+def test_train_step_equals_forward_loss_backward(arch, workers):
+    # train_step sends a split batch to the threads once (forward, loss and backward in each);
+    # label smoothing checks that each part's loss is weighted by its share of the batch.
+    rng = np.random.default_rng(8)
+    fused_model, separate_model = (
+        build(arch, seed=6, dtype=np.float64),
+        build(arch, seed=6, dtype=np.float64),
+    )
+    fused, separate = compile(fused_model, workers), compile(separate_model, workers)
+    batch = 3 * smallest_split_batch(compile(build(arch), 2), 2) // 2 + 1  # unequal parts
+    x, y = rng.random((batch, 28, 28, 1)), rng.integers(0, 10, batch)
+    assert len(fused.parallel_parts(batch)) == workers
+    value, logits = fused.train_step(x, y, SoftmaxCrossEntropy(label_smoothing=0.1))
+    loss = SoftmaxCrossEntropy(label_smoothing=0.1)
+    expected_logits = separate.forward(x)
+    expected = loss.forward(expected_logits, y)
+    separate.backward(loss.backward())
+    assert value == pytest.approx(expected, rel=1e-12)
+    np.testing.assert_allclose(logits, expected_logits, rtol=1e-12, atol=1e-13)
+    for mine, ref in zip(fused_model.parameters(), separate_model.parameters(), strict=True):
+        np.testing.assert_allclose(mine.grad, ref.grad, rtol=1e-9, atol=1e-13)
+
+
+def test_train_step_checks_the_labels():
+    fast = compile(build("keras"))
+    x = np.zeros((100, 28, 28, 1), dtype=np.float32)
+    with pytest.raises(ShapeError, match="expected 100 labels"):
+        fast.train_step(x, np.zeros(99, dtype=int), SoftmaxCrossEntropy())
