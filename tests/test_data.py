@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import http.server
 import shutil
 import struct
@@ -60,15 +61,37 @@ def test_real_mnist_test_and_env_variable(mnist_dir, monkeypatch):
     assert np.bincount(labels).tolist() == TEST_COUNTS
 
 
-def test_verification_is_remembered(mnist_dir, private_cache, monkeypatch):
-    ensure_files("mnist", mnist_dir)
-    assert (private_cache / "verified.json").is_file()
-    calls = []
-    import scratchcnn.data.datasets as datasets
+def test_a_file_corrupted_in_place_with_its_size_and_time_is_caught(mnist_dir, tmp_path):
+    # #17: a "verified" memo keyed on size and modification time trusted such a file, and
+    # training went on to 8% accuracy. Every use hashes the content now.
+    folder = tmp_path / "mine"
+    shutil.copytree(mnist_dir, folder)
+    load("mnist", "test", data_dir=folder)  # verified once
+    target = folder / "t10k-images-idx3-ubyte.gz"
+    stat = target.stat()
+    raw = bytearray(gzip.decompress(target.read_bytes()))
+    raw[5000:5100] = bytes(100)  # a block of pixels blanked: same length
+    data = gzip.compress(bytes(raw), mtime=0)
+    with open(target, "r+b") as out:  # in place, then padded or cut to the old size
+        out.write(data[: stat.st_size].ljust(stat.st_size, b"\0"))
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert target.stat().st_size == stat.st_size and target.stat().st_mtime_ns == stat.st_mtime_ns
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte.gz"):
+        load("mnist", "test", data_dir=folder)
 
-    monkeypatch.setattr(datasets, "content_md5", lambda p: calls.append(p) or "x")
-    ensure_files("mnist", mnist_dir)  # would fail if it hashed again (the fake MD5 is wrong)
-    assert calls == []
+
+def test_the_cache_reached_through_a_user_folder_is_never_deleted(server, private_cache, tmp_path):
+    # #17: --data-dir pointing at the cache through a link, holding a corrupt file: the user's
+    # folder must be left alone (read-only here) and the file named, not deleted.
+    ensure_files("mnist", splits=["test"], mirrors=[f"{server}/good/"])
+    victim = private_cache / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    victim.write_bytes(b"rubbish")
+    victim.chmod(0o444)
+    link = tmp_path / "my-data"
+    link.symlink_to(private_cache / "mnist")
+    with pytest.raises(DataError, match="does not match the checksum"):
+        ensure_files("mnist", data_dir=link, splits=["test"], mirrors=[f"{server}/good/"])
+    assert victim.read_bytes() == b"rubbish"
 
 
 @pytest.mark.skipif(
