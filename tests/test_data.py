@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import gzip
-import os
 import http.server
+import os
 import shutil
 import struct
 import threading
