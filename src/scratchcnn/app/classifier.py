@@ -30,7 +30,6 @@ from ..errors import ModelFileError, ShapeError
 from ..fast import CompiledModel, compile
 from ..nn import Sequential
 from ..training import (
-    ARCHITECTURES,
     EpochRecord,
     Recipe,
     Schedule,
@@ -41,7 +40,7 @@ from ..training import (
     random_affine,
 )
 from . import machine
-from .modelfile import load_arrays, prefixed, read_checkpoint, save_arrays
+from .modelfile import load_arrays, model_config, prefixed, read_checkpoint, save_arrays
 
 CUSTOM = "custom"  # the architecture name of a net that is not one of the named ones
 
@@ -106,8 +105,15 @@ class Classifier:
         return to_batch(images, self.mean, self.std)
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities (N, classes)."""
-        return self.runner.predict_proba(self.prepare(images))
+        """Class probabilities (N, classes). A model whose outputs overflow (weights far too
+        large: a diverged or tampered file) raises ModelFileError instead of giving NaN."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            probs = self.runner.predict_proba(self.prepare(images))
+        if not np.isfinite(probs).all():
+            raise ModelFileError(
+                "the model's outputs overflow to NaN or infinity: its weights are far too large"
+            )
+        return probs
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Predicted class index (N,)."""
@@ -116,7 +122,12 @@ class Classifier:
     def evaluate(self, images: np.ndarray, labels: np.ndarray) -> dict:
         """Loss, accuracy, per-class precision and recall, and the confusion matrix
         (rows: true class, columns: predicted class)."""
-        loss, accuracy, probs = evaluate(self.runner, images, labels, self.mean, self.std)
+        with np.errstate(over="ignore", invalid="ignore"):
+            loss, accuracy, probs = evaluate(self.runner, images, labels, self.mean, self.std)
+        if not np.isfinite(probs).all():
+            raise ModelFileError(
+                "the model's outputs overflow to NaN or infinity: its weights are far too large"
+            )
         k = len(self.classes)
         predicted = probs.argmax(axis=1)
         confusion = np.zeros((k, k), dtype=np.int64)
@@ -259,8 +270,19 @@ class Classifier:
         return {f"param/{k}": v for k, v in self.model.state_dict().items()}
 
     def save(self, path: str | Path) -> None:
-        """Write the model file atomically (see :mod:`scratchcnn.app.modelfile`)."""
+        """Write the model file atomically (see :mod:`scratchcnn.app.modelfile`). A model with
+        a NaN or infinite weight or statistic is refused: it would replace a file with one
+        that cannot be loaded."""
+        self._check_finite(path)
         save_arrays(path, self._meta(), self._arrays())
+
+    def _check_finite(self, path: str | Path) -> None:
+        for name, value in self.model.state_dict().items():
+            if not np.isfinite(value).all():
+                raise ModelFileError(
+                    f"not saving {path}: {name} contains NaN or infinite values (training "
+                    "diverged; try a lower learning rate)"
+                )
 
     @classmethod
     def load(cls, path: str | Path) -> Classifier:
@@ -272,16 +294,11 @@ class Classifier:
     def from_file_contents(
         cls, path: str | Path, meta: dict, arrays: dict[str, np.ndarray]
     ) -> Classifier:
-        """The classifier a model file's ``meta`` and ``arrays`` describe."""
-        arch, dataset = meta.get("architecture"), meta.get("dataset")
+        """The classifier that a model file's checked ``meta`` and ``arrays`` describe (see
+        :func:`scratchcnn.app.modelfile.load_arrays`)."""
         try:
-            if "model" in meta:  # format 2: the layer list
-                model = Sequential.from_config(meta["model"])
-            elif arch in ARCHITECTURES:  # format 1: a named net
-                model = build(arch, num_classes=len(get_dataset(dataset).classes))
-            else:
-                raise ValueError(f"unknown architecture {str(arch)[:40]!r}")
-            clf = cls(model, arch if isinstance(arch, str) else None, dataset)
+            model = Sequential.from_config(model_config(meta))
+            clf = cls(model, meta["architecture"], meta["dataset"])
             clf.model.load_state_dict(prefixed(arrays, "param/"))
         except (ValueError, TypeError) as err:
             raise ModelFileError(f"{path}: {err}") from None
@@ -294,6 +311,7 @@ class Classifier:
         return clf
 
     def _save_checkpoint(self, path: str | Path, trainer: Trainer, optimizer) -> None:
+        self._check_finite(path)
         meta = self._meta()
         meta["checkpoint"] = {
             "trainer": trainer.state_dict(),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -22,11 +23,66 @@ from ..fileio import atomic_write
 from . import ARCHITECTURES, OPTIMIZERS, RECIPES, SCHEDULES, Recipe, get_recipe, read_checkpoint
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help line ends with its default, when it has one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" in text
+            or default is None
+            or default is False
+            or default is argparse.SUPPRESS
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line, like every other error."""
+    """argparse, but a usage mistake is one ``scratchcnn: error:`` line, like every other
+    error, and every help line shows its default."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"scratchcnn: error: {message} (see {self.prog} --help)\n")
+
+
+def integer(low: int, high: int | None = None):
+    """An argparse type: an int in [low, high]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            span = f"at least {low}" if high is None else f"from {low} to {high}"
+            raise argparse.ArgumentTypeError(f"must be {span}, got {value}")
+        return value
+
+    return parse
+
+
+def number(low: float, high: float | None = None, open_low: bool = False):
+    """An argparse type: a finite float above ``low`` (or at least ``low``) and below ``high``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        too_low = value <= low if open_low else value < low
+        if not math.isfinite(value) or too_low or (high is not None and value >= high):
+            bound = f"above {low:g}" if open_low else f"at least {low:g}"
+            span = bound + ("" if high is None else f" and below {high:g}")
+            raise argparse.ArgumentTypeError(f"must be a finite number {span}, got {text}")
+        return value
+
+    return parse
 
 
 def fail(message: str, code: int = 1) -> int:
@@ -82,6 +138,22 @@ def load_model(path: str):
     return Classifier.load(path)
 
 
+def check_writable(path: Path, folder: bool = False) -> None:
+    """Raise ScratchCNNError now, before any work, if ``path`` (a file, or with ``folder`` a
+    folder) cannot be written: it is the wrong kind of thing, a parent is a file, or the
+    nearest existing folder above it is not writable."""
+    if path.exists() and path.is_dir() != folder:
+        kind = "a folder" if path.is_dir() else "a file"
+        raise ScratchCNNError(f"{path} is {kind}; give {'a folder' if folder else 'a file name'}")
+    parent = path if folder else path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ScratchCNNError(f"cannot write {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ScratchCNNError(f"cannot write {path}: {parent} is not writable")
+
+
 def percent(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
@@ -97,6 +169,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     ckpt = checkpoint_path(out)
+    check_writable(out)  # now, not after the run
     clf = None
     if args.resume:
         if not ckpt.is_file():
@@ -319,7 +392,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             ranked = ", ".join(f"{clf.classes[i]} {100 * probs[i]:.1f}%" for i in top)
             print(f"{path}: {clf.classes[top[0]]}   ({ranked})")
     if args.json:
-        print(json.dumps(results, indent=1))
+        print(json.dumps(results, indent=1, allow_nan=False))
     return 1 if errors else 0
 
 
@@ -327,7 +400,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     clf = load_model(args.model)
     info = clf.info()
     if args.json:
-        print(json.dumps(info, indent=1))
+        print(json.dumps(info, indent=1, allow_nan=False))
         return 0
     t, m = info["training"], info["metrics"]
     recipe = t.get("recipe", {})
@@ -364,6 +437,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     clf = load_model(args.model)
     images, labels = load_split(clf.dataset, "test", args.data_dir, args.limit)
     out = Path(args.out_dir)
+    check_writable(out, folder=True)
     result = clf.evaluate(images, labels)
     written = []
     if clf.history:
@@ -409,35 +483,68 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"scratchcnn {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    def data_dir(p):
+    def data_dir(p: Parser) -> None:
         p.add_argument(
             "--data-dir",
-            help="folder holding the dataset's files (else $SCRATCHCNN_DATA, "
-            "the cache, system copies; missing files are downloaded)",
+            help="folder holding the dataset's files (else $SCRATCHCNN_DATA, the cache, "
+            "system copies; missing files are downloaded into the cache)",
         )
 
+    def model_file(p: Parser) -> None:
+        p.add_argument("model", help="a model file written by scratchcnn train (.npz)")
+
+    def as_json(p: Parser) -> None:
+        p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
     t = sub.add_parser("train", help="train a model and save it")
-    t.add_argument("--dataset", choices=sorted(DATASETS), default="mnist")
+    t.add_argument("--dataset", choices=sorted(DATASETS), default="mnist", help="what to learn")
     t.add_argument(
         "--recipe",
         choices=list(RECIPES),
         default="fast",
-        help="a named set of settings (the options below override it)",
+        help="a named set of settings (the options below override single ones)",
     )
-    t.add_argument("--arch", choices=sorted(ARCHITECTURES))
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--lr", type=float, help="learning rate")
-    t.add_argument("--optimizer", choices=sorted(OPTIMIZERS))
-    t.add_argument("--momentum", type=float)
-    t.add_argument("--weight-decay", type=float)
-    t.add_argument("--schedule", choices=SCHEDULES)
-    t.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--arch", choices=sorted(ARCHITECTURES), help="network (default: the recipe's)")
+    t.add_argument(
+        "--epochs",
+        type=integer(1, 10_000),
+        help="passes over the training images (default: the recipe's)",
+    )
+    t.add_argument(
+        "--batch-size", type=integer(1, 100_000), help="images per step (default: the recipe's)"
+    )
+    t.add_argument(
+        "--lr", type=number(0, open_low=True), help="peak learning rate (default: the recipe's)"
+    )
+    t.add_argument(
+        "--optimizer",
+        choices=sorted(OPTIMIZERS),
+        help="how the weights move (default: the recipe's)",
+    )
+    t.add_argument(
+        "--momentum", type=number(0, 1), help="SGD momentum, in [0, 1) (default: the recipe's)"
+    )
+    t.add_argument("--weight-decay", type=number(0), help="L2 weight decay (default: the recipe's)")
+    t.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        help="how the learning rate changes (default: the recipe's)",
+    )
+    t.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random shifts, rotations and scalings of each batch (default: the recipe's)",
+    )
+    t.add_argument("--seed", type=integer(0, 2**63 - 1), default=0, help="random seed")
     data_dir(t)
-    t.add_argument("--out", default="model.npz", help="model file to write (default: model.npz)")
-    t.add_argument("--val", type=int, help="validation images held out of training (default 5000)")
-    t.add_argument("--limit", type=int, help="use only the first N training images")
+    t.add_argument("--out", default="model.npz", help="model file to write")
+    t.add_argument(
+        "--val",
+        type=integer(0),
+        help="training images held out for validation (default: 5000, or a tenth)",
+    )
+    t.add_argument("--limit", type=integer(1), help="train on the first N training images only")
     t.add_argument(
         "--resume", action="store_true", help="continue from the checkpoint beside --out"
     )
@@ -450,42 +557,44 @@ def build_parser() -> Parser:
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="test accuracy, precision/recall, confusion matrix")
-    e.add_argument("model")
+    model_file(e)
     e.add_argument("--dataset", choices=sorted(DATASETS), help="must be the model's dataset")
     data_dir(e)
-    e.add_argument("--limit", type=int, help="use only the first N test images")
-    e.add_argument("--json", action="store_true")
+    e.add_argument("--limit", type=integer(1), help="use only the first N test images")
+    as_json(e)
     e.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="classify photos or scans of digits (PNG, JPEG, ...)")
-    p.add_argument("model")
-    p.add_argument("images", nargs="+")
-    p.add_argument("--top", type=int, default=3)
-    p.add_argument("--json", action="store_true")
+    model_file(p)
+    p.add_argument("images", nargs="+", help="image files, one digit each")
+    p.add_argument("--top", type=integer(1, 1000), default=3, help="how many classes to show")
+    as_json(p)
     p.set_defaults(func=cmd_predict)
 
     pl = sub.add_parser(
         "plot", help="PNG figures: curves, confusion, filters, feature maps, mistakes"
     )
-    pl.add_argument("model")
-    pl.add_argument("--out-dir", default="plots")
-    pl.add_argument("--index", type=int, default=0, help="test image for the feature maps")
+    model_file(pl)
+    pl.add_argument("--out-dir", default="plots", help="folder to write the figures to")
+    pl.add_argument(
+        "--index", type=integer(0), default=0, help="test image shown in the feature maps"
+    )
     data_dir(pl)
-    pl.add_argument("--limit", type=int, help="use only the first N test images")
+    pl.add_argument("--limit", type=integer(1), help="use only the first N test images")
     pl.set_defaults(func=cmd_plot)
 
     i = sub.add_parser("info", help="what a model file holds and how it was trained")
-    i.add_argument("model")
-    i.add_argument("--json", action="store_true")
+    model_file(i)
+    as_json(i)
     i.set_defaults(func=cmd_info)
 
     s = sub.add_parser("serve", help="a local web page: draw a digit, see every layer respond")
-    s.add_argument("model")
-    s.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
-    s.add_argument("--port", type=int, default=8000)
+    model_file(s)
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (this machine only)")
+    s.add_argument("--port", type=integer(0, 65535), default=8000, help="port (0: any free one)")
     s.set_defaults(func=cmd_serve)
 
-    # Listed for --help; main() hands its arguments to scratchcnn.bench untouched.
+    # Listed for --help; main() hands its arguments to scratchcnn.app.bench untouched.
     sub.add_parser("bench", help="speed against PyTorch (scratchcnn bench --help)")
     return parser
 

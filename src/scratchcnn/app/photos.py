@@ -35,6 +35,8 @@ def read_grey(source: str | Path | bytes, name: str | None = None) -> np.ndarray
         stream: io.BytesIO | str | Path = io.BytesIO(source)
     else:
         path = Path(source)
+        if path.is_dir():
+            raise ImageError(f"{label}: is a folder, not an image file")
         if not path.is_file():
             raise ImageError(f"{label}: no such image file")
         if path.stat().st_size == 0:
@@ -46,6 +48,7 @@ def read_grey(source: str | Path | bytes, name: str | None = None) -> np.ndarray
                 raise ImageError(f"{label}: image too large ({img.width}x{img.height})")
             img.load()
             img = ImageOps.exif_transpose(img)
+            original = img.size
             if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
                 rgba = img.convert("RGBA")
                 white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -64,10 +67,12 @@ def read_grey(source: str | Path | bytes, name: str | None = None) -> np.ndarray
     ) as err:
         raise ImageError(f"{label}: not a readable image file ({err})") from None
     if min(grey.shape) < MIN_SIDE:
-        raise ImageError(
-            f"{label}: image is {grey.shape[1]}x{grey.shape[0]} pixels; a digit needs at least "
-            f"{MIN_SIDE}x{MIN_SIDE}"
-        )
+        size = "x".join(map(str, original))  # as the file has it, not as shrunk here
+        if min(original) < MIN_SIDE:
+            raise ImageError(
+                f"{label}: image is {size} pixels; a digit needs at least {MIN_SIDE}x{MIN_SIDE}"
+            )
+        raise ImageError(f"{label}: image is {size} pixels, too thin to hold a digit")
     return grey
 
 

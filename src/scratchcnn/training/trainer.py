@@ -28,6 +28,10 @@ from .schedules import Schedule
 
 Augment = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
+# A mean cross-entropy this high means the right class gets a probability of e^-100 on
+# average: no run that is learning gets near it (an untrained net starts at ln(10) = 2.3).
+DIVERGED_LOSS = 100.0
+
 
 @dataclass
 class EpochRecord:
@@ -148,8 +152,9 @@ class Trainer:
             sums[3] += time.perf_counter() - started
             if on_batch:
                 on_batch(self, loss, correct, len(y))
-        if not all(np.isfinite(p.value).all() for p in self.model.parameters()):
-            raise self._diverged("non-finite weights")  # never checkpoint a broken model
+        for name, value in self.model.state_dict().items():  # weights and running statistics
+            if not np.isfinite(value).all():  # never checkpoint a broken model
+                raise self._diverged(f"{name} is no longer finite")
         loss_sum, correct, seen, seconds = self._sums
         val_loss = val_acc = None
         if self.val is not None:
@@ -180,8 +185,8 @@ class Trainer:
         # Overflow is not worth a warning here: a non-finite loss is reported as divergence.
         with np.errstate(over="ignore", invalid="ignore"):
             loss, logits = self.runner.train_step(x, y, self.loss_fn)
-            if not np.isfinite(loss) or not np.isfinite(logits).all():
-                raise self._diverged(f"loss {loss}")  # before the step: the weights stay good
+            if not np.isfinite(loss) or loss > DIVERGED_LOSS or not np.isfinite(logits).all():
+                raise self._diverged(f"loss {loss:.4g}")  # before the step: weights stay good
             self.optimizer.step()
         return loss, int((logits.argmax(axis=1) == y).sum())
 
