@@ -9,19 +9,21 @@ command line and the server use; they import nothing from the engine directly.
 from ..nn import OPTIMIZERS
 from ..training import (
     ARCHITECTURES,
+    POLICIES,
     RECIPES,
     SCHEDULES,
     Recipe,
     TrainingInterruptedError,
     get_recipe,
 )
-from .classifier import CUSTOM, Classifier
+from .classifier import CUSTOM, Classifier, default_model
 from .modelfile import Checkpoint, load_arrays, read_checkpoint, save_arrays
 
 __all__ = [
     "ARCHITECTURES",
     "CUSTOM",
     "OPTIMIZERS",
+    "POLICIES",
     "RECIPES",
     "SCHEDULES",
     "Checkpoint",
@@ -32,4 +34,5 @@ __all__ = [
     "load_arrays",
     "read_checkpoint",
     "save_arrays",
+    "default_model",
 ]

@@ -19,6 +19,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from ..data.datasets import get_dataset
 from ..data.loading import to_batch
 from ..errors import ModelFileError, ShapeError
 from ..fast import CompiledModel, compile
-from ..nn import Sequential
+from ..nn import Sequential, softmax
 from ..training import (
     EpochRecord,
     Recipe,
@@ -36,9 +37,8 @@ from ..training import (
     Trainer,
     TrainingInterruptedError,
     build,
-    evaluate,
-    random_affine,
 )
+from ..training.augment import POLICIES
 from . import machine
 from .modelfile import load_arrays, model_config, prefixed, read_checkpoint, save_arrays
 
@@ -77,6 +77,9 @@ class Classifier:
         self.classes = list(info.classes)
         self.mean, self.std = info.mean, info.std
         self.fast = fast
+        self.tta = False  # test-time augmentation: see predict_proba
+        self.temperature = 1.0  # probabilities are softmax(logits / temperature): calibrate()
+        self.threshold = 0.5  # a prediction less confident than this is "unsure"
         self.metrics: dict[str, float] = {}
         self.training: dict = {}
         self.history: list[dict] = []
@@ -105,29 +108,70 @@ class Classifier:
         return to_batch(images, self.mean, self.std)
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        """Class probabilities (N, classes). A model whose outputs overflow (weights far too
-        large: a diverged or tampered file) raises ModelFileError instead of giving NaN."""
+        """Class probabilities (N, classes). With ``tta`` on, the mean over each image and its
+        four shifts by one pixel (up, down, left, right). A model whose outputs overflow
+        (weights far too large: a diverged or tampered file) raises ModelFileError instead of
+        giving NaN."""
+        x = self.prepare(images)
         with np.errstate(over="ignore", invalid="ignore"):
-            probs = self.runner.predict_proba(self.prepare(images))
+            probs = self._probabilities(x)
+            if self.tta:
+                for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+                    probs += self._probabilities(shifted(x, dy, dx))
+                probs /= 5
         if not np.isfinite(probs).all():
             raise ModelFileError(
                 "the model's outputs overflow to NaN or infinity: its weights are far too large"
             )
         return probs
 
+    def _probabilities(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        """softmax(logits / temperature) of a normalised batch, in chunks."""
+        if len(x) == 0:
+            return self.runner.predict_proba(x)
+        logits = [
+            self.runner.forward(x[i : i + batch_size], training=False)
+            for i in range(0, len(x), batch_size)
+        ]
+        return softmax(np.concatenate(logits) / np.float32(self.temperature))
+
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Predicted class index (N,)."""
         return self.predict_proba(images).argmax(axis=1)
 
+    def calibrate(self, images: np.ndarray, labels: np.ndarray, precision: float = 0.99) -> dict:
+        """Temperature scaling (Guo et al. 2017) on held-out images: the temperature T that
+        minimises their cross-entropy, so that a confidence p is right about a fraction p of
+        the time; then the ``threshold``: the lowest confidence at which the predictions at or
+        above it are right at least ``precision`` of the time. Below it, a prediction is
+        "unsure". Returns both, and both are saved with the model."""
+        labels = np.asarray(labels).astype(np.intp)
+        saved_t, self.temperature = self.temperature, 1.0
+        logits = np.log(np.maximum(self.predict_proba(images), 1e-30))  # same up to a shift
+        self.temperature = saved_t
+
+        def nll(t: float) -> float:
+            p = softmax(logits / t)
+            return float(-np.log(np.maximum(p[np.arange(len(labels)), labels], 1e-30)).mean())
+
+        grid = np.exp(np.linspace(np.log(0.25), np.log(8.0), 121))
+        self.temperature = float(min(grid, key=nll))
+        probs = softmax(logits / self.temperature)
+        confidence = probs.max(axis=1)
+        right = probs.argmax(axis=1) == labels
+        order = np.argsort(-confidence)
+        precision_at = np.cumsum(right[order]) / np.arange(1, len(order) + 1)
+        ok = np.flatnonzero(precision_at >= precision)
+        self.threshold = float(confidence[order][ok[-1]]) if len(ok) else 1.0
+        return {"temperature": self.temperature, "threshold": self.threshold}
+
     def evaluate(self, images: np.ndarray, labels: np.ndarray) -> dict:
         """Loss, accuracy, per-class precision and recall, and the confusion matrix
         (rows: true class, columns: predicted class)."""
-        with np.errstate(over="ignore", invalid="ignore"):
-            loss, accuracy, probs = evaluate(self.runner, images, labels, self.mean, self.std)
-        if not np.isfinite(probs).all():
-            raise ModelFileError(
-                "the model's outputs overflow to NaN or infinity: its weights are far too large"
-            )
+        probs = self.predict_proba(images)
+        picked = probs[np.arange(len(labels)), labels.astype(np.intp)]
+        loss = float(-np.log(np.maximum(picked, np.finfo(probs.dtype).tiny)).mean())
+        accuracy = float((probs.argmax(axis=1) == labels).mean())
         k = len(self.classes)
         predicted = probs.argmax(axis=1)
         confusion = np.zeros((k, k), dtype=np.int64)
@@ -202,16 +246,21 @@ class Classifier:
             seed=seed,
             val=val,
             schedule=schedule,
-            augment=random_affine if recipe.augment else None,
+            augment=POLICIES[recipe.augment],
             label_smoothing=recipe.label_smoothing,
             fast=self.fast if fast is None else fast,
+            ema=recipe.ema,
         )
         if state is not None:
             try:
                 optimizer.load_state_dict(state["optimizer"])
                 trainer.load_state_dict(state["trainer"])
+                if trainer.ema is not None:
+                    for name, value in state["ema"].items():
+                        trainer.ema.average[name][...] = value
             except (KeyError, TypeError, ValueError) as err:
                 raise ModelFileError(f"{checkpoint}: corrupt training progress ({err})") from None
+        self.tta = recipe.tta
         self.training = {
             "recipe": recipe.to_dict(),
             "seed": seed,
@@ -260,6 +309,8 @@ class Classifier:
             "dataset": self.dataset,
             "classes": self.classes,
             "normalization": {"mean": self.mean, "std": self.std},
+            "tta": self.tta,
+            "calibration": {"temperature": self.temperature, "threshold": self.threshold},
             "num_parameters": self.model.num_parameters(),
             "metrics": self.metrics,
             "training": self.training,
@@ -308,6 +359,10 @@ class Classifier:
         clf.metrics = dict(meta.get("metrics") or {})
         clf.training = dict(meta.get("training") or {})
         clf.history = list(meta.get("history") or [])
+        clf.tta = meta.get("tta", False)
+        calibration = meta.get("calibration", {})
+        clf.temperature = calibration.get("temperature", 1.0)
+        clf.threshold = calibration.get("threshold", 0.5)
         return clf
 
     def _save_checkpoint(self, path: str | Path, trainer: Trainer, optimizer) -> None:
@@ -321,6 +376,8 @@ class Classifier:
         }
         arrays = self._arrays()
         arrays.update({f"optim/{k}": np.asarray(v) for k, v in optimizer.state_dict().items()})
+        if trainer.ema is not None:
+            arrays.update({f"ema/{k}": v for k, v in trainer.ema.average.items()})
         save_arrays(path, meta, arrays)
 
     def _restore(self, path: str | Path) -> dict:
@@ -346,12 +403,34 @@ class Classifier:
             "seed": ckpt.seed,
             "trainer": ckpt.trainer,
             "optimizer": ckpt.optimizer,
+            "ema": prefixed(ckpt.arrays, "ema/"),
             "seconds": ckpt.seconds,
         }
 
     def info(self) -> dict:
         """What the model file says about itself."""
         return self._meta()
+
+
+def default_model() -> Path:
+    """The model file that ships inside the package (``scratchcnn/app/models/digits.npz``):
+    what ``predict``, ``read`` and ``serve`` use when given no model."""
+    path = Path(str(resources.files("scratchcnn.app.models").joinpath("digits.npz")))
+    if not path.is_file():
+        raise ModelFileError(
+            f"no bundled model at {path}: pass a model file (train one with scratchcnn train)"
+        )
+    return path
+
+
+def shifted(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """A batch (N, H, W, C) moved by (dy, dx) pixels; what moves in is the background."""
+    out = np.full_like(x, x.min())
+    h, w = x.shape[1:3]
+    out[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = x[
+        :, max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
+    return out
 
 
 def _now() -> str:

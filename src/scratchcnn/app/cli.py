@@ -20,7 +20,16 @@ from .. import __version__
 from ..data import DATASETS
 from ..errors import DivergenceError, ModelFileError, ScratchCNNError
 from ..fileio import atomic_write
-from . import ARCHITECTURES, OPTIMIZERS, RECIPES, SCHEDULES, Recipe, get_recipe, read_checkpoint
+from . import (
+    ARCHITECTURES,
+    OPTIMIZERS,
+    POLICIES,
+    RECIPES,
+    SCHEDULES,
+    Recipe,
+    get_recipe,
+    read_checkpoint,
+)
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -199,6 +208,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             weight_decay=args.weight_decay,
             schedule=args.schedule,
             augment=args.augment,
+            ema=args.ema,
+            label_smoothing=args.label_smoothing,
         )
         args.arch = recipe.arch
 
@@ -215,7 +226,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(
         f"Training {clf.architecture} on {len(train_x):,} {args.dataset} images "
         f"(validation {len(val_x):,}): {r.epochs} epoch(s), batch {r.batch_size}, {r.optimizer} "
-        f"lr {r.lr:g} ({r.schedule}), augment {'on' if r.augment else 'off'}, seed {args.seed}"
+        f"lr {r.lr:g} ({r.schedule}), augment {r.augment}"
+        + (f", EMA {r.ema:g}" if r.ema else "")
+        + (", test-time shifts" if r.tta else "")
+        + f", seed {args.seed}"
     )
 
     bar = None
@@ -532,9 +546,21 @@ def build_parser() -> Parser:
     )
     t.add_argument(
         "--augment",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="random shifts, rotations and scalings of each batch (default: the recipe's)",
+        choices=sorted(POLICIES),
+        help="random changes to each batch: affine (digits), photo (digits as photos show "
+        "them), clothes (Fashion-MNIST), none (default: the recipe's)",
+    )
+    t.add_argument(
+        "--no-augment", dest="augment", action="store_const", const="none", help="--augment none"
+    )
+    t.add_argument(
+        "--ema",
+        type=number(0, 1),
+        help="decay of an average of the weights used for validation and the final model, "
+        "e.g. 0.999; 0 for none (default: the recipe's)",
+    )
+    t.add_argument(
+        "--label-smoothing", type=number(0, 1), help="target smoothing (default: the recipe's)"
     )
     t.add_argument("--seed", type=integer(0, 2**63 - 1), default=0, help="random seed")
     data_dir(t)

@@ -50,7 +50,7 @@ MAX_META_BYTES = 16 << 20  # the JSON document: a history of thousands of epochs
 MAX_VALUES = 64_000_000  # parameter values a model file may declare (256 MB in float32)
 MAX_LAYERS = 1000
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-NAME = re.compile(r"(param/\d+\.[a-z_]+|optim/\d+\.[a-z_]+/[a-z_]+|optim/(steps|lr))\.npy")
+NAME = re.compile(r"((param|ema)/\d+\.[a-z_]+|optim/\d+\.[a-z_]+/[a-z_]+|optim/(steps|lr))\.npy")
 
 
 def save_arrays(path: str | Path, meta: dict, arrays: dict[str, np.ndarray]) -> None:
@@ -230,6 +230,21 @@ def check_meta(meta: Any, path: str | Path) -> dict:
         _fail(path, "normalization needs a finite mean and std")
     if norm.get("std", 1.0) <= 0:
         _fail(path, "normalization std must be positive")
+    if not _is(meta.get("tta", False), bool):
+        _fail(path, "tta must be true or false")
+    calibration = meta.get("calibration", {})
+    if not isinstance(calibration, dict):
+        _fail(path, "calibration must be an object")
+    if (
+        not _is(calibration.get("temperature", 1.0), Number)
+        or calibration.get("temperature", 1.0) <= 0
+    ):
+        _fail(path, "calibration temperature must be a positive number")
+    if (
+        not _is(calibration.get("threshold", 0.5), Number)
+        or not 0 <= calibration.get("threshold", 0.5) <= 1
+    ):
+        _fail(path, "calibration threshold must be in [0, 1]")
     metrics = meta.get("metrics", {})
     if not isinstance(metrics, dict) or not all(
         _is(v, (*Number, type(None))) for v in metrics.values()
@@ -301,7 +316,8 @@ def expected_arrays(meta: dict, path: Path) -> dict[str, tuple[int, ...]]:
             f"{MAX_VALUES:,} a model file may hold"
         )
     expected = {f"param/{name}": shape for name, shape in shapes.items()}
-    if "checkpoint" in meta:  # optimizer slots mirror the trainable parameters
+    if "checkpoint" in meta:  # optimizer slots and the EMA mirror the parameters
+        expected.update({f"ema/{name}": shape for name, shape in shapes.items()})
         for name, shape in shapes.items():
             if not name.endswith(("running_mean", "running_var")):
                 for slot in ("momentum", "m", "v"):

@@ -1,61 +1,129 @@
-"""Turn a real photo or scan of a digit into an MNIST-like 28x28 image.
+"""From a photo or drawing to the 28x28 images an MNIST network reads.
 
-MNIST digits are white ink on black, anti-aliased, fitted into a 20x20 box that keeps the
-aspect ratio, and placed in a 28x28 frame so that their centre of mass is at the centre. We do
-the same to any image:
+MNIST digits are white ink on black, anti-aliased, with strokes about 2-3 pixels wide, fitted
+into a 20x20 box that keeps the aspect ratio and placed in 28x28 so that their centre of mass
+is at the centre. Real photos differ: uneven light and shadows, grey or coloured paper, ruled
+and grid lines, thin pens and fat markers, several digits. The pipeline, step by step:
 
-1. read it (PNG, JPEG, ...; EXIF rotation applied; transparency laid on white), make it grey;
-2. invert it when the background is light (ink must be the bright part);
-3. subtract the background level and stretch the ink to [0, 1], dropping faint noise;
-4. crop to the ink's bounding box, scale the longer side to 20 pixels;
-5. paste into 28x28 so that the centre of mass lands on the centre.
+1. ``read_image``: any image file (PNG, JPEG, ...; every mode converted by scaling: 16-bit,
+   palette, CMYK, alpha laid on a background that contrasts with the ink), EXIF rotation
+   applied, shrunk to at most ``WORK_SIDE`` pixels *before* any full-size copy is made
+   (JPEGs are decoded at reduced scale), as grey values in [0, 1].
+2. ``ink_map``: which way round the ink is (dark on light, or light on dark); the paper's own
+   brightness estimated at a large scale (a grey closing of a downscaled copy) and divided
+   out, which flattens shadows and gradients; the ink strength thresholded (Otsu); ruled and
+   grid lines - runs longer than most of the image - removed.
+3. ``ink_components``: connected components of the ink, without specks, and without long thin
+   shapes or shapes along the border that are paper edges, shadow borders or lines.
+4. ``load_digit`` picks the coherent ink nearest the centre (the component that is large and
+   central, with the pieces beside it: a broken 5 or 4); ``find_digits`` finds every digit of
+   a number: pieces merged, touching digits split, rows top to bottom, digits left to right.
+5. ``to_mnist``: each digit's strokes brought toward MNIST's width relative to its size
+   (dilated or eroded), then MNIST's 20x20 box and centre of mass.
+
+Everything here uses Pillow for files and scipy.ndimage for filters, morphology and labelling.
 """
 
 from __future__ import annotations
 
 import io
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy import ndimage
 
 from ..errors import ImageError
 
 MIN_SIDE = 8
-MAX_PIXELS = 40_000_000  # a bigger "image" is a decompression bomb, not a digit
-WORK_SIDE = 1024  # larger photos are shrunk first: a digit needs far fewer pixels than that
+MAX_PIXELS = 80_000_000  # a bigger "image" is a decompression bomb, not a photo
+WORK_SIDE = 1024  # photos are shrunk to this first: a digit needs far fewer pixels
+STROKE = 0.13  # MNIST's stroke width over the longest side of its 20x20 box (~2.6 px)
+BACKGROUND = 0.12  # the background window, a share of the picture's longer side
+NEAR = 0.4  # pieces within this share of a digit's size of it are part of it
 
 
-def read_grey(source: str | Path | bytes, name: str | None = None) -> np.ndarray:
-    """Read an image file (path or bytes) as grey float32 in [0, 1], shape (H, W)."""
-    label = name or (str(source) if not isinstance(source, bytes) else "image")
+@dataclass
+class Picture:
+    """An image as the pipeline sees it: ``grey`` (H, W) in [0, 1], the ``size`` the file
+    has (width, height), and ``scale`` = grey's size over the file's."""
+
+    grey: np.ndarray
+    size: tuple[int, int]
+    scale: float
+
+
+# -- 1. reading ---------------------------------------------------------------------------------
+
+
+def _open(source: str | Path | bytes, label: str):
     if isinstance(source, bytes):
         if not source:
             raise ImageError(f"{label}: empty image data")
-        stream: io.BytesIO | str | Path = io.BytesIO(source)
-    else:
-        path = Path(source)
-        if path.is_dir():
-            raise ImageError(f"{label}: is a folder, not an image file")
-        if not path.is_file():
-            raise ImageError(f"{label}: no such image file")
-        if path.stat().st_size == 0:
-            raise ImageError(f"{label}: empty file, not an image")
-        stream = path
+        return io.BytesIO(source)
+    path = Path(source)
+    if path.is_dir():
+        raise ImageError(f"{label}: is a folder, not an image file")
+    if not path.is_file():
+        raise ImageError(f"{label}: no such image file")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{label}: empty file, not an image")
+    return path
+
+
+def _grey(img: Image.Image) -> Image.Image:
+    """Any mode -> a single-channel image ("L", or "F" in [0, 1] for high bit depths), by
+    scaling: 16-bit values are divided by 65535, never clipped at 255."""
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        return img.convert("I").point(lambda v: v / 65535, "F")
+    if img.mode == "I":
+        low, high = img.getextrema()
+        return img.point(lambda v: (v - low) / max(high - low, 1), "F")
+    if img.mode == "F":
+        low, high = img.getextrema()
+        return img.point(lambda v: (v - low) / max(high - low, 1e-12), "F")
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+        img.mode == "P" and "transparency" in img.info
+    )
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) / 255
+        ink = np.asarray(rgba.convert("L"), dtype=np.float32) / 255
+        drawn = alpha > 0.5
+        # Strokes drawn on a transparent canvas: lay them on whatever contrasts with them.
+        light_ink = drawn.any() and ink[drawn].mean() > 0.5
+        backdrop = Image.new("RGBA", rgba.size, (0, 0, 0, 255) if light_ink else (255,) * 4)
+        return Image.alpha_composite(backdrop, rgba).convert("L")
+    return img.convert("L")  # RGB, CMYK, P, 1, YCbCr, LAB, HSV
+
+
+def read_image(source: str | Path | bytes, name: str | None = None) -> Picture:
+    """Read an image file (a path or its bytes) as grey values in [0, 1]."""
+    label = name or (str(source) if not isinstance(source, bytes) else "image")
+    stream = _open(source, label)
     try:
         with Image.open(stream) as img:
-            if img.width * img.height > MAX_PIXELS:
-                raise ImageError(f"{label}: image too large ({img.width}x{img.height})")
-            img.load()
+            size = img.size
+            if size[0] * size[1] > MAX_PIXELS:
+                raise ImageError(f"{label}: image too large ({size[0]}x{size[1]} pixels)")
+            if min(size) < MIN_SIDE:
+                raise ImageError(
+                    f"{label}: image is {size[0]}x{size[1]} pixels; a digit needs at least "
+                    f"{MIN_SIDE}x{MIN_SIDE}"
+                )
+            # A JPEG decodes straight to 1/2, 1/4 or 1/8 of its size: no full-size copy.
+            img.draft("L", (WORK_SIDE, WORK_SIDE))
+            decoded = img.size
             img = ImageOps.exif_transpose(img)
-            original = img.size
-            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-                rgba = img.convert("RGBA")
-                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                img = Image.alpha_composite(white, rgba)
-            if min(img.size) >= MIN_SIDE:  # keep tiny images tiny, so they are refused below
-                img.thumbnail((WORK_SIDE, WORK_SIDE))
-            grey = np.asarray(img.convert("L"), dtype=np.float32) * np.float32(1 / 255)
+            turned = img.size != decoded  # EXIF said: rotated by 90 or 270 degrees
+            grey = _grey(img)
+            if max(grey.size) > WORK_SIDE:
+                grey.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX)
+            values = np.asarray(grey, dtype=np.float32)
+            if grey.mode == "L":
+                values *= np.float32(1 / 255)
     except ImageError:
         raise
     except (
@@ -66,41 +134,246 @@ def read_grey(source: str | Path | bytes, name: str | None = None) -> np.ndarray
         Image.DecompressionBombError,
     ) as err:
         raise ImageError(f"{label}: not a readable image file ({err})") from None
-    if min(grey.shape) < MIN_SIDE:
-        size = "x".join(map(str, original))  # as the file has it, not as shrunk here
-        if min(original) < MIN_SIDE:
-            raise ImageError(
-                f"{label}: image is {size} pixels; a digit needs at least {MIN_SIDE}x{MIN_SIDE}"
-            )
-        raise ImageError(f"{label}: image is {size} pixels, too thin to hold a digit")
-    return grey
+    if min(values.shape) < MIN_SIDE:
+        raise ImageError(f"{label}: image is {size[0]}x{size[1]} pixels, too thin to hold a digit")
+    upright = (size[1], size[0]) if turned else size
+    return Picture(values, upright, values.shape[1] / upright[0])
 
 
-def to_mnist(grey: np.ndarray, name: str = "image") -> np.ndarray:
-    """Grey (H, W) in [0, 1] -> uint8 (28, 28), white digit on black, MNIST-style."""
-    grey = np.asarray(grey, dtype=np.float32)
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    background = np.float32(np.median(border))
-    # Ink is what differs from the background, bright: (1 - grey) - (1 - background) on light
-    # paper, grey - background on a dark board.
-    ink = background - grey if background > 0.5 else grey - background
-    peak = float(ink.max())
-    if peak < 0.15:  # nothing stands out from the background
-        raise ImageError(f"{name}: no digit found (the image is blank or has no contrast)")
-    # Below a fifth of the strongest ink is paper texture and JPEG noise, not ink.
-    threshold = np.float32(0.2 * peak)
-    inked = ink >= threshold
-    rows = np.flatnonzero(inked.any(axis=1))
-    cols = np.flatnonzero(inked.any(axis=0))
-    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    crop = np.where(crop >= threshold, crop / np.float32(peak), np.float32(0))
+# -- 2. ink -------------------------------------------------------------------------------------
+
+
+def _otsu(values: np.ndarray) -> float:
+    """Otsu's threshold of values in [0, 1] (the split with the largest between-class
+    variance of a 256-bin histogram)."""
+    hist, edges = np.histogram(values, bins=256, range=(0.0, 1.0))
+    hist = hist.astype(np.float64)
+    centres = (edges[:-1] + edges[1:]) / 2
+    weight = np.cumsum(hist)
+    total = weight[-1]
+    if total == 0:
+        return 0.5
+    mean = np.cumsum(hist * centres)
+    between = (mean[-1] * weight - mean * total) ** 2 / np.maximum(weight * (total - weight), 1e-12)
+    return float(centres[int(np.argmax(between))])
+
+
+def _background(values: np.ndarray, size: float, dark_ink: bool) -> np.ndarray:
+    """The paper (or board) without the ink, estimated at the scale of ``size`` pixels: a grey
+    closing (dark ink) or opening (light ink) of a copy downscaled up to 4x (large pictures
+    only), smoothed, scaled up."""
+    step = int(np.clip(min(values.shape) // 64, 1, 4))
+    small = values[::step, ::step]
+    window = max(3, int(size / step) | 1)
+    morph = ndimage.grey_closing if dark_ink else ndimage.grey_opening
+    back = ndimage.uniform_filter(morph(small, size=(window, window)), size=window)
+    zoom = (values.shape[0] / back.shape[0], values.shape[1] / back.shape[1])
+    return ndimage.zoom(back, zoom, order=1)[: values.shape[0], : values.shape[1]]
+
+
+@dataclass
+class Ink:
+    """The ink of a picture: ``strength`` (H, W) in [0, 1] (1: the darkest ink against its own
+    paper) and ``mask``, the pixels that are ink."""
+
+    strength: np.ndarray
+    mask: np.ndarray
+    light_on_dark: bool
+
+
+@dataclass
+class _Polarity:
+    strength: np.ndarray  # the ink's contrast with its local background, relative, in [0, 1]
+    contrast: float  # the ink's absolute contrast, in grey levels
+    cover: float  # the share of the picture at least half that contrast
+
+
+def _polarity(grey: np.ndarray, size: float, dark_ink: bool) -> _Polarity:
+    """The ink as it would be if it were darker (or lighter) than its background. Its level is
+    the median of the strongest pixels, as many as a hairline digit has: a quantile of the
+    whole picture would be paper noise when the ink is that thin."""
+    back = _background(grey, size, dark_ink)
+    contrast = np.clip(back - grey if dark_ink else grey - back, 0, 1)
+    count = max(50, contrast.size // 2000)
+    level = float(np.median(np.partition(contrast.ravel(), -count)[-count:]))
+    cover = float((contrast > 0.5 * level).mean()) if level > 0 else 1.0
+    # Relative to the paper: a shadow darkens paper and ink alike, so divide it out.
+    relative = contrast / np.maximum(back if dark_ink else 1 - back, 1e-3)
+    return _Polarity(np.clip(relative, 0, 1).astype(np.float32), level, cover)
+
+
+def ink_map(grey: np.ndarray) -> Ink:
+    """Find the ink: its polarity, the lighting flattened out, thresholded, lines removed."""
+    # The background window must be wider than any stroke, a bold marker's included.
+    size = max(15.0, BACKGROUND * max(grey.shape))
+    dark, light = _polarity(grey, size, True), _polarity(grey, size, False)
+    # Ink never covers most of the picture, and stands out more than the gaps between its
+    # strokes; when both stand out fully (a clean drawing), the border shows the background.
+    if (dark.cover > 0.4) != (light.cover > 0.4):
+        dark_ink = light.cover > 0.4
+    elif abs(dark.contrast - light.contrast) < 0.02:
+        border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+        dark_ink = bool(np.median(border) > 0.5)
+    else:
+        dark_ink = dark.contrast > light.contrast
+    ink = dark if dark_ink else light
+    if ink.contrast < 0.06:
+        return Ink(ink.strength, np.zeros(grey.shape, bool), not dark_ink)
+    count = max(50, ink.strength.size // 2000)
+    peak = float(np.median(np.partition(ink.strength.ravel(), -count)[-count:]))
+    strength = np.clip(ink.strength / max(peak, 1e-3), 0, 1)
+    threshold = max(_otsu(strength[strength > 0.04]), 0.2)
+    mask = strength >= threshold
+    lines = _long_lines(mask)
+    if (mask & ~lines).sum() >= 0.3 * mask.sum():  # a tall 1 in a tight crop is no line
+        mask &= ~lines
+    return Ink(strength, mask, not dark_ink)
+
+
+def _long_lines(mask: np.ndarray) -> np.ndarray:
+    """Horizontal and vertical runs of ink across 90% of the image: ruled lines, grid lines,
+    paper edges (no digit is that wide), slightly thickened to take their blur."""
+    h, w = mask.shape
+    ink = mask.view(np.uint8)
+    lines = np.zeros_like(ink)
+    for axis, length in ((1, max(3, int(0.9 * w))), (0, max(3, int(0.9 * h)))):
+        # an opening by a straight line: min then max filters, each O(pixels) whatever length
+        run = ndimage.minimum_filter1d(ink, length, axis=axis, mode="constant", cval=0)
+        lines |= ndimage.maximum_filter1d(run, length, axis=axis, mode="constant", cval=0)
+    return ndimage.binary_dilation(lines.view(bool), iterations=1)
+
+
+# -- 3. components ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Piece:
+    """Ink that belongs together (one component, or the pieces of one digit): its box
+    (top, left, bottom, right), exclusive at the bottom and right, and its pixel count."""
+
+    box: tuple[int, int, int, int]
+    area: int
+    labels: list[int] = field(default_factory=list)
+
+    @property
+    def height(self) -> int:
+        return self.box[2] - self.box[0]
+
+    @property
+    def width(self) -> int:
+        return self.box[3] - self.box[1]
+
+    def merged(self, other: Piece) -> Piece:
+        a, b = self.box, other.box
+        box = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+        return Piece(box, self.area + other.area, self.labels + other.labels)
+
+
+def ink_components(ink: Ink) -> tuple[np.ndarray, list[Piece]]:
+    """Label the ink (8-connected) and keep what can be part of a digit: no specks, and,
+    while anything else is left, no long thin shapes (lines, paper edges) or large shapes
+    along the border (shadow borders). A tall thin 1 alone in its picture is kept."""
+    labels, count = ndimage.label(ink.mask, structure=np.ones((3, 3)))
+    if count == 0:
+        return labels, []
+    boxes = ndimage.find_objects(labels)
+    areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    h, w = ink.mask.shape
+    likely, unlikely = [], []
+    for index, (rows, cols) in enumerate(boxes, start=1):
+        box = (rows.start, cols.start, rows.stop, cols.stop)
+        piece = Piece(box, int(areas[index - 1]), [index])
+        long_side, short_side = max(piece.height, piece.width), min(piece.height, piece.width)
+        line = long_side > 0.6 * max(h, w) and long_side > 12 * short_side
+        # a shadow's or the paper's edge runs from one side of the picture to another
+        sides = (rows.start == 0) + (cols.start == 0) + (rows.stop == h) + (cols.stop == w)
+        edge = sides >= 2 and long_side > 0.5 * max(h, w)
+        (unlikely if line or edge else likely).append(piece)
+    pieces = likely or unlikely
+    # Specks are judged against the largest piece that may be a digit, not a shadow's edge.
+    largest = max(p.area for p in pieces)
+    return labels, [p for p in pieces if p.area >= max(4, 0.01 * largest)]
+
+
+# -- 4. the digits ---------------------------------------------------------------------------------
+
+
+def _near(a: Piece, b: Piece, margin: float) -> bool:
+    """Whether b's box reaches within ``margin`` of a's size (its longer side) of a's box."""
+    my = mx = margin * max(a.height, a.width)
+    return not (
+        b.box[2] < a.box[0] - my
+        or b.box[0] > a.box[2] + my
+        or b.box[3] < a.box[1] - mx
+        or b.box[1] > a.box[3] + mx
+    )
+
+
+def central_digit(pieces: list[Piece], shape: tuple[int, int]) -> Piece:
+    """The coherent ink nearest the centre: the piece with the best area, discounted by its
+    distance from the centre, together with the pieces that touch its neighbourhood."""
+    h, w = shape
+    centre = np.array([h / 2, w / 2])
+
+    def score(piece: Piece) -> float:
+        middle = np.array([(piece.box[0] + piece.box[2]) / 2, (piece.box[1] + piece.box[3]) / 2])
+        distance = np.linalg.norm((middle - centre) / np.array([h, w]))
+        return piece.area * max(0.05, 1 - 1.5 * distance) ** 2
+
+    digit = max(pieces, key=score)
+    changed = True
+    while changed:  # pieces of the same digit: a 5's bar, a broken 4, a dotted stroke
+        changed = False
+        for piece in pieces:
+            if piece.labels[0] not in digit.labels and _near(digit, piece, NEAR):
+                digit = digit.merged(piece)
+                changed = True
+    return digit
+
+
+def to_mnist(ink: Ink, labels: np.ndarray, digit: Piece) -> np.ndarray:
+    """One digit's ink -> uint8 (28, 28), white on black, MNIST-style: strokes brought to
+    MNIST's width for the digit's size, fitted into 20x20, centre of mass at the centre."""
+    top, left, bottom, right = digit.box
+    pad = max(2, int(0.15 * max(digit.height, digit.width)))
+    window = (slice(max(top - pad, 0), bottom + pad), slice(max(left - pad, 0), right + pad))
+    inside = np.zeros(labels.shape, bool)  # a split piece shares labels with its neighbours
+    inside[top:bottom, left:right] = True
+    mask = np.isin(labels[window], digit.labels) & inside[window]
+    mask = _normalise_strokes(mask, max(digit.height, digit.width))
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if len(rows) == 0:
+        raise ImageError("no digit found (its strokes vanished)")
+    crop = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].astype(np.float32)
     h, w = crop.shape
     scale = 20.0 / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    fitted = Image.fromarray(np.uint8(np.rint(crop * 255))).resize(size, Image.Resampling.LANCZOS)
-    digit = np.asarray(fitted, dtype=np.float64)
+    # Box filtering from the (larger) crop anti-aliases the edges as MNIST's pen did.
+    image = Image.fromarray(np.uint8(crop * 255))
+    fitted = np.asarray(image.resize(size, Image.Resampling.BOX), dtype=np.float64)
+    return _centre_of_mass(fitted)
 
-    # Place by bounding box first, then move the centre of mass onto the centre.
+
+def _normalise_strokes(mask: np.ndarray, size: int) -> np.ndarray:
+    """Dilate or erode ``mask`` so that its strokes are about ``STROKE`` of ``size`` wide."""
+    distance = ndimage.distance_transform_edt(mask)
+    ridge = (distance > 0) & (distance == ndimage.maximum_filter(distance, size=3))
+    if not ridge.any():
+        return mask
+    width = 2 * float(np.median(distance[ridge]))
+    change = STROKE * size - width
+    steps = int(round(abs(change) / 2))
+    if steps == 0:
+        return mask
+    disk = ndimage.generate_binary_structure(2, 1)
+    if change > 0:
+        return ndimage.binary_dilation(mask, structure=disk, iterations=steps)
+    thinner = ndimage.binary_erosion(mask, structure=disk, iterations=steps)
+    return thinner if thinner.sum() > 0.4 * mask.sum() else mask  # never erase the digit
+
+
+def _centre_of_mass(digit: np.ndarray) -> np.ndarray:
+    """A fitted digit (h, w <= 20) in a 28x28 frame, its centre of mass at the centre."""
     canvas = np.zeros((28, 28))
     top, left = (28 - digit.shape[0]) // 2, (28 - digit.shape[1]) // 2
     canvas[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
@@ -115,7 +388,125 @@ def to_mnist(grey: np.ndarray, name: str = "image") -> np.ndarray:
     return np.uint8(np.clip(np.rint(canvas), 0, 255))
 
 
+@dataclass
+class Digit:
+    """One digit found in a picture: its 28x28 image, its box in the file's pixels
+    (left, top, right, bottom) and its ink mask at work resolution."""
+
+    image: np.ndarray
+    box: tuple[int, int, int, int]
+    mask: np.ndarray
+
+
+def _digit(picture: Picture, ink: Ink, labels: np.ndarray, piece: Piece) -> Digit:
+    top, left, bottom, right = piece.box
+    s = picture.scale
+    box = (int(left / s), int(top / s), math.ceil(right / s), math.ceil(bottom / s))
+    mask = np.isin(labels[top:bottom, left:right], piece.labels)
+    return Digit(to_mnist(ink, labels, piece), box, mask)
+
+
 def load_digit(source: str | Path | bytes, name: str | None = None) -> np.ndarray:
-    """Read an image and preprocess it: uint8 (28, 28), ready for ``Classifier.predict``."""
+    """Read an image of one digit and preprocess it: uint8 (28, 28), ready for
+    ``Classifier.predict``."""
+    return find_digit(source, name).image
+
+
+def find_digit(source: str | Path | bytes, name: str | None = None) -> Digit:
+    """The digit of a one-digit image: the coherent ink nearest the centre."""
     label = name or (str(source) if not isinstance(source, bytes) else "image")
-    return to_mnist(read_grey(source, label), label)
+    picture = read_image(source, label)
+    ink = ink_map(picture.grey)
+    labels, pieces = ink_components(ink)
+    if not pieces:
+        raise ImageError(f"{label}: no digit found (the image is blank or has no contrast)")
+    return _digit(picture, ink, labels, central_digit(pieces, picture.grey.shape))
+
+
+def find_digits(source: str | Path | bytes | Picture, name: str | None = None) -> list[list[Digit]]:
+    """Every digit of an image of a number (or several rows of them): rows from top to
+    bottom, digits from left to right. Pieces of one digit are merged; touching digits split."""
+    label = name or (str(source) if not isinstance(source, (bytes, Picture)) else "image")
+    picture = source if isinstance(source, Picture) else read_image(source, label)
+    ink = ink_map(picture.grey)
+    labels, pieces = ink_components(ink)
+    pieces = _digit_pieces(pieces)
+    if not pieces:
+        raise ImageError(f"{label}: no digits found (the image is blank or has no contrast)")
+    pieces = _split_touching(pieces, labels)
+    return [[_digit(picture, ink, labels, p) for p in row] for row in _rows(pieces)]
+
+
+def _digit_pieces(pieces: list[Piece]) -> list[Piece]:
+    """Merge the pieces of one digit (boxes that overlap horizontally by half the narrower
+    one, close in height), then keep what is sized like the digits of a number: the digits
+    agree in height, so pieces far taller (shadows, the paper's bottom) or far flatter
+    (lines, edges) than the typical one are not digits, and neither are scraps."""
+    if not pieces:
+        return []
+    typical = float(np.median([p.height for p in pieces]))
+    merged: list[Piece] = []
+    for piece in sorted(pieces, key=lambda p: p.box[1]):
+        for i, other in enumerate(merged):
+            overlap = min(piece.box[3], other.box[3]) - max(piece.box[1], other.box[1])
+            gap = max(piece.box[0], other.box[0]) - min(piece.box[2], other.box[2])
+            if overlap >= 0.5 * min(piece.width, other.width) and gap < 0.4 * typical:
+                merged[i] = other.merged(piece)
+                break
+        else:
+            merged.append(piece)
+    height = float(np.median([p.height for p in merged]))
+    return [
+        p
+        for p in merged
+        if 0.35 * height <= p.height <= 2.5 * height and p.width <= 6 * max(p.height, height)
+    ]
+
+
+def _split_touching(pieces: list[Piece], labels: np.ndarray) -> list[Piece]:
+    """Split a piece much wider than a digit at the columns with the least ink."""
+    widths = sorted(p.width / max(p.height, 1) for p in pieces)
+    typical = widths[len(widths) // 2] if len(widths) >= 3 else 0.7
+    typical = min(max(typical, 0.45), 0.9)
+    result = []
+    for piece in pieces:
+        aspect = piece.width / max(piece.height, 1)
+        count = int(round(aspect / typical))
+        if count < 2 or aspect < max(1.8 * typical, 1.2):  # a round 0 is not two digits
+            result.append(piece)
+            continue
+        top, left, bottom, right = piece.box
+        profile = np.isin(labels[top:bottom, left:right], piece.labels).sum(axis=0)
+        cuts = [left]
+        for k in range(1, count):
+            guess = int(k * piece.width / count)
+            lo, hi = (
+                max(guess - piece.width // (3 * count), 1),
+                min(guess + piece.width // (3 * count), piece.width - 1),
+            )
+            cuts.append(left + lo + int(np.argmin(profile[lo : hi + 1])))
+        cuts.append(right)
+        area = piece.area // count
+        result += [
+            Piece((top, a, bottom, b), area, piece.labels)
+            for a, b in zip(cuts[:-1], cuts[1:], strict=True)
+            if b > a
+        ]
+    return result
+
+
+def _rows(pieces: list[Piece]) -> list[list[Piece]]:
+    """Group pieces into rows by their vertical middles; rows top to bottom, each left to
+    right."""
+    height = float(np.median([p.height for p in pieces]))
+    rows: list[list[Piece]] = []
+    for piece in sorted(pieces, key=lambda p: (p.box[0] + p.box[2]) / 2):
+        middle = (piece.box[0] + piece.box[2]) / 2
+        if (
+            rows
+            and abs(middle - np.mean([(q.box[0] + q.box[2]) / 2 for q in rows[-1]])) < 0.6 * height
+        ):
+            rows[-1].append(piece)
+        else:
+            rows.append([piece])
+    return [sorted(row, key=lambda p: p.box[1]) for row in rows]

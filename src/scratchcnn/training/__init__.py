@@ -1,7 +1,7 @@
 """Training: named nets, recipes, schedules, augmentation, and the loop that runs them."""
 
 from .architectures import ARCHITECTURES, INPUT_SHAPE, build
-from .augment import random_affine
+from .augment import POLICIES, random_affine
 from .classic import HandwrittenNumberClassification
 from .recipes import RECIPES, Recipe, get_recipe
 from .schedules import SCHEDULES, Schedule
@@ -10,6 +10,7 @@ from .trainer import EpochRecord, Trainer, TrainingInterruptedError, evaluate
 __all__ = [
     "ARCHITECTURES",
     "INPUT_SHAPE",
+    "POLICIES",
     "RECIPES",
     "SCHEDULES",
     "EpochRecord",

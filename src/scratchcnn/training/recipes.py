@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 
 from ..nn import OPTIMIZERS, SGD, Optimizer, Sequential
+from .augment import POLICIES
 
 
 @dataclass(frozen=True)
@@ -22,8 +23,10 @@ class Recipe:
     warmup: float = 0.0
     epochs: int = 1
     batch_size: int = 32
-    augment: bool = False
+    augment: str = "none"  # an augmentation policy: see augment.POLICIES
     label_smoothing: float = 0.0
+    ema: float = 0.0  # decay of an average of the weights (0: none)
+    tta: bool = False  # predict from the image and four one-pixel shifts of it
 
     def with_overrides(self, **changes) -> Recipe:
         """A copy with every non-None keyword applied."""
@@ -39,13 +42,17 @@ class Recipe:
         unknown = sorted(set(settings) - set(known))
         if unknown:
             raise ValueError(f"unknown recipe setting {unknown[0]!r}")
+        settings = dict(settings)
+        if isinstance(settings.get("augment"), bool):  # written before augmentation policies
+            settings["augment"] = "affine" if settings["augment"] else "none"
         recipe = replace(cls(), **settings)
         for name, default in asdict(cls()).items():
             value = getattr(recipe, name)
-            if isinstance(value, bool) != isinstance(default, bool) or not isinstance(
-                value, type(default) if not isinstance(default, float) else (int, float)
-            ):
+            kinds = (int, float) if isinstance(default, float) else type(default)
+            if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, kinds):
                 raise ValueError(f"recipe setting {name} = {value!r} has the wrong type")
+        if recipe.augment not in POLICIES:
+            raise ValueError(f"unknown augmentation {recipe.augment!r}")
         return recipe
 
     def make_optimizer(self, model: Sequential) -> Optimizer:
@@ -78,7 +85,7 @@ RECIPES: dict[str, Recipe] = {
         epochs=4,
         batch_size=128,
         weight_decay=5e-4,
-        augment=True,
+        augment="affine",
     ),
     # 99.5%: a deeper batch-norm net, 15 epochs of augmented data, label smoothing.
     "best": Recipe(
@@ -89,7 +96,7 @@ RECIPES: dict[str, Recipe] = {
         epochs=15,
         batch_size=128,
         weight_decay=5e-4,
-        augment=True,
+        augment="affine",
         label_smoothing=0.1,
     ),
     # The classic net as tutorials train it: plain momentum SGD, one pass over the data.

@@ -45,6 +45,43 @@ class EpochRecord:
     samples_per_second: float
 
 
+class WeightAverage:
+    """An exponential moving average (EMA) of a model's parameters and batch-norm statistics:
+    after every step, ``avg <- d * avg + (1 - d) * w``, with the decay d warming up as
+    min(decay, (1 + t) / (10 + t)) over the first steps t. The average of the last few
+    hundred steps generalises better than the last step's weights (Polyak averaging)."""
+
+    def __init__(self, model: Sequential, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
+        self.model, self.decay, self.updates = model, float(decay), 0
+        self.average = model.state_dict()  # copies
+
+    def _live(self) -> dict[str, np.ndarray]:
+        """The model's own arrays (not copies), by state_dict name."""
+        return {
+            f"{i}.{key}": value
+            for i, layer in enumerate(self.model.layers)
+            for store in (layer.params, layer.buffers)
+            for key, value in store.items()
+        }
+
+    def update(self) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for name, value in self._live().items():
+            average = self.average[name]
+            average *= d
+            average += (1 - d) * value
+
+    def swap(self) -> None:
+        """Exchange the model's arrays with the average (twice restores the model)."""
+        for name, value in self._live().items():
+            kept = value.copy()
+            value[...] = self.average[name]
+            self.average[name] = kept
+
+
 class TrainingInterruptedError(Exception):
     """Raised at a batch boundary after :meth:`Trainer.request_stop`."""
 
@@ -87,6 +124,7 @@ class Trainer:
         augment: Augment | None = None,
         label_smoothing: float = 0.0,
         fast: bool = True,
+        ema: float = 0.0,
     ) -> None:
         if epochs < 1 or batch_size < 1:
             raise ValueError("epochs and batch size must be at least 1")
@@ -107,6 +145,9 @@ class Trainer:
         self._epoch_rng_state = self.shuffle_rng.bit_generator.state
         self._sums = [0.0, 0, 0, 0.0]  # loss * n, correct, seen, seconds
         self._stop = False
+        # With ``ema`` (a decay such as 0.999), validation and the final model use the
+        # average of the weights instead of the last step's.
+        self.ema = WeightAverage(model, ema) if ema else None
 
     def request_stop(self) -> None:
         """Ask the loop to stop at the next batch boundary (safe from a signal handler)."""
@@ -127,6 +168,9 @@ class Trainer:
             record = self._run_epoch(on_batch)
             if on_epoch:
                 on_epoch(self, record)
+        if self.ema is not None:
+            self.ema.swap()  # the model keeps the average
+            self.ema = None
         return self.history
 
     def _run_epoch(self, on_batch) -> EpochRecord:
@@ -158,7 +202,11 @@ class Trainer:
         loss_sum, correct, seen, seconds = self._sums
         val_loss = val_acc = None
         if self.val is not None:
+            if self.ema is not None:
+                self.ema.swap()
             val_loss, val_acc, _ = evaluate(self.runner, *self.val, self.mean, self.std)
+            if self.ema is not None:
+                self.ema.swap()
         record = EpochRecord(
             epoch=self.epoch + 1,
             loss=loss_sum / max(seen, 1),
@@ -188,6 +236,8 @@ class Trainer:
             if not np.isfinite(loss) or loss > DIVERGED_LOSS or not np.isfinite(logits).all():
                 raise self._diverged(f"loss {loss:.4g}")  # before the step: weights stay good
             self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update()
         return loss, int((logits.argmax(axis=1) == y).sum())
 
     def _diverged(self, what: str) -> DivergenceError:
@@ -207,6 +257,7 @@ class Trainer:
             "dropout_rng_state": self.model.rng.bit_generator.state,
             "sums": list(self._sums),
             "history": [asdict(r) for r in self.history],
+            "ema_updates": self.ema.updates if self.ema is not None else 0,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -217,3 +268,5 @@ class Trainer:
         self.model.rng.bit_generator.state = state["dropout_rng_state"]
         self._sums = list(state["sums"])
         self.history = [EpochRecord(**r) for r in state["history"]]
+        if self.ema is not None:
+            self.ema.updates = int(state.get("ema_updates", 0))

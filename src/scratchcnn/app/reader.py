@@ -1,0 +1,145 @@
+"""Reading numbers: every digit of a photo, classified, in rows.
+
+    reading = read_number(clf, "photo.jpg")
+    [row.text for row in reading.rows]        # ["12345", "67890"]
+    reading.rows[0].digits[0].confidence      # calibrated probability of the digit read
+
+The digits come from ``photos.find_digits`` (rows top to bottom, digits left to right). A
+sheet photographed sideways without an EXIF rotation has digits no taller than wide, or reads
+with little confidence: then the two quarter turns are read too, and the reading the network
+is surest of wins. A digit whose
+confidence is below the classifier's calibrated threshold is "unsure" (``?`` in the text).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ImageError
+from .classifier import Classifier
+from .photos import Digit, Picture, find_digits, read_image
+
+
+@dataclass
+class ReadDigit:
+    """One digit read: the class, its calibrated probability, all probabilities, whether it
+    is under the threshold, its box (left, top, right, bottom) in the file's pixels and the
+    28x28 image the network saw."""
+
+    text: str
+    confidence: float
+    probabilities: list[float]
+    unsure: bool
+    box: tuple[int, int, int, int]
+    image: np.ndarray
+
+
+@dataclass
+class Row:
+    digits: list[ReadDigit]
+
+    @property
+    def text(self) -> str:
+        return "".join("?" if d.unsure else d.text for d in self.digits)
+
+
+@dataclass
+class Reading:
+    rows: list[Row]
+    quarter_turns: int  # how far the picture was turned to read it (0: as stored)
+
+    @property
+    def unsure(self) -> bool:
+        return any(d.unsure for row in self.rows for d in row.digits)
+
+    def to_json(self) -> dict:
+        return {
+            "rows": [
+                {
+                    "text": row.text,
+                    "digits": [
+                        {
+                            "digit": d.text,
+                            "confidence": d.confidence,
+                            "unsure": d.unsure,
+                            "box": list(d.box),
+                            "probabilities": d.probabilities,
+                        }
+                        for d in row.digits
+                    ],
+                }
+                for row in self.rows
+            ],
+            "quarter_turns": self.quarter_turns,
+            "unsure": self.unsure,
+        }
+
+
+def _turned(picture: Picture, turns: int) -> Picture:
+    """The picture turned by ``turns`` quarter turns counter-clockwise."""
+    w, h = picture.size
+    size = (h, w) if turns % 2 else (w, h)
+    return Picture(np.ascontiguousarray(np.rot90(picture.grey, turns)), size, picture.scale)
+
+
+def _unturn(box: tuple[int, int, int, int], turns: int, size: tuple[int, int]) -> tuple:
+    """A box (left, top, right, bottom) found in a picture turned ``turns`` quarter turns
+    counter-clockwise, in the coordinates of the picture as stored (``size`` = (w, h))."""
+    left, top, right, bottom = box
+    w, h = size
+    if turns == 1:  # rotated row i is stored column w-1-i; rotated column j is stored row j
+        return (w - bottom, left, w - top, right)
+    if turns == 3:  # rotated row i is stored column i; rotated column j is stored row h-1-j
+        return (top, h - right, bottom, h - left)
+    return box
+
+
+def _classify(clf: Classifier, rows: list[list[Digit]]) -> tuple[list[Row], float]:
+    images = np.stack([d.image for row in rows for d in row])
+    probs = clf.predict_proba(images)
+    threshold = clf.threshold
+    read, k = [], 0
+    for row in rows:
+        digits = []
+        for digit in row:
+            p = probs[k]
+            best = int(p.argmax())
+            digits.append(
+                ReadDigit(
+                    clf.classes[best],
+                    float(p[best]),
+                    [float(v) for v in p],
+                    bool(p[best] < threshold),
+                    digit.box,
+                    digit.image,
+                )
+            )
+            k += 1
+        read.append(Row(digits))
+    return read, float(probs.max(axis=1).mean())
+
+
+def read_number(clf: Classifier, source: str | Path | bytes, name: str | None = None) -> Reading:
+    """Read every digit of an image of a number (or of several rows of numbers)."""
+    picture = read_image(source, name)
+    rows = find_digits(picture, name)
+    boxes = [d.box for row in rows for d in row]
+    aspect = float(np.median([(b[3] - b[1]) / max(b[2] - b[0], 1) for b in boxes]))
+    best = (*_classify(clf, rows), 0)
+    if aspect < 1.0 or best[1] < 0.9:  # digits are taller than wide: it may lie sideways
+        for turns in (1, 3):
+            try:
+                turned_rows = find_digits(_turned(picture, turns), name)
+            except ImageError:
+                continue
+            read, confidence = _classify(clf, turned_rows)
+            if confidence > best[1]:
+                best = (read, confidence, turns)
+    read, _, turns = best
+    for row in read:
+        for digit in row.digits:
+            digit.box = _unturn(digit.box, turns, picture.size)
+    return Reading(read, turns)
