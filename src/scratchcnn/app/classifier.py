@@ -116,8 +116,9 @@ class Classifier:
         with np.errstate(over="ignore", invalid="ignore"):
             probs = self._probabilities(x)
             if self.tta:
+                blank = -self.mean / self.std  # a blank pixel, normalised
                 for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1)):
-                    probs += self._probabilities(shifted(x, dy, dx))
+                    probs += self._probabilities(shifted(x, dy, dx, blank))
                 probs /= 5
         if not np.isfinite(probs).all():
             raise ModelFileError(
@@ -139,7 +140,7 @@ class Classifier:
         """Predicted class index (N,)."""
         return self.predict_proba(images).argmax(axis=1)
 
-    def calibrate(self, images: np.ndarray, labels: np.ndarray, precision: float = 0.99) -> dict:
+    def calibrate(self, images: np.ndarray, labels: np.ndarray, precision: float = 0.995) -> dict:
         """Temperature scaling (Guo et al. 2017) on held-out images: the temperature T that
         minimises their cross-entropy, so that a confidence p is right about a fraction p of
         the time; then the ``threshold``: the lowest confidence at which the predictions at or
@@ -297,6 +298,8 @@ class Classifier:
         self.training["finished"] = _now()
         if self.history and self.history[-1]["val_accuracy"] is not None:
             self.metrics["val_accuracy"] = self.history[-1]["val_accuracy"]
+        if val is not None and len(val[0]):
+            self.calibrate(*val)  # after the clock: it is not training
         return self.history
 
     # -- files -----------------------------------------------------------------------------------
@@ -411,6 +414,13 @@ class Classifier:
         """What the model file says about itself."""
         return self._meta()
 
+    def export_onnx(self, path: str | Path) -> Path:
+        """Write an ONNX file that takes uint8 images (N, 28, 28) and gives what
+        :meth:`predict_proba` gives (see :mod:`scratchcnn.app.export`)."""
+        from .export import export_onnx
+
+        return export_onnx(self, path)
+
 
 def default_model() -> Path:
     """The model file that ships inside the package (``scratchcnn/app/models/digits.npz``):
@@ -423,9 +433,10 @@ def default_model() -> Path:
     return path
 
 
-def shifted(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """A batch (N, H, W, C) moved by (dy, dx) pixels; what moves in is the background."""
-    out = np.full_like(x, x.min())
+def shifted(x: np.ndarray, dy: int, dx: int, fill: float) -> np.ndarray:
+    """A batch (N, H, W, C) moved by (dy, dx) pixels: output pixel (i, j) is input pixel
+    (i - dy, j - dx); what moves in is ``fill``."""
+    out = np.full_like(x, fill)
     h, w = x.shape[1:3]
     out[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = x[
         :, max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)

@@ -381,33 +381,102 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    from .photos import load_digit
+UNSURE = 3  # the exit status when every image was read but some reading is unsure
 
-    clf = load_model(args.model)
+
+def model_and_images(args: argparse.Namespace):
+    """The classifier and the images of ``predict`` and ``read``: ``--model``, else a first
+    argument that is a model file (.npz), else the bundled model."""
+    from . import Classifier, default_model
+
+    inputs = list(args.inputs)
+    if args.model is None and inputs and inputs[0].endswith(".npz"):
+        args.model = inputs.pop(0)
+    if not inputs:
+        raise ScratchCNNError("no images given")
+    path = args.model or default_model()
+    clf = Classifier.load(path)
+    accuracy = clf.metrics.get("test_accuracy")
+    where = args.model or f"the bundled model ({path.name})"
+    described = f"{where}: {clf.architecture} on {clf.dataset}" + (
+        f", {100 * accuracy:.2f}% on its test set" if accuracy is not None else ""
+    )
+    return clf, inputs, described
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .photos import find_digit, save_png
+
+    clf, images, described = model_and_images(args)
+    if not args.json:
+        print(f"Model: {described}")
     results, errors = [], 0
-    for path in args.images:
+    for path in images:
         try:
-            digit = load_digit(path)
+            digit = find_digit(path)
         except ScratchCNNError as err:
             errors += 1
             print(f"scratchcnn: error: {err}", file=sys.stderr)
             continue
-        probs = clf.predict_proba(digit[None])[0]
+        if args.save_input:
+            stem = Path(args.save_input) / Path(path).stem
+            save_png(digit.image, stem.with_name(stem.name + ".input.png"))
+            save_png(digit.mask.astype(np.uint8) * 255, stem.with_name(stem.name + ".ink.png"))
+        probs = clf.predict_proba(digit.image[None])[0]
         top = np.argsort(-probs)[: args.top]
+        unsure = bool(probs[top[0]] < clf.threshold)
         results.append(
             {
                 "image": path,
-                "prediction": clf.classes[top[0]],
+                "prediction": None if unsure else clf.classes[top[0]],
+                "best_guess": clf.classes[top[0]],
+                "unsure": unsure,
                 "top": [{"class": clf.classes[i], "probability": float(probs[i])} for i in top],
             }
         )
         if not args.json:
             ranked = ", ".join(f"{clf.classes[i]} {100 * probs[i]:.1f}%" for i in top)
-            print(f"{path}: {clf.classes[top[0]]}   ({ranked})")
+            answer = f"unsure (maybe {clf.classes[top[0]]})" if unsure else clf.classes[top[0]]
+            print(f"{path}: {answer}   ({ranked})")
     if args.json:
-        print(json.dumps(results, indent=1, allow_nan=False))
-    return 1 if errors else 0
+        document = {"model": described, "threshold": clf.threshold, "images": results}
+        print(json.dumps(document, indent=1, allow_nan=False))
+    return 1 if errors else UNSURE if any(r["unsure"] for r in results) else 0
+
+
+def cmd_read(args: argparse.Namespace) -> int:
+    from .reader import annotate, read_number
+
+    clf, images, described = model_and_images(args)
+    if args.annotate and len(images) != 1:
+        raise ScratchCNNError("--annotate takes one image at a time")
+    if not args.json:
+        print(f"Model: {described}")
+    readings, errors = [], 0
+    for path in images:
+        try:
+            reading = read_number(clf, path)
+        except ScratchCNNError as err:
+            errors += 1
+            print(f"scratchcnn: error: {err}", file=sys.stderr)
+            continue
+        readings.append({"image": path, **reading.to_json()})
+        if args.annotate:
+            annotate(path, reading, args.annotate)
+        if not args.json:
+            print(f"{path}:")
+            for row in reading.rows:
+                sure = ", ".join(
+                    f"{d.text} {100 * d.confidence:.1f}%" + (" unsure" if d.unsure else "")
+                    for d in row.digits
+                )
+                print(f"  {row.text}   ({sure})")
+    if args.json:
+        document = {"model": described, "threshold": clf.threshold, "images": readings}
+        print(json.dumps(document, indent=1, allow_nan=False))
+    if args.annotate and not errors and not args.json:
+        print(f"Annotated: {args.annotate}")
+    return 1 if errors else UNSURE if any(r["unsure"] for r in readings) else 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -478,6 +547,16 @@ def cmd_plot(args: argparse.Namespace) -> int:
     )
     for path in written:
         print(path)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    clf = load_model(args.model)
+    check_writable(Path(args.out))
+    clf.export_onnx(args.out)
+    print(
+        f"Wrote {args.out}: uint8 images (N, 28, 28) in, probabilities (N, {len(clf.classes)}) out"
+    )
     return 0
 
 
@@ -590,12 +669,41 @@ def build_parser() -> Parser:
     as_json(e)
     e.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="classify photos or scans of digits (PNG, JPEG, ...)")
-    model_file(p)
-    p.add_argument("images", nargs="+", help="image files, one digit each")
+    def images_and_model(p: Parser, what: str) -> None:
+        p.add_argument(
+            "inputs",
+            nargs="+",
+            metavar="IMAGE",
+            help=f"image files, {what} (a model file may come first instead of --model)",
+        )
+        p.add_argument("--model", help="model file (default: the model bundled with scratchcnn)")
+
+    p = sub.add_parser(
+        "predict",
+        help="read photos or drawings of single digits (PNG, JPEG, ...); exit status 3 when "
+        "a reading is unsure",
+    )
+    images_and_model(p, "one digit each")
     p.add_argument("--top", type=integer(1, 1000), default=3, help="how many classes to show")
+    p.add_argument(
+        "--save-input",
+        metavar="DIR",
+        help="write the 28x28 image the network saw and the ink found, per image, to DIR",
+    )
     as_json(p)
     p.set_defaults(func=cmd_predict)
+
+    r = sub.add_parser(
+        "read",
+        help="read whole numbers in photos: every digit, rows top to bottom; exit status 3 "
+        "when a digit is unsure",
+    )
+    images_and_model(r, "each a number or several rows of numbers")
+    r.add_argument(
+        "--annotate", metavar="OUT.png", help="draw the boxes and the readings onto a copy"
+    )
+    as_json(r)
+    r.set_defaults(func=cmd_read)
 
     pl = sub.add_parser(
         "plot", help="PNG figures: curves, confusion, filters, feature maps, mistakes"
@@ -615,10 +723,17 @@ def build_parser() -> Parser:
     i.set_defaults(func=cmd_info)
 
     s = sub.add_parser("serve", help="a local web page: draw a digit, see every layer respond")
-    model_file(s)
+    s.add_argument(
+        "model", nargs="?", help="model file (default: the model bundled with scratchcnn)"
+    )
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (this machine only)")
     s.add_argument("--port", type=integer(0, 65535), default=8000, help="port (0: any free one)")
     s.set_defaults(func=cmd_serve)
+
+    x = sub.add_parser("export", help="write the model as ONNX, for ONNX Runtime and others")
+    model_file(x)
+    x.add_argument("out", help="the ONNX file to write (.onnx)")
+    x.set_defaults(func=cmd_export)
 
     # Listed for --help; main() hands its arguments to scratchcnn.app.bench untouched.
     sub.add_parser("bench", help="speed against PyTorch (scratchcnn bench --help)")

@@ -36,6 +36,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
 from ..errors import ImageError
+from ..fileio import atomic_write
 
 MIN_SIDE = 8
 MAX_PIXELS = 80_000_000  # a bigger "image" is a decompression bomb, not a photo
@@ -510,3 +511,10 @@ def _rows(pieces: list[Piece]) -> list[list[Piece]]:
         else:
             rows.append([piece])
     return [sorted(row, key=lambda p: p.box[1]) for row in rows]
+
+
+def save_png(image: np.ndarray, path: str | Path) -> None:
+    """Write a uint8 grey image as a PNG, atomically."""
+    out = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(out, format="PNG")
+    atomic_write(path, lambda f: f.write(out.getvalue()))

@@ -13,6 +13,7 @@ confidence is below the classifier's calibrated threshold is "unsure" (``?`` in 
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,3 +144,36 @@ def read_number(clf: Classifier, source: str | Path | bytes, name: str | None = 
         for digit in row.digits:
             digit.box = _unturn(digit.box, turns, picture.size)
     return Reading(read, turns)
+
+
+def annotate(source: str | Path, reading: Reading, out: str | Path) -> None:
+    """A copy of the picture with each digit's box and reading drawn on it (unsure ones in
+    orange with a question mark), as a PNG at most 1600 pixels across."""
+    from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+    from ..fileio import atomic_write
+
+    with Image.open(source) as img:
+        img.draft("RGB", (1600, 1600))
+        picture = ImageOps.exif_transpose(img).convert("RGB")
+    scale = min(1.0, 1600 / max(picture.size))
+    full = picture.size
+    if scale < 1.0:
+        picture = picture.resize((round(full[0] * scale), round(full[1] * scale)))
+    factor = picture.size[0] / full[0]
+    draw = ImageDraw.Draw(picture)
+    width = max(2, picture.size[0] // 300)
+    try:
+        font = ImageFont.load_default(size=12 * width)
+    except TypeError:  # Pillow before 10.1 has one size
+        font = ImageFont.load_default()
+    for row in reading.rows:
+        for digit in row.digits:
+            box = [v * factor for v in digit.box]
+            colour = (230, 120, 0) if digit.unsure else (0, 170, 60)
+            draw.rectangle(box, outline=colour, width=width)
+            label = f"{digit.text}?" if digit.unsure else digit.text
+            draw.text((box[0], max(0, box[1] - 14 * width)), label, fill=colour, font=font)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    atomic_write(out, lambda f: f.write(buffer.getvalue()))

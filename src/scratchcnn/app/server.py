@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 from ..errors import ImageError
-from .classifier import Classifier
+from .classifier import Classifier, default_model
 from .photos import load_digit
 
 MAX_BODY = 5 * 1024 * 1024  # bytes: a phone photo fits, a flood does not
@@ -255,13 +255,15 @@ def make_server(clf: Classifier, host: str = "127.0.0.1", port: int = 8000) -> T
     return server
 
 
-def serve(model_path: str, host: str = "127.0.0.1", port: int = 8000) -> int:
-    clf = Classifier.load(model_path)
+def serve(model_path: str | None, host: str = "127.0.0.1", port: int = 8000) -> int:
+    """Serve the page for ``model_path`` (None: the model bundled with scratchcnn)."""
+    clf = Classifier.load(model_path or default_model())
     server = make_server(clf, host, port)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     bound_host, bound_port = server.server_address[:2]
+    which = model_path or f"the bundled model ({default_model().name})"
     print(
-        f"Serving {model_path} ({clf.architecture} on {clf.dataset}) at "
+        f"Serving {which} ({clf.architecture} on {clf.dataset}) at "
         f"http://{bound_host}:{bound_port}/  (Ctrl-C to stop)",
         flush=True,
     )

@@ -7,6 +7,8 @@
 ``fast``  - the keras net with batch norm after each convolution: trains in fewer epochs.
 ``best``  - two conv-conv-pool blocks (32 then 64 filters) with batch norm, a 256-unit hidden
             layer with batch norm and dropout: the net of the 99.5% recipe.
+``photo`` - best's four convolutions, dropout, and the classifier straight after them: 75,594
+            parameters (about 300 KB), the model that ships in the package.
 """
 
 from __future__ import annotations
@@ -93,12 +95,27 @@ def best_net(num_classes: int = 10) -> list[Layer]:
     ]
 
 
+def photo_net(num_classes: int = 10) -> list[Layer]:
+    return [
+        *conv_bn_relu(1, 32),  # 26x26
+        *conv_bn_relu(32, 32),  # 24x24
+        MaxPool2D(2),  # 12x12
+        *conv_bn_relu(32, 64),  # 10x10
+        *conv_bn_relu(64, 64),  # 8x8
+        MaxPool2D(2),  # 4x4
+        Flatten(),
+        Dropout(0.3),
+        Dense(4 * 4 * 64, num_classes),
+    ]
+
+
 ARCHITECTURES: dict[str, Callable[[int], list[Layer]]] = {
     "seed": seed_net,
     "keras": keras_net,
     "quick": quick_net,
     "fast": fast_net,
     "best": best_net,
+    "photo": photo_net,
 }
 
 

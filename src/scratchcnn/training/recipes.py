@@ -99,6 +99,22 @@ RECIPES: dict[str, Recipe] = {
         augment="affine",
         label_smoothing=0.1,
     ),
+    # The model that ships in the package, for photos and drawings: strokes thicker and
+    # thinner, elastic distortion, blur and weaker contrast on top of the affine warp, an
+    # average of the weights, and test-time shifts.
+    "photo": Recipe(
+        arch="photo",
+        lr=0.05,
+        schedule="onecycle",
+        warmup=0.2,
+        epochs=12,
+        batch_size=128,
+        weight_decay=5e-4,
+        augment="photo",
+        label_smoothing=0.05,
+        ema=0.999,
+        tta=True,
+    ),
     # The classic net as tutorials train it: plain momentum SGD, one pass over the data.
     "seed": Recipe(),
     # The Keras example net, for comparison with the frameworks' reference examples.

@@ -1,0 +1,110 @@
+"""A deterministic generator of photo-like images of handwritten digits, made from MNIST digits:
+what the tests of the photo pipeline read, in CI, without the development set of real photos.
+
+Each picture is paper (white, cream, grey or yellow, with grain) under uneven light (a
+gradient, sometimes a hard shadow), sometimes ruled or grid lines, and ink (black, blue or
+pencil grey) drawn from an MNIST digit scaled up, its strokes made pencil-thin or marker-thick,
+turned a little, placed off-centre; saved as PNG or JPEG. ``number_photo`` lays several digits
+in one or two rows.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+PAPERS = [(250, 250, 248), (245, 238, 215), (205, 205, 200), (240, 230, 150), (225, 228, 232)]
+INKS = [(20, 20, 25), (25, 40, 140), (90, 90, 95), (10, 60, 30)]
+
+
+def _stroke(digit: np.ndarray, size: int, rng: np.random.Generator, style: str) -> np.ndarray:
+    """The digit's ink as alpha in [0, 1], ``size`` pixels high, strokes made thin or thick."""
+    scale = size / 28
+    big = ndimage.zoom(digit.astype(np.float32) / 255, scale, order=1)
+    pen = big > 0.5
+    if style == "thin":  # a pencil or a ballpoint: about 1.5% of the digit's height
+        pen = ndimage.binary_erosion(pen, iterations=max(1, int(scale * 0.8)))
+        pen |= ndimage.binary_erosion(big > 0.85, iterations=max(0, int(scale * 0.4)))
+    elif style == "thick":  # a marker
+        pen = ndimage.binary_dilation(pen, iterations=max(1, int(scale * 0.6)))
+    angle = rng.uniform(-10, 10)
+    alpha = ndimage.rotate(pen.astype(np.float32), angle, reshape=True, order=1)
+    return ndimage.gaussian_filter(np.clip(alpha, 0, 1), sigma=max(0.5, scale / 8))
+
+
+def _paper(h: int, w: int, rng: np.random.Generator, lines: str, shadow: bool) -> np.ndarray:
+    paper = np.ones((h, w, 3), np.float32) * np.array(PAPERS[rng.integers(len(PAPERS))]) / 255
+    paper *= 1 + rng.normal(0, 0.02, (h, w, 1)).astype(np.float32)  # grain
+    if lines != "none":
+        step = int(rng.integers(24, 40))
+        colour = np.array([0.55, 0.65, 0.85], np.float32)
+        rows = np.arange(h) % step == step // 2
+        paper[rows] = paper[rows] * 0.4 + colour * 0.6
+        if lines == "grid":
+            cols = np.arange(w) % step == step // 2
+            paper[:, cols] = paper[:, cols] * 0.4 + colour * 0.6
+    # light: a gradient across the page, sometimes a hard-edged shadow over part of it
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = (np.cos(angle) * xx / w + np.sin(angle) * yy / h + 1) / 2
+    light = 1 - rng.uniform(0.1, 0.45) * ramp
+    if shadow:
+        edge = rng.uniform(0.55, 0.8) * h
+        light = light * np.where(yy + 0.2 * (xx - w / 2) > edge, 0.55, 1.0)
+    return paper * light[..., None]
+
+
+def _encode(rgb: np.ndarray, rng: np.random.Generator) -> bytes:
+    image = Image.fromarray(np.uint8(np.clip(rgb, 0, 1) * 255))
+    out = io.BytesIO()
+    if rng.random() < 0.5:
+        image.save(out, format="JPEG", quality=int(rng.integers(60, 92)))
+    else:
+        image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def digit_photo(digit: np.ndarray, seed: int) -> bytes:
+    """One MNIST digit (uint8 28x28) as a photo of paper: PNG or JPEG bytes."""
+    rng = np.random.default_rng(seed)
+    h, w = int(rng.integers(220, 520)), int(rng.integers(220, 520))
+    size = int(min(h, w) * rng.uniform(0.35, 0.7))
+    style = ["thin", "normal", "thick"][int(rng.integers(3))]
+    lines = ["none", "none", "ruled", "grid"][int(rng.integers(4))]
+    paper = _paper(h, w, rng, lines, shadow=rng.random() < 0.25)
+    alpha = _stroke(digit, size, rng, style)
+    ah, aw = alpha.shape
+    top = int(np.clip((h - ah) / 2 + rng.uniform(-0.15, 0.15) * h, 0, h - ah))
+    left = int(np.clip((w - aw) / 2 + rng.uniform(-0.15, 0.15) * w, 0, w - aw))
+    ink = np.array(INKS[int(rng.integers(len(INKS)))], np.float32) / 255
+    region = paper[top : top + ah, left : left + aw]
+    region[...] = region * (1 - alpha[..., None]) + ink * alpha[..., None] * region.mean()
+    return _encode(paper, rng)
+
+
+def number_photo(digits: list[list[np.ndarray]], seed: int) -> bytes:
+    """Rows of MNIST digits as a photo of a handwritten number: PNG or JPEG bytes."""
+    rng = np.random.default_rng(seed)
+    size = int(rng.integers(40, 90))
+    style = ["thin", "normal", "thick"][int(rng.integers(3))]
+    rows = [[_stroke(d, size, rng, style) for d in row] for row in digits]
+    gap = int(size * rng.uniform(0.25, 0.5))
+    width = max(sum(a.shape[1] for a in row) + gap * (len(row) - 1) for row in rows)
+    h = int(len(rows) * size * 1.8 + size)
+    w = int(width + 2 * size)
+    paper = _paper(h, w, rng, ["none", "ruled"][int(rng.integers(2))], shadow=False)
+    ink = np.array(INKS[int(rng.integers(len(INKS)))], np.float32) / 255
+    y = size // 2
+    for row in rows:
+        x = size
+        for alpha in row:
+            ah, aw = alpha.shape
+            top = int(np.clip(y + rng.integers(-size // 10, size // 10 + 1), 0, h - ah))
+            region = paper[top : top + ah, x : x + aw]
+            region[...] = region * (1 - alpha[..., None]) + ink * alpha[..., None]
+            x += aw + gap
+        y += int(size * 1.8)
+    return _encode(paper, rng)
