@@ -15,7 +15,7 @@ from PIL import Image
 
 from scratchcnn.app import Classifier
 from scratchcnn.app.photos import load_digit
-from scratchcnn.app.server import MAX_BODY, make_server
+from scratchcnn.app.server import MAX_BODY, MAX_PIXELS, make_server
 from scratchcnn.data import load
 
 
@@ -137,12 +137,17 @@ def test_predict_data_url_json_with_activations(server, digits):
     assert shapes == [("Conv2D(1, 8, 3)", [8, 26, 26]), ("MaxPool2D(2)", [8, 13, 13])]
     for block in answer["activations"]:
         assert len(base64.b64decode(block["data"])) == np.prod(block["shape"])
+    # a text/plain data URL is what a browser sends cross-site without asking: refused
     status, _, data = request(server, "POST", "/api/predict", url, {"Content-Type": "text/plain"})
-    assert status == 200 and json.loads(data)["prediction"] == answer["prediction"]
+    assert status == 415 and "Content-Type" in json.loads(data)["error"]
+
+
+JSON = {"Content-Type": "application/json"}
 
 
 def huge_png() -> bytes:
-    return png_bytes(np.full((9000, 9000), 255, np.uint8))  # 81 Mpixels, a few hundred KB
+    side = int(MAX_PIXELS**0.5) + 10  # just over the decoded-size limit, a few KB of PNG
+    return png_bytes(np.full((side, side), 255, np.uint8))
 
 
 BAD = [
@@ -156,10 +161,11 @@ BAD = [
     ("no type", b"hello", {}, 415, "Content-Type"),
     ("malformed json", b"{not json", {"Content-Type": "application/json"}, 400, "malformed JSON"),
     ("json without image", b'{"img": 1}', {"Content-Type": "application/json"}, 400, "image"),
-    ("json list", b"[1, 2]", {"Content-Type": "application/json"}, 400, "image"),
-    ("bad base64", b"data:image/png;base64,@@@@", {"Content-Type": "text/plain"}, 400, "base64"),
-    ("not base64 url", b"data:image/png,abc", {"Content-Type": "text/plain"}, 400, "base64"),
-    ("gif data url", b"data:image/gif;base64,R0lGOD", {"Content-Type": "text/plain"}, 415, "gif"),
+    ("json list", b"[1, 2]", {"Content-Type": "application/json"}, 400, "object"),
+    ("bad base64", b'{"image": "data:image/png;base64,@@@@"}', JSON, 400, "base64"),
+    ("not base64 url", b'{"image": "data:image/png,abc"}', JSON, 400, "base64"),
+    ("gif data url", b'{"image": "data:image/gif;base64,R0lGOD"}', JSON, 415, "gif"),
+    ("text/plain", b"data:image/png;base64,AAAA", {"Content-Type": "text/plain"}, 415, "Type"),
     (
         "text as image",
         b"just some text",

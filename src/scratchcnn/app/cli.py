@@ -563,7 +563,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server import serve
 
-    return serve(args.model, args.host, args.port)
+    return serve(args.model, args.host, args.port, args.data_dir)
 
 
 # -- the parser ----------------------------------------------------------------------------------
@@ -728,6 +728,7 @@ def build_parser() -> Parser:
     )
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (this machine only)")
     s.add_argument("--port", type=integer(0, 65535), default=8000, help="port (0: any free one)")
+    data_dir(s)
     s.set_defaults(func=cmd_serve)
 
     x = sub.add_parser("export", help="write the model as ONNX, for ONNX Runtime and others")

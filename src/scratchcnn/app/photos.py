@@ -100,14 +100,17 @@ def _grey(img: Image.Image) -> Image.Image:
     return img.convert("L")  # RGB, CMYK, P, 1, YCbCr, LAB, HSV
 
 
-def read_image(source: str | Path | bytes, name: str | None = None) -> Picture:
-    """Read an image file (a path or its bytes) as grey values in [0, 1]."""
+def read_image(
+    source: str | Path | bytes, name: str | None = None, max_pixels: int = MAX_PIXELS
+) -> Picture:
+    """Read an image file (a path or its bytes) as grey values in [0, 1]. A picture of more
+    than ``max_pixels`` pixels is refused before it is decoded."""
     label = name or (str(source) if not isinstance(source, bytes) else "image")
     stream = _open(source, label)
     try:
         with Image.open(stream) as img:
             size = img.size
-            if size[0] * size[1] > MAX_PIXELS:
+            if size[0] * size[1] > max_pixels:
                 raise ImageError(f"{label}: image too large ({size[0]}x{size[1]} pixels)")
             if min(size) < MIN_SIDE:
                 raise ImageError(
@@ -413,10 +416,12 @@ def load_digit(source: str | Path | bytes, name: str | None = None) -> np.ndarra
     return find_digit(source, name).image
 
 
-def find_digit(source: str | Path | bytes, name: str | None = None) -> Digit:
+def find_digit(
+    source: str | Path | bytes, name: str | None = None, max_pixels: int = MAX_PIXELS
+) -> Digit:
     """The digit of a one-digit image: the coherent ink nearest the centre."""
     label = name or (str(source) if not isinstance(source, bytes) else "image")
-    picture = read_image(source, label)
+    picture = read_image(source, label, max_pixels)
     ink = ink_map(picture.grey)
     labels, pieces = ink_components(ink)
     if not pieces:

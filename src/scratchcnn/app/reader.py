@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import ImageError
 from .classifier import Classifier
-from .photos import Digit, Picture, find_digits, read_image
+from .photos import MAX_PIXELS, Digit, Picture, find_digits, read_image
 
 
 @dataclass
@@ -123,9 +123,14 @@ def _classify(clf: Classifier, rows: list[list[Digit]]) -> tuple[list[Row], floa
     return read, float(probs.max(axis=1).mean())
 
 
-def read_number(clf: Classifier, source: str | Path | bytes, name: str | None = None) -> Reading:
+def read_number(
+    clf: Classifier,
+    source: str | Path | bytes,
+    name: str | None = None,
+    max_pixels: int = MAX_PIXELS,
+) -> Reading:
     """Read every digit of an image of a number (or of several rows of numbers)."""
-    picture = read_image(source, name)
+    picture = read_image(source, name, max_pixels)
     rows = find_digits(picture, name)
     boxes = [d.box for row in rows for d in row]
     aspect = float(np.median([(b[3] - b[1]) / max(b[2] - b[0], 1) for b in boxes]))
