@@ -44,6 +44,7 @@ WORK_SIDE = 1024  # photos are shrunk to this first: a digit needs far fewer pix
 STROKE = 0.13  # MNIST's stroke width over the longest side of its 20x20 box (~2.6 px)
 BACKGROUND = 0.12  # the background window, a share of the picture's longer side
 NEAR = 0.4  # pieces within this share of a digit's size of it are part of it
+LINE_BRIDGE = 9  # pixels: a ruled line (dilated) is thinner, so a stroke across it is kept
 
 
 @dataclass
@@ -229,21 +230,30 @@ def ink_map(grey: np.ndarray) -> Ink:
     threshold = max(_otsu(strength[strength > 0.04]), 0.2)
     mask = strength >= threshold
     lines = _long_lines(mask)
-    if (mask & ~lines).sum() >= 0.3 * mask.sum():  # a tall 1 in a tight crop is no line
-        mask &= ~lines
+    rest = mask & ~lines
+    if rest.sum() >= 0.3 * mask.sum():  # a tall 1 in a tight crop is no line
+        # A stroke that crosses a line keeps the line's pixels between its ink on either side.
+        across = np.ones((LINE_BRIDGE, 1), bool)
+        bridged = ndimage.binary_closing(rest, across) | ndimage.binary_closing(rest, across.T)
+        mask = rest | (lines & bridged)
     return Ink(strength, mask, not dark_ink)
 
 
 def _long_lines(mask: np.ndarray) -> np.ndarray:
     """Horizontal and vertical runs of ink across 90% of the image: ruled lines, grid lines,
-    paper edges (no digit is that wide), slightly thickened to take their blur."""
+    paper edges (no digit is that wide), slightly thickened to take their blur. A faint line
+    thresholds with gaps in it: gaps up to 2% of the run's length are bridged first."""
     h, w = mask.shape
     ink = mask.view(np.uint8)
     lines = np.zeros_like(ink)
-    for axis, length in ((1, max(3, int(0.9 * w))), (0, max(3, int(0.9 * h)))):
-        # an opening by a straight line: min then max filters, each O(pixels) whatever length
-        run = ndimage.minimum_filter1d(ink, length, axis=axis, mode="constant", cval=0)
-        lines |= ndimage.maximum_filter1d(run, length, axis=axis, mode="constant", cval=0)
+    for axis, extent in ((1, w), (0, h)):
+        length, gap = max(3, int(0.9 * extent)), max(3, extent // 50)
+        # a closing then an opening by a straight line: min and max filters, each O(pixels)
+        # whatever the length
+        run = ndimage.maximum_filter1d(ink, gap, axis=axis, mode="constant", cval=0)
+        run = ndimage.minimum_filter1d(run, gap, axis=axis, mode="constant", cval=1)
+        run = ndimage.minimum_filter1d(run, length, axis=axis, mode="constant", cval=0)
+        lines |= ndimage.maximum_filter1d(run, length, axis=axis, mode="constant", cval=0) & ink
     return ndimage.binary_dilation(lines.view(bool), iterations=1)
 
 
@@ -258,6 +268,7 @@ class Piece:
     box: tuple[int, int, int, int]
     area: int
     labels: list[int] = field(default_factory=list)
+    whole: Piece | None = None  # a part of a split piece: the piece before the split
 
     @property
     def height(self) -> int:
@@ -395,11 +406,14 @@ def _centre_of_mass(digit: np.ndarray) -> np.ndarray:
 @dataclass
 class Digit:
     """One digit found in a picture: its 28x28 image, its box in the file's pixels
-    (left, top, right, bottom) and its ink mask at work resolution."""
+    (left, top, right, bottom) and its ink mask at work resolution. A part of ink that was
+    split as touching digits has ``whole``: the same ink read as one digit, for a reader that
+    can tell which of the two is right (the network's confidence decides in ``read_number``)."""
 
     image: np.ndarray
     box: tuple[int, int, int, int]
     mask: np.ndarray
+    whole: Digit | None = None
 
 
 def _digit(picture: Picture, ink: Ink, labels: np.ndarray, piece: Piece) -> Digit:
@@ -440,7 +454,15 @@ def find_digits(source: str | Path | bytes | Picture, name: str | None = None) -
     if not pieces:
         raise ImageError(f"{label}: no digits found (the image is blank or has no contrast)")
     pieces = _split_touching(pieces, labels)
-    return [[_digit(picture, ink, labels, p) for p in row] for row in _rows(pieces)]
+    wholes = {id(p.whole): p.whole for p in pieces if p.whole is not None}
+    wholes = {key: _digit(picture, ink, labels, whole) for key, whole in wholes.items()}
+    rows = []
+    for row in _rows(pieces):
+        digits = [_digit(picture, ink, labels, p) for p in row]
+        for piece, digit in zip(row, digits, strict=True):
+            digit.whole = wholes.get(id(piece.whole))
+        rows.append(digits)
+    return rows
 
 
 def _digit_pieces(pieces: list[Piece]) -> list[Piece]:
@@ -494,7 +516,7 @@ def _split_touching(pieces: list[Piece], labels: np.ndarray) -> list[Piece]:
         cuts.append(right)
         area = piece.area // count
         result += [
-            Piece((top, a, bottom, b), area, piece.labels)
+            Piece((top, a, bottom, b), area, piece.labels, whole=piece)
             for a, b in zip(cuts[:-1], cuts[1:], strict=True)
             if b > a
         ]

@@ -7,7 +7,7 @@
 The digits come from ``photos.find_digits`` (rows top to bottom, digits left to right). A
 sheet photographed sideways without an EXIF rotation has digits no taller than wide, or reads
 with little confidence: then the two quarter turns are read too, and the reading the network
-is surest of wins. A digit whose
+is surest of wins (by ``TURN_MARGIN`` when the digits stood upright). A digit whose
 confidence is below the classifier's calibrated threshold is "unsure" (``?`` in the text).
 """
 
@@ -22,6 +22,8 @@ import numpy as np
 from ..errors import ImageError
 from .classifier import Classifier
 from .photos import MAX_PIXELS, Digit, Picture, find_digits, read_image
+
+TURN_MARGIN = 0.1  # how much surer (mean confidence) a turned reading of upright digits must be
 
 
 @dataclass
@@ -98,7 +100,36 @@ def _unturn(box: tuple[int, int, int, int], turns: int, size: tuple[int, int]) -
     return box
 
 
+def _unsplit(clf: Classifier, rows: list[list[Digit]]) -> list[list[Digit]]:
+    """Ink split as touching digits by its shape alone (a wide 0 looks like two digits that
+    touch) goes back together when the network is surer of it whole than, on average, of its
+    parts."""
+    parts = [d for row in rows for d in row if d.whole is not None]
+    if not parts:
+        return rows
+    wholes = {id(d.whole): d.whole for d in parts}
+    probs = clf.predict_proba(np.stack([d.image for d in parts + list(wholes.values())]))
+    sure = dict(zip([id(d) for d in parts] + list(wholes), probs.max(axis=1), strict=True))
+    joined = {
+        key
+        for key in wholes
+        if sure[key] >= np.mean([sure[id(d)] for d in parts if id(d.whole) == key])
+    }
+    out = []
+    for row in rows:
+        digits: list[Digit] = []
+        for digit in row:
+            key = id(digit.whole)
+            if key not in joined:
+                digits.append(digit)
+            elif not digits or digits[-1] is not wholes[key]:
+                digits.append(wholes[key])
+        out.append(digits)
+    return out
+
+
 def _classify(clf: Classifier, rows: list[list[Digit]]) -> tuple[list[Row], float]:
+    rows = _unsplit(clf, rows)
     images = np.stack([d.image for row in rows for d in row])
     probs = clf.predict_proba(images)
     threshold = clf.threshold
@@ -135,14 +166,18 @@ def read_number(
     boxes = [d.box for row in rows for d in row]
     aspect = float(np.median([(b[3] - b[1]) / max(b[2] - b[0], 1) for b in boxes]))
     best = (*_classify(clf, rows), 0)
-    if aspect < 1.0 or best[1] < 0.9:  # digits are taller than wide: it may lie sideways
+    # Digits wider than tall: the picture probably lies sideways. Digits upright but read with
+    # little confidence: it may, but a network is often sure of a digit turned on its side too,
+    # so then a turned reading has to be clearly surer to win.
+    margin = 0.0 if aspect < 1.0 else TURN_MARGIN
+    if aspect < 1.0 or best[1] < 0.9:
         for turns in (1, 3):
             try:
                 turned_rows = find_digits(_turned(picture, turns), name)
             except ImageError:
                 continue
             read, confidence = _classify(clf, turned_rows)
-            if confidence > best[1]:
+            if confidence > best[1] + margin:
                 best = (read, confidence, turns)
     read, _, turns = best
     for row in read:
