@@ -1,11 +1,15 @@
-"""The page in real headless Chromium: draw a digit with pointer events, check the answer.
+"""The page in real headless Chromium: draw a digit with pointer events and check the answer,
+the explanation and one SGD step against the JSON API; train a tiny net in the page and watch
+its curve move; evaluate; upload a photo of a whole number.
 
 Needs Debian's chromium and chromium-driver (``.ci/run`` installs them) and selenium; skips
-with the reason when any is missing. Set SCRATCHCNN_SCREENSHOT=path to keep the screenshot.
+with the reason when any is missing. Set SCRATCHCNN_SCREENSHOTS=folder to keep a screenshot of
+each tab (the README's come from here).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -14,8 +18,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from photogen import number_photo
 from scratchcnn.app import Classifier
 from scratchcnn.app.server import make_server
 from scratchcnn.data import load
@@ -34,7 +40,7 @@ def page_url(mnist_dir, tmp_path_factory):
     images, labels = load("mnist", "train", mnist_dir)
     clf = Classifier.create("keras", seed=0)
     clf.fit(images[:8000], labels[:8000], epochs=2, lr=0.02, momentum=0.9, batch_size=64)
-    httpd = make_server(clf, "127.0.0.1", 0)
+    httpd = make_server(clf, "127.0.0.1", 0, data_dir=str(mnist_dir))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}/"
     httpd.shutdown()
@@ -76,6 +82,32 @@ def wait_until(predicate, limit: float = 30.0):
     raise AssertionError("the page did not get there in time")
 
 
+def api(page_url: str, path: str, payload: dict) -> dict:
+    request = urllib.request.Request(
+        page_url + path.lstrip("/"),
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.load(response)
+
+
+def screenshot(browser, tmp_path, name: str) -> None:
+    shot = tmp_path / f"{name}.png"
+    browser.save_screenshot(str(shot))
+    assert shot.stat().st_size > 10_000  # a blank page compresses to far less
+    folder = os.environ.get("SCRATCHCNN_SCREENSHOTS")
+    if folder:
+        shutil.copy(shot, Path(folder) / f"page-{name}.png")
+
+
+def open_tab(browser, name: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.find_element(By.CSS_SELECTOR, f'button[data-tab="{name}"]').click()
+    assert browser.find_element(By.ID, f"tab-{name}").is_displayed()
+
+
 def test_draw_a_seven_and_the_page_agrees_with_the_api(page_url, browser, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -112,13 +144,7 @@ def test_draw_a_seven_and_the_page_agrees_with_the_api(page_url, browser, tmp_pa
     time.sleep(0.5)  # let a send queued by the last pointer events finish
     result, image, shown = settled()
     # The page shows what the API says for exactly the pixels it sent.
-    request = urllib.request.Request(
-        page_url + "api/predict",
-        data=json.dumps({"image": image}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=20) as response:
-        answer = json.load(response)
+    answer = api(page_url, "api/predict", {"image": image})
     assert shown == answer["prediction"] == result["prediction"]
     assert shown == "7", f"the drawn 7 was read as {shown}: {answer['probabilities']}"
     bars = browser.find_elements(By.CSS_SELECTOR, "#bars .bar")
@@ -131,11 +157,122 @@ def test_draw_a_seven_and_the_page_agrees_with_the_api(page_url, browser, tmp_pa
     assert len(maps) == 32 + 32 + 64 + 64  # every channel of both convolutions and pools
     assert len(browser.find_elements(By.CSS_SELECTOR, "#filters canvas")) == 32
 
-    shot = tmp_path / "serve.png"
-    browser.save_screenshot(str(shot))
-    assert shot.stat().st_size > 10_000
-    if os.environ.get("SCRATCHCNN_SCREENSHOT"):
-        shutil.copy(shot, os.environ["SCRATCHCNN_SCREENSHOT"])
+    # The explanation and the robustness view follow on their own; they show the API's numbers.
+    pixels = answer["input"]
+    explained = wait_until(lambda: browser.execute_script("return window.scratchcnn.explain"))
+    expected = api(page_url, "api/explain", {"pixels": pixels, "class": 7})
+    assert explained["class"] == 7
+    assert explained["saliency"] == expected["saliency"]
+    masks = [m["mask"] for m in expected["pool_masks"]]
+    assert [m["mask"] for m in explained["pool_masks"]] == masks
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#gradcam canvas")) == 2
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#masks canvas")) == 2 * 2
+    robust = wait_until(lambda: browser.execute_script("return window.scratchcnn.transform"))
+    assert browser.find_element(By.ID, "rob-answer").text.endswith(robust["prediction"])
+    screenshot(browser, tmp_path, "draw")
 
+    # One SGD step on the digit, said to be a 1: the page shows the loss before and after.
+    browser.execute_script("document.getElementById('step-label').value = '1'")
+    browser.find_element(By.ID, "step-run").click()
+    step = wait_until(lambda: browser.execute_script("return window.scratchcnn.step"))
+    same = api(page_url, "api/step", {"pixels": pixels, "label": 1, "lr": 0.1})
+    assert step["loss"] == pytest.approx(same["loss"], rel=1e-6)
+    assert step["loss_after"] < step["loss"]
+    assert f"{step['loss']:.4f}" in browser.find_element(By.ID, "step-loss").text
+    rows = browser.find_elements(By.CSS_SELECTOR, "#step-layers tr")
+    assert len(rows) == 1 + len(step["layers"]) == 1 + 2 + 1  # header, two convs, the dense
+
+    open_tab(browser, "inside")
+    with urllib.request.urlopen(page_url + "api/model", timeout=20) as response:
+        layers = json.load(response)["layers"]
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#layer-table tr")) == 1 + len(layers)
+    screenshot(browser, tmp_path, "inside")
+    open_tab(browser, "draw")
     browser.find_element(By.ID, "clear").click()
     assert browser.find_element(By.ID, "prediction").text == "?"
+
+
+def test_upload_a_photo_of_a_whole_number(page_url, browser, tmp_path, mnist_dir):
+    from selenium.webdriver.common.by import By
+
+    images, labels = load("mnist", "test", mnist_dir)
+    wanted = [3, 0, 7]
+    digits = [images[np.flatnonzero(labels == d)[1]] for d in wanted]
+    photo = tmp_path / "number.png"
+    photo.write_bytes(number_photo([digits], seed=4))
+    browser.get(page_url)
+    wait_until(lambda: browser.execute_script("return document.body.dataset.ready === '1'"))
+    browser.find_element(By.ID, "number-mode").click()
+    browser.find_element(By.ID, "upload").send_keys(str(photo))
+    reading = wait_until(lambda: browser.execute_script("return window.scratchcnn.reading"))
+    expected = api(
+        page_url,
+        "api/predict",
+        {
+            "image": "data:image/png;base64," + base64.b64encode(photo.read_bytes()).decode(),
+            "number": True,
+        },
+    )
+    assert reading == expected
+    assert browser.find_element(By.ID, "number-text").text == " / ".join(
+        row["text"] for row in reading["rows"]
+    )
+    assert len(reading["rows"]) == 1 and len(reading["rows"][0]["digits"]) == 3
+
+
+def test_train_a_tiny_net_in_the_page_and_use_it(page_url, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    browser.get(page_url)
+    wait_until(lambda: browser.execute_script("return document.body.dataset.ready === '1'"))
+    open_tab(browser, "data")
+    wait_until(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#data-averages canvas")) == 10)
+    assert "60,000 training images" in browser.find_element(By.ID, "data-status").text
+    screenshot(browser, tmp_path, "data")
+
+    open_tab(browser, "train")
+    images = browser.find_element(By.ID, "train-images")
+    images.clear()
+    images.send_keys("20000")
+    browser.find_element(By.ID, "train-start").click()
+    wait_until(lambda: browser.find_element(By.ID, "train-stop").is_enabled(), 10)
+
+    def finished():
+        events = browser.execute_script("return window.scratchcnn.train")
+        return events if events and events[-1]["kind"] in ("done", "failed") else None
+
+    events = wait_until(finished, 120)
+    assert events[-1]["kind"] == "done", events[-1]
+    kinds = [e["kind"] for e in events]
+    assert kinds.count("progress") >= 4  # the curve moved while it trained, not once at the end
+    probes = [e["val_accuracy"] for e in events if e["kind"] in ("probe", "epoch")]
+    assert probes[-1] > max(probes[0], 0.85)
+    status = browser.find_element(By.ID, "train-status").text
+    assert status.startswith("done") and f"{100 * probes[-1]:.2f}%" in status
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#train-filters canvas")) == 8
+    guesses = browser.find_elements(By.CSS_SELECTOR, "#train-grid .guess")
+    assert guesses and all(g.text != "?" for g in guesses)
+    screenshot(browser, tmp_path, "train")
+
+    browser.find_element(By.ID, "train-use").click()
+    wait_until(
+        lambda: (
+            "tiny" in browser.find_element(By.ID, "model-line").text
+            or "seed" in browser.find_element(By.ID, "model-line").text
+        )
+    )
+    # The served model is now the one trained here: the API says so too.
+    with urllib.request.urlopen(page_url + "api/model", timeout=20) as response:
+        served = json.load(response)
+    assert served["num_parameters"] < 20_000
+    open_tab(browser, "evaluate")
+    browser.find_element(By.ID, "evaluate-run").click()
+    wait_until(lambda: "accuracy" in browser.find_element(By.ID, "evaluate-status").text, 120)
+    cells = browser.find_elements(By.CSS_SELECTOR, "#confusion tr")
+    assert len(cells) == 11
+    total = sum(
+        int(td.text) for row in cells[1:] for td in row.find_elements(By.TAG_NAME, "td")[1:]
+    )
+    assert total == 10_000
+    assert browser.find_elements(By.CSS_SELECTOR, "#mistakes button")
+    screenshot(browser, tmp_path, "evaluate")

@@ -293,7 +293,7 @@ def events(port: int, since: int = 0, limit: float = 120) -> list[dict]:
 
 def test_training_from_the_page(server, tmp_path):
     status, body = ask(
-        server, "POST", "/api/train/start", {"recipe": "tiny", "images": 6000, "lr": 0.05}
+        server, "POST", "/api/train/start", {"recipe": "tiny", "images": 20000, "lr": 0.05}
     )
     assert status == 200 and body["state"] == "running" and len(body["grid"]) == 24
     status, body = ask(server, "POST", "/api/train/start", {"recipe": "tiny"})
@@ -305,7 +305,7 @@ def test_training_from_the_page(server, tmp_path):
     assert kinds[-1] == "done" and "progress" in kinds and "epoch" in kinds
     progress = [e for e in stream if e["kind"] == "progress"]
     assert all(np.isfinite(e["loss"]) for e in progress)
-    assert progress[-1]["loss"] < progress[0]["loss"]  # it learns
+    assert len(progress) >= 2 and progress[-1]["loss"] < progress[0]["loss"]  # it learns
     done = stream[-1]
     assert done["val_accuracy"] > 0.9 and len(done["filters"]) == 8
     status, blob = ask(server, "GET", "/api/train/model")

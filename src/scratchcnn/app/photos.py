@@ -231,7 +231,7 @@ def ink_map(grey: np.ndarray) -> Ink:
     mask = strength >= threshold
     lines = _long_lines(mask)
     rest = mask & ~lines
-    if rest.sum() >= 0.3 * mask.sum():  # a tall 1 in a tight crop is no line
+    if lines.any() and rest.sum() >= 0.3 * mask.sum():  # a tall 1 in a tight crop is no line
         # A stroke that crosses a line keeps the line's pixels between its ink on either side.
         across = np.ones((LINE_BRIDGE, 1), bool)
         bridged = ndimage.binary_closing(rest, across) | ndimage.binary_closing(rest, across.T)

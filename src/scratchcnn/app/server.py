@@ -50,7 +50,7 @@ import numpy as np
 from ..errors import ImageError, ScratchCNNError
 from .classifier import Classifier, default_model
 from .explain import explain, one_step, transform
-from .lab import BusyError, Lab, data_summary, mistakes_summary
+from .lab import MAX_IMAGES, BusyError, Lab, data_summary, mistakes_summary
 from .photos import find_digit
 from .reader import read_number
 
@@ -324,7 +324,7 @@ class Service:
     # -- the lab -------------------------------------------------------------------------------
     def train_start(self, request: dict) -> dict:
         recipe = request.get("recipe", "tiny")
-        images = int(_number(request, "images", 100, 60_000, 20_000))
+        images = int(_number(request, "images", 100, MAX_IMAGES, MAX_IMAGES))
         lr = _number(request, "lr", 1e-4, 1.0, 0.05)
         try:
             session = self.lab.start(str(recipe), images, lr)
