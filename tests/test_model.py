@@ -272,6 +272,7 @@ def test_classic_train_lowers_the_loss_and_predicts(mnist_dir):
 # -- learning on the real data -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_seed_net_one_epoch_on_all_of_mnist_reaches_97_percent(mnist_dir):
     train_x, train_y = load("mnist", "train", mnist_dir)
     test_x, test_y = load("mnist", "test", mnist_dir)

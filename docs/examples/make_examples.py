@@ -44,3 +44,19 @@ d = ImageDraw.Draw(img)
 d.line([(230, 60), (110, 250), (300, 250)], fill=(235, 235, 225), width=20, joint="curve")
 d.line([(240, 140), (245, 350)], fill=(235, 235, 225), width=20)
 img.filter(ImageFilter.GaussianBlur(1.5)).save(HERE / "four.png")
+
+# A whole number, 2026, in blue ballpoint on ruled paper, for `scratchcnn read`.
+img = paper((760, 300), (248, 247, 240))
+d = ImageDraw.Draw(img)
+for y in range(30, 300, 48):
+    d.line([(0, y), (760, y)], fill=(150, 175, 215), width=2)
+ink = (35, 55, 150)
+for left in (60, 380):  # the two 2s
+    d.arc([left, 60, left + 120, 150], start=180, end=40, fill=ink, width=13)
+    d.line([(left + 110, 120), (left + 5, 235), (left + 130, 232)], fill=ink, width=13, joint="curve")
+d.ellipse([225, 62, 335, 236], outline=ink, width=13)  # 0
+d.arc([565, 62, 745, 330], start=182, end=268, fill=ink, width=13)  # 6: the stroke down
+d.ellipse([566, 140, 680, 238], outline=ink, width=13)  # and its loop
+img.filter(ImageFilter.GaussianBlur(0.9)).rotate(2, fillcolor=(248, 247, 240)).save(
+    HERE / "number.jpg", quality=85
+)

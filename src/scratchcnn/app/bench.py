@@ -7,6 +7,12 @@ measures the float32 GEMM peak of this machine (a large square product) and repo
 training FLOP/s as a share of it: against the product timed in the same rounds as the training
 (the "%peak" column), and against the fastest of ten products timed at the start. PyTorch is
 optional: without it only our figures are printed.
+
+Inference is also timed against ONNX Runtime, at batch 1 and 1000, from raw uint8 images to
+probabilities: our ``Classifier.predict_proba`` (compiled path), ONNX Runtime running the graph
+``scratchcnn export`` writes for the same net, and (with PyTorch) ONNX Runtime running the
+PyTorch twin exported by ``torch.onnx.export``, and PyTorch itself. ONNX Runtime gets the
+same number of threads.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ from ..nn import (
 )
 from ..training import build
 from . import machine
+from .classifier import Classifier
+from .export import build_graph
 
 
 def blas_info() -> dict:
@@ -292,6 +300,78 @@ def compare(
     return row
 
 
+def onnx_session(graph: bytes, threads: int) -> Callable[[np.ndarray], list]:
+    """An ONNX Runtime CPU session of ``graph`` on ``threads`` threads, as a function."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})
+
+
+def torch_onnx(model: Sequential) -> tuple[object, bytes]:
+    """The PyTorch twin of ``model`` in eval mode and its ONNX export (float NCHW input,
+    normalised; the batch axis dynamic)."""
+    import io
+
+    import torch
+
+    net = torch_twin(model).eval()
+    buffer = io.BytesIO()
+    dummy = torch.zeros(1, *reversed(model.input_shape))  # (1, C, H, W) as (1, 1, 28, 28)
+    torch.onnx.export(
+        net, (dummy,), buffer, input_names=["x"], output_names=["logits"],
+        dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}}, dynamo=False,
+    )  # fmt: skip
+    return net, buffer.getvalue()
+
+
+def inference(
+    arch: str, batch: int, threads: int, repeats: int, seconds: float, with_torch: bool
+) -> dict:
+    """One row of the inference table: images per second from uint8 images (batch, 28, 28)
+    to probabilities, ours against ONNX Runtime (and PyTorch's export and PyTorch), as medians
+    of ``repeats`` interleaved timings."""
+    rng = np.random.default_rng(0)
+    model = make_model(arch)
+    clf = Classifier(model, arch)
+    images = rng.integers(0, 256, (batch, 28, 28), dtype=np.uint8)
+    our_onnx = onnx_session(build_graph(clf).SerializeToString(), threads)
+    runs = {
+        "ours": _median_rate(lambda: clf.predict_proba(images), batch, seconds),
+        "ort_ours": _median_rate(lambda: our_onnx(images), batch, seconds),
+    }
+    if with_torch:
+        import torch
+
+        torch.set_num_threads(threads)
+        net, graph = torch_onnx(model)
+        x = ((images.astype(np.float32) / 255 - clf.mean) / clf.std)[:, None]
+        their_onnx = onnx_session(graph, threads)
+        tx = torch.from_numpy(x)
+
+        def torch_infer() -> None:
+            with torch.inference_mode():
+                torch.softmax(net(tx), dim=1)
+
+        runs["ort_torch"] = _median_rate(lambda: their_onnx(x), batch, seconds)
+        runs["torch"] = _median_rate(torch_infer, batch, seconds)
+    for run in runs.values():
+        run()
+    rates: dict[str, list[float]] = {key: [] for key in runs}
+    for _ in range(repeats):
+        for key, run in runs.items():
+            rates[key].append(run())
+    row = {key: statistics.median(values) for key, values in rates.items()}
+    row.update(arch=arch, batch=batch, rounds=rates, ratio_ort=row["ours"] / row["ort_ours"])
+    if with_torch:
+        row["ratio_ort_torch"] = row["ours"] / row["ort_torch"]
+    return row
+
+
 # VmHWM (peak RSS) starts afresh with exec; ru_maxrss would carry over the parent's peak.
 MEMORY_SNIPPET = """
 import sys
@@ -350,6 +430,7 @@ def run(
     epochs: bool = True,
     memory: bool = True,
     log: Callable[[str], None] = print,
+    onnx: bool | None = None,
 ) -> dict:
     if with_torch is None:
         try:
@@ -358,6 +439,14 @@ def run(
             with_torch = True
         except ImportError:
             with_torch = False
+    if onnx is None:
+        try:
+            import onnx as _onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+
+            onnx = True
+        except ImportError:
+            onnx = False
     blas = blas_info()
     threads = int(blas["threads"] or 1)
     peak = gemm_peak()
@@ -414,6 +503,26 @@ def run(
             f"{r['arch']} {r['batch']} {r['percent_of_start_peak']:.1f}%" for r in report["rows"]
         )
     )
+    if onnx:
+        report["inference"] = []
+        log(
+            "inference img/s, uint8 images to probabilities: scratchcnn (compiled), ONNX Runtime "
+            "on scratchcnn's export, ONNX Runtime on PyTorch's export, PyTorch; ratios: "
+            "scratchcnn over ONNX Runtime"
+        )
+        log(
+            f"{'net':<6} {'batch':>5} | {'ours':>8} {'ORT':>8} {'ORT(pt)':>8} {'torch':>8} | "
+            f"{'ours/ORT':>8} {'ours/ORT(pt)':>12}"
+        )
+        for arch in archs:
+            for batch in (1, 1000):
+                row = inference(arch, batch, threads, repeats, seconds, with_torch)
+                report["inference"].append(row)
+                log(
+                    f"{arch:<6} {batch:>5} | {cell(row, 'ours', 8)} {cell(row, 'ort_ours', 8)} "
+                    f"{cell(row, 'ort_torch', 8)} {cell(row, 'torch', 8)} | "
+                    f"{cell(row, 'ratio_ort', 8, '.2f')} {cell(row, 'ratio_ort_torch', 12, '.2f')}"
+                )
     if memory:
         report["memory_keras_256"] = {"ours": peak_memory("keras", 256, "ours", threads)}
         if with_torch:
@@ -459,14 +568,30 @@ def main(argv: list[str] | None = None) -> int:
         help="nets to time: named architectures, or 'user' (conv 5x5 pad 2, pool, conv 3x3 "
         "pad 1, pool, conv 3x3, dense; default: seed keras user)",
     )
-    parser.add_argument("--batch", nargs="+", type=int, default=[64, 128, 256])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=1.0, help="per timed repeat")
-    parser.add_argument("--data-dir")
-    parser.add_argument("--no-torch", action="store_true")
-    parser.add_argument("--no-epochs", action="store_true")
-    parser.add_argument("--no-memory", action="store_true")
-    parser.add_argument("--json", default="bench.json", help="where to write all figures")
+    parser.add_argument(
+        "--batch", nargs="+", type=int, default=[64, 128, 256],
+        help="training batch sizes (default: 64 128 256)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="interleaved timings per figure (default: 5)"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=1.0, help="seconds per timed repeat (default: 1.0)"
+    )
+    parser.add_argument(
+        "--data-dir", help="where MNIST is, for the epoch timings (default: the cache)"
+    )
+    parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    parser.add_argument("--no-onnx", action="store_true", help="leave ONNX Runtime out")
+    parser.add_argument(
+        "--no-epochs", action="store_true", help="skip timing one epoch on all of MNIST"
+    )
+    parser.add_argument(
+        "--no-memory", action="store_true", help="skip measuring peak memory while training"
+    )
+    parser.add_argument(
+        "--json", default="bench.json", help="where to write all figures (default: bench.json)"
+    )
     args = parser.parse_args(argv)
     report = run(
         tuple(args.arch),
@@ -477,6 +602,7 @@ def main(argv: list[str] | None = None) -> int:
         False if args.no_torch else None,
         not args.no_epochs,
         not args.no_memory,
+        onnx=False if args.no_onnx else None,
     )
     text = json.dumps(report, indent=1).encode()
     atomic_write(args.json, lambda out: out.write(text))  # a half-written file never lands
