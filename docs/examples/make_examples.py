@@ -53,7 +53,9 @@ for y in range(30, 300, 48):
 ink = (35, 55, 150)
 for left in (60, 380):  # the two 2s
     d.arc([left, 60, left + 120, 150], start=180, end=40, fill=ink, width=13)
-    d.line([(left + 110, 120), (left + 5, 235), (left + 130, 232)], fill=ink, width=13, joint="curve")
+    d.line(
+        [(left + 110, 120), (left + 5, 235), (left + 130, 232)], fill=ink, width=13, joint="curve"
+    )
 d.ellipse([225, 62, 335, 236], outline=ink, width=13)  # 0
 d.arc([565, 62, 745, 330], start=182, end=268, fill=ink, width=13)  # 6: the stroke down
 d.ellipse([566, 140, 680, 238], outline=ink, width=13)  # and its loop
