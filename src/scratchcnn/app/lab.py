@@ -26,7 +26,7 @@ from .classifier import Classifier
 # What the page offers. "tiny" is the classic seed net: it learns in seconds.
 LAB_RECIPES = {
     "tiny": get_recipe("seed").with_overrides(epochs=3, lr=0.05, batch_size=64),
-    "quick": RECIPES["fast"].with_overrides(arch="quick", epochs=2),
+    "quick": RECIPES["quick"].with_overrides(epochs=2),
     "fast": RECIPES["fast"].with_overrides(epochs=2),
 }
 GRID = 24  # validation digits shown with their current predictions

@@ -75,29 +75,65 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    # 99% in under 5 minutes on two cores: the keras net with batch norm, a one-cycle
-    # learning rate and light augmentation, 4 epochs.
-    "fast": Recipe(
-        arch="fast",
+    # 99% in under 45 s on two cores: the small batch-norm net, five epochs of plain digits
+    # (warping them pays only in longer runs), a one-cycle learning rate, label smoothing, and
+    # test-time shifts.
+    "quick": Recipe(
+        arch="quick",
         lr=0.1,
         schedule="onecycle",
         warmup=0.15,
-        epochs=4,
+        epochs=5,
+        batch_size=128,
+        weight_decay=5e-4,
+        label_smoothing=0.05,
+        tta=True,
+    ),
+    # The default, about a minute and a half: the same small net, eight epochs of lightly
+    # warped digits. (The larger "fast" net learns more per epoch but runs half as many epochs
+    # in the time, and ends lower on validation.)
+    "fast": Recipe(
+        arch="quick",
+        lr=0.1,
+        schedule="onecycle",
+        warmup=0.15,
+        epochs=8,
         batch_size=128,
         weight_decay=5e-4,
         augment="affine",
+        label_smoothing=0.05,
+        tta=True,
     ),
-    # 99.5%: a deeper batch-norm net, 15 epochs of augmented data, label smoothing.
+    # The most accurate single model: two conv-conv-pool blocks with batch norm and a dense
+    # layer, twelve epochs of warped digits, label smoothing, an average of the weights and
+    # test-time shifts.
     "best": Recipe(
         arch="best",
         lr=0.05,
         schedule="onecycle",
         warmup=0.2,
-        epochs=15,
+        epochs=12,
         batch_size=128,
         weight_decay=5e-4,
         augment="affine",
+        label_smoothing=0.05,
+        ema=0.999,
+        tta=True,
+    ),
+    # Fashion-MNIST: the best net, no rotations (clothes are photographed upright) but
+    # mirror images, small shifts and random erasing, twenty epochs.
+    "fashion": Recipe(
+        arch="best",
+        lr=0.05,
+        schedule="onecycle",
+        warmup=0.2,
+        epochs=20,
+        batch_size=128,
+        weight_decay=5e-4,
+        augment="clothes",
         label_smoothing=0.1,
+        ema=0.999,
+        tta=True,
     ),
     # The model that ships in the package, for photos and drawings: strokes thicker and
     # thinner, elastic distortion, blur and weaker contrast on top of the affine warp, an

@@ -1,0 +1,75 @@
+"""The accuracy table of docs/results.md, from the logs ``scratchcnn train`` wrote.
+
+    python benchmarks/results_table.py [docs/results/recipes]
+
+Reads every ``*.log`` in the folder (one ``scratchcnn train ... > NAME.log`` each, see
+``benchmarks/run_recipes.sh``), takes from each its recipe, dataset, seed, test accuracy and
+training time as ``train`` printed them, and prints one Markdown row per recipe and dataset:
+the mean over seeds, the lowest and highest, and the mean time. Writes the same to
+``summary.json`` in the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+HEADER = re.compile(r"^Training (\S+) on [\d,]+ (\S+) images .* seed (\d+)$", re.M)
+ACCURACY = re.compile(r"^Test accuracy: ([\d.]+)% on", re.M)
+TIME = re.compile(r"^Training time: ([\d.]+) s\.", re.M)
+
+
+def parse(path: Path) -> dict | None:
+    text = path.read_text()
+    header, accuracy, seconds = HEADER.search(text), ACCURACY.search(text), TIME.search(text)
+    if not (header and accuracy and seconds):
+        return None  # a run that did not finish
+    recipe, dataset, seed = header.groups()
+    return {
+        "log": path.name,
+        "recipe": recipe,
+        "dataset": dataset,
+        "seed": int(seed),
+        "test_accuracy": float(accuracy.group(1)),
+        "seconds": float(seconds.group(1)),
+    }
+
+
+def main() -> None:
+    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/results/recipes")
+    runs = [run for path in sorted(folder.glob("*.log")) if (run := parse(path))]
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for run in runs:
+        groups[(run["recipe"], run["dataset"])].append(run)
+    rows = []
+    print("| recipe | dataset | seeds | test accuracy: mean (lowest - highest) | time: mean |")
+    print("| --- | --- | --- | --- | --- |")
+    for (recipe, dataset), group in sorted(groups.items()):
+        accs = [r["test_accuracy"] for r in group]
+        secs = [r["seconds"] for r in group]
+        row = {
+            "recipe": recipe,
+            "dataset": dataset,
+            "seeds": sorted(r["seed"] for r in group),
+            "mean": math.floor(statistics.mean(accs) * 1000) / 1000,  # never rounded up
+            "lowest": min(accs),
+            "highest": max(accs),
+            "mean_seconds": statistics.mean(secs),
+            "runs": group,
+        }
+        rows.append(row)
+        spread = f" ({min(accs):.2f} - {max(accs):.2f})" if len(group) > 1 else ""
+        print(
+            f"| `{recipe}` | {dataset} | {len(group)} | {row['mean']:.3f}%{spread} | "
+            f"{math.ceil(row['mean_seconds'] * 10) / 10:,.1f} s |"
+        )
+    (folder / "summary.json").write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
