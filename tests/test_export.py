@@ -88,3 +88,14 @@ def test_the_command_line_exports(tmp_path):
     one_clear_line(run("export", str(tmp_path / "missing.npz"), str(out)), "no such model file")
     batch = np.zeros((3, 28, 28), np.uint8)
     assert session(out).run(None, {"images": batch})[0].shape == (3, 10)
+
+
+def test_the_file_declares_the_oldest_ir_version_its_opset_allows(tmp_path):
+    """A newer onnx package stamps its own newest IR version (14 with onnx 1.23), which the
+    ONNX Runtime wheels for older Pythons refuse; opset 17 needs only IR 8."""
+    import onnx
+
+    path = Classifier(Sequential(user_nets()["pad5x5"], seed=1)).export_onnx(tmp_path / "m.onnx")
+    proto = onnx.load(str(path))
+    assert [(o.domain, o.version) for o in proto.opset_import] == [("", 17)]
+    assert proto.ir_version == 8

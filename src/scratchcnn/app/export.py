@@ -107,9 +107,12 @@ def build_graph(clf):
         ],
         initializers,
     )
-    proto = helper.make_model(
-        graph, producer_name="scratchcnn", opset_imports=[helper.make_opsetid("", OPSET)]
-    )
+    opsets = [helper.make_opsetid("", OPSET)]
+    proto = helper.make_model(graph, producer_name="scratchcnn", opset_imports=opsets)
+    # make_model stamps the newest IR version the installed onnx knows, which older runtimes
+    # refuse ("Unsupported model IR version"); the oldest IR that carries the opset loads
+    # everywhere the opset does.
+    proto.ir_version = helper.find_min_ir_version_for(opsets)
     proto.doc_string = f"classes: {', '.join(clf.classes)}"
     onnx.checker.check_model(proto)
     return proto
