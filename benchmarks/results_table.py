@@ -2,8 +2,8 @@
 
     python benchmarks/results_table.py [docs/results/recipes]
 
-Reads every ``*.log`` in the folder (one ``scratchcnn train ... > NAME.log`` each, see
-``benchmarks/run_recipes.sh``), takes from each its recipe, dataset, seed, test accuracy and
+Reads every ``RECIPE-DATASET-sSEED.log`` in the folder (one ``scratchcnn train ...`` each, see
+``benchmarks/run_recipes.sh``), takes from each its net, dataset, seed, test accuracy and
 training time as ``train`` printed them, and prints one Markdown row per recipe and dataset:
 the mean over seeds, the lowest and highest, and the mean time. Writes the same to
 ``summary.json`` in the folder.
@@ -19,7 +19,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-HEADER = re.compile(r"^Training (\S+) on [\d,]+ (\S+) images .* seed (\d+)$", re.M)
+NAME = re.compile(r"^([a-z]+)-")  # the recipe, as run_recipes.sh names the log
+HEADER = re.compile(
+    r"^Training (\S+)(?: \(recipe \S+\))? on [\d,]+ (\S+) images .* seed (\d+)$", re.M
+)
 ACCURACY = re.compile(r"^Test accuracy: ([\d.]+)% on", re.M)
 TIME = re.compile(r"^Training time: ([\d.]+) s\.", re.M)
 
@@ -29,10 +32,11 @@ def parse(path: Path) -> dict | None:
     header, accuracy, seconds = HEADER.search(text), ACCURACY.search(text), TIME.search(text)
     if not (header and accuracy and seconds):
         return None  # a run that did not finish
-    recipe, dataset, seed = header.groups()
+    arch, dataset, seed = header.groups()
     return {
         "log": path.name,
-        "recipe": recipe,
+        "recipe": NAME.match(path.name).group(1),
+        "arch": arch,
         "dataset": dataset,
         "seed": int(seed),
         "test_accuracy": float(accuracy.group(1)),
@@ -47,8 +51,10 @@ def main() -> None:
     for run in runs:
         groups[(run["recipe"], run["dataset"])].append(run)
     rows = []
-    print("| recipe | dataset | seeds | test accuracy: mean (lowest - highest) | time: mean |")
-    print("| --- | --- | --- | --- | --- |")
+    print(
+        "| recipe | net | dataset | seeds | test accuracy: mean (lowest - highest) | time: mean |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
     for (recipe, dataset), group in sorted(groups.items()):
         accs = [r["test_accuracy"] for r in group]
         secs = [r["seconds"] for r in group]
@@ -65,8 +71,8 @@ def main() -> None:
         rows.append(row)
         spread = f" ({min(accs):.2f} - {max(accs):.2f})" if len(group) > 1 else ""
         print(
-            f"| `{recipe}` | {dataset} | {len(group)} | {row['mean']:.3f}%{spread} | "
-            f"{math.ceil(row['mean_seconds'] * 10) / 10:,.1f} s |"
+            f"| `{recipe}` | {group[0]['arch']} | {dataset} | {len(group)} | "
+            f"{row['mean']:.3f}%{spread} | {math.ceil(row['mean_seconds'] * 10) / 10:,.1f} s |"
         )
     (folder / "summary.json").write_text(json.dumps(rows, indent=1) + "\n")
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: where the real MNIST files are, and the PyTorch oracle when installed."""
+"""Shared fixtures: where the real MNIST files are, the PyTorch oracle when installed, and a
+spy on the plain convolution."""
 
 from __future__ import annotations
 
@@ -30,3 +31,20 @@ def mnist_dir() -> Path:
 def torch():
     """PyTorch as a reference oracle (pip install torch==2.13.0); skips when absent."""
     return pytest.importorskip("torch", reason="PyTorch oracle not installed (torch==2.13.0)")
+
+
+@pytest.fixture
+def conv_forward_calls(monkeypatch) -> list[bool]:
+    """Every call of the plain ``Conv2D.forward`` from now on, as its ``training`` flag: what a
+    breakpoint in the file a learner reads would see."""
+    from scratchcnn.nn import Conv2D
+
+    calls: list[bool] = []
+    original = Conv2D.forward
+
+    def spy(self, x, training=True):
+        calls.append(training)
+        return original(self, x, training)
+
+    monkeypatch.setattr(Conv2D, "forward", spy)
+    return calls

@@ -300,15 +300,8 @@ def test_compile_shares_the_parameters():
         compile(object())
 
 
-def test_a_breakpoint_in_the_plain_layers_is_hit_by_the_plain_path(monkeypatch):
-    calls = []
-    original = Conv2D.forward
-
-    def spy(self, x, training=True):
-        calls.append(training)
-        return original(self, x, training)
-
-    monkeypatch.setattr(Conv2D, "forward", spy)
+def test_a_breakpoint_in_the_plain_layers_is_hit_by_the_plain_path(conv_forward_calls):
+    calls = conv_forward_calls
     model = build("keras", seed=0)
     x, y = batch_for(model, np.random.default_rng(4), 4)
     model.train_step(x, y, SoftmaxCrossEntropy())

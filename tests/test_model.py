@@ -341,16 +341,9 @@ def test_an_inference_pass_keeps_a_pending_dropout_mask():
     np.testing.assert_array_equal(layer.backward(np.ones_like(x)), y)
 
 
-def test_fit_with_fast_off_runs_the_plain_layers(monkeypatch):
+def test_fit_with_fast_off_runs_the_plain_layers(conv_forward_calls):
     # A breakpoint in Conv2D.forward is hit by Classifier.fit(fast=False): the plain engine.
-    calls = []
-    original = Conv2D.forward
-
-    def spy(self, x, training=True):
-        calls.append(training)
-        return original(self, x, training)
-
-    monkeypatch.setattr(Conv2D, "forward", spy)
+    calls = conv_forward_calls
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (64, 28, 28), dtype=np.uint8), rng.integers(0, 10, 64)
     plain = Classifier.create("keras", seed=0)

@@ -218,13 +218,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     (train_x, train_y), (val_x, val_y) = train_val_split(images, labels, val_size, seed=0)
     test_x, test_y = load_split(args.dataset, "test", args.data_dir)
 
+    named = "" if clf is not None else f" (recipe {args.recipe})"
     if clf is None:
         clf = Classifier.create(recipe.arch, dataset=args.dataset, seed=args.seed)
     clf.fast = not args.plain
     print(clf.summary())
     r = recipe
     print(
-        f"Training {clf.architecture} on {len(train_x):,} {args.dataset} images "
+        f"Training {clf.architecture}{named} on {len(train_x):,} {args.dataset} images "
         f"(validation {len(val_x):,}): {r.epochs} epoch(s), batch {r.batch_size}, {r.optimizer} "
         f"lr {r.lr:g} ({r.schedule}), augment {r.augment}"
         + (f", EMA {r.ema:g}" if r.ema else "")

@@ -100,58 +100,61 @@ def _unturn(box: tuple[int, int, int, int], turns: int, size: tuple[int, int]) -
     return box
 
 
-def _unsplit(clf: Classifier, rows: list[list[Digit]]) -> list[list[Digit]]:
+def _unsplit(rows: list[list[Digit]], sure: dict[int, float]) -> list[list[Digit]]:
     """Ink split as touching digits by its shape alone (a wide 0 looks like two digits that
     touch) goes back together when the network is surer of it whole than, on average, of its
-    parts."""
-    parts = [d for row in rows for d in row if d.whole is not None]
-    if not parts:
-        return rows
-    wholes = {id(d.whole): d.whole for d in parts}
-    probs = clf.predict_proba(np.stack([d.image for d in parts + list(wholes.values())]))
-    sure = dict(zip([id(d) for d in parts] + list(wholes), probs.max(axis=1), strict=True))
+    parts. ``sure``: the top probability of every digit and whole, by ``id``."""
+    parts: dict[int, list[Digit]] = {}
+    for row in rows:
+        for digit in row:
+            if digit.whole is not None:
+                parts.setdefault(id(digit.whole), []).append(digit)
     joined = {
         key
-        for key in wholes
-        if sure[key] >= np.mean([sure[id(d)] for d in parts if id(d.whole) == key])
+        for key, pieces in parts.items()
+        if sure[key] >= np.mean([sure[id(piece)] for piece in pieces])
     }
     out = []
     for row in rows:
         digits: list[Digit] = []
         for digit in row:
-            key = id(digit.whole)
-            if key not in joined:
+            whole = digit.whole
+            if whole is None or id(whole) not in joined:
                 digits.append(digit)
-            elif not digits or digits[-1] is not wholes[key]:
-                digits.append(wholes[key])
+            elif not digits or digits[-1] is not whole:  # its first part stands for it
+                digits.append(whole)
         out.append(digits)
     return out
 
 
 def _classify(clf: Classifier, rows: list[list[Digit]]) -> tuple[list[Row], float]:
-    rows = _unsplit(clf, rows)
-    images = np.stack([d.image for row in rows for d in row])
-    probs = clf.predict_proba(images)
-    threshold = clf.threshold
-    read, k = [], 0
+    """Every digit read (split ink put back together where the network prefers it whole),
+    and the mean top probability: how sure the network is of this reading."""
+    found = [d for row in rows for d in row]
+    wholes = {id(d.whole): d.whole for d in found if d.whole is not None}
+    candidates = found + list(wholes.values())
+    computed = clf.predict_proba(np.stack([d.image for d in candidates]))
+    probs = dict(zip(map(id, candidates), computed, strict=True))
+    rows = _unsplit(rows, {key: float(p.max()) for key, p in probs.items()})
+    read, tops = [], []
     for row in rows:
         digits = []
         for digit in row:
-            p = probs[k]
+            p = probs[id(digit)]
             best = int(p.argmax())
+            tops.append(float(p[best]))
             digits.append(
                 ReadDigit(
                     clf.classes[best],
                     float(p[best]),
                     [float(v) for v in p],
-                    bool(p[best] < threshold),
+                    bool(p[best] < clf.threshold),
                     digit.box,
                     digit.image,
                 )
             )
-            k += 1
         read.append(Row(digits))
-    return read, float(probs.max(axis=1).mean())
+    return read, float(np.mean(tops))
 
 
 def read_number(

@@ -1,0 +1,67 @@
+"""Candidate settings for the quick and fast recipes, judged on validation only.
+
+    python benchmarks/tune_recipes.py mnist qa qb ...   (names: see CANDIDATES)
+
+Each candidate trains on the 55,000 training images that ``scratchcnn train`` uses and is
+measured on its 5,000 validation images (the same split), with and without test-time shifts.
+One JSON line per run is appended to docs/results/tuning.jsonl: the settings, the training time
+and the validation accuracy (``val_final``: with the candidate's own ``tta`` setting; the runs
+from ``qd`` on also record the other one). The test set is not touched.
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from scratchcnn.app import Classifier
+from scratchcnn.data import load, train_val_split
+from scratchcnn.training import Recipe
+
+OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "tuning.jsonl"
+BASE = dict(
+    schedule="onecycle", warmup=0.15, batch_size=128, weight_decay=5e-4, label_smoothing=0.05
+)
+CANDIDATES = {
+    "qa": ("fast", dict(BASE, lr=0.1, epochs=2, augment="none")),
+    "qb": ("quick", dict(BASE, lr=0.1, epochs=3, augment="none")),
+    "qc": ("quick", dict(BASE, lr=0.2, epochs=3, augment="none", batch_size=256)),
+    "fa": ("fast", dict(BASE, lr=0.2, epochs=4, augment="affine", batch_size=256)),
+    "fb": ("fast", dict(BASE, lr=0.1, epochs=3, augment="none", tta=True)),
+    "fc": ("fast", dict(BASE, lr=0.2, epochs=4, augment="none", batch_size=256, tta=True)),
+    "qd": ("quick", dict(BASE, lr=0.1, epochs=5, augment="none")),
+    "qe": ("quick", dict(BASE, lr=0.1, epochs=5, augment="affine")),
+    "qf": ("quick", dict(BASE, lr=0.1, epochs=5, augment="none", ema=0.99)),
+    "qg": ("quick", dict(BASE, lr=0.1, epochs=4, augment="affine")),
+    "fe": ("quick", dict(BASE, lr=0.1, epochs=8, augment="affine")),
+    "ff": ("quick", dict(BASE, lr=0.2, epochs=8, augment="affine", batch_size=256)),
+}
+
+
+def main() -> None:
+    dataset, names = sys.argv[1], sys.argv[2:]
+    images, labels = load(dataset, "train")
+    (tx, ty), (vx, vy) = train_val_split(images, labels, 5000, seed=0)
+    for name in names:
+        arch, settings = CANDIDATES[name]
+        clf = Classifier.create(arch, dataset=dataset, seed=0)
+        start = time.perf_counter()
+        clf.fit(tx, ty, recipe=Recipe(arch=arch, **settings), val=(vx, vy))
+        record = {
+            "name": name,
+            "arch": arch,
+            **settings,
+            "train_seconds": round(clf.training["seconds"], 1),
+            "wall": round(time.perf_counter() - start, 1),
+            "val_last_epoch": clf.history[-1]["val_accuracy"],
+            "val_final": clf.evaluate(vx, vy)["accuracy"],
+        }
+        clf.tta = not clf.tta
+        record[f"val_final_tta_{clf.tta}"] = clf.evaluate(vx, vy)["accuracy"]
+        print(json.dumps(record), flush=True)
+        with open(OUT, "a") as out:
+            out.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    main()
