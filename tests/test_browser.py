@@ -244,7 +244,11 @@ def test_train_a_tiny_net_in_the_page_and_use_it(page_url, browser, tmp_path):
     events = wait_until(finished, 120)
     assert events[-1]["kind"] == "done", events[-1]
     kinds = [e["kind"] for e in events]
-    assert kinds.count("progress") >= 4  # the curve moved while it trained, not once at the end
+    # The curve moved while it trained, not once at the end: points arrived within the first
+    # epoch (how many depends on the machine's speed: one every 0.5 s).
+    first_epoch = kinds[: kinds.index("epoch")]
+    assert first_epoch.count("progress") + first_epoch.count("probe") >= 2, kinds
+    assert kinds.count("progress") >= 2, kinds
     probes = [e["val_accuracy"] for e in events if e["kind"] in ("probe", "epoch")]
     assert probes[-1] > max(probes[0], 0.85)
     status = browser.find_element(By.ID, "train-status").text
