@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -242,6 +244,31 @@ def test_bad_images(model, tmp_path):
     ]
     for path, needle in cases:
         one_clear_line(run("predict", str(model), str(path)), str(path), needle)
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A PNG of a few bytes whose header says width x height: a decompression bomb."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0"))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("side", [9000, 100_000])  # just over our limit; far over Pillow's
+def test_an_image_bomb_is_refused_before_it_is_decoded(model, tmp_path, side):
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_declaring(side, side))
+    for command in ("predict", "read"):
+        one_clear_line(run(command, str(bomb), "--model", str(model)), str(bomb), "too large")
 
 
 def test_wrong_arch_and_options():

@@ -131,13 +131,9 @@ def read_image(
                 values *= np.float32(1 / 255)
     except ImageError:
         raise
-    except (
-        UnidentifiedImageError,
-        OSError,
-        SyntaxError,
-        ValueError,
-        Image.DecompressionBombError,
-    ) as err:
+    except Image.DecompressionBombError as err:  # Pillow's own limit, met before ours
+        raise ImageError(f"{label}: image too large ({err})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageError(f"{label}: not a readable image file ({err})") from None
     if min(values.shape) < MIN_SIDE:
         raise ImageError(f"{label}: image is {size[0]}x{size[1]} pixels, too thin to hold a digit")
