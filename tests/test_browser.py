@@ -13,7 +13,6 @@ import base64
 import json
 import os
 import shutil
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -25,6 +24,8 @@ from photogen import number_photo
 from scratchcnn.app import Classifier
 from scratchcnn.app.server import make_server
 from scratchcnn.data import load
+
+from helpers import serving
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -40,11 +41,8 @@ def page_url(mnist_dir, tmp_path_factory):
     images, labels = load("mnist", "train", mnist_dir)
     clf = Classifier.create("keras", seed=0)
     clf.fit(images[:8000], labels[:8000], epochs=2, lr=0.02, momentum=0.9, batch_size=64)
-    httpd = make_server(clf, "127.0.0.1", 0, data_dir=str(mnist_dir))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(make_server(clf, "127.0.0.1", 0, data_dir=str(mnist_dir))) as port:
+        yield f"http://127.0.0.1:{port}/"
 
 
 @pytest.fixture(scope="module")

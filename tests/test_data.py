@@ -7,7 +7,6 @@ import http.server
 import os
 import shutil
 import struct
-import threading
 import time
 from pathlib import Path
 
@@ -26,6 +25,8 @@ from scratchcnn.data import (
     read_idx,
     train_val_split,
 )
+
+from helpers import serving
 
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -270,11 +271,8 @@ def server(mnist_dir):
     handler = type("Handler", (MirrorHandler,), {"source": mnist_dir})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(httpd) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 LABELS = DATASETS["mnist"].files[("test", "labels")]

@@ -8,7 +8,6 @@ import http.client
 import json
 import logging
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,6 +20,7 @@ from scratchcnn.app.server import make_server
 from scratchcnn.data import load, to_batch
 
 from gradcheck import numerical_gradient, relative_error
+from helpers import serving
 
 JSON = {"Content-Type": "application/json"}
 
@@ -35,12 +35,8 @@ def clf(mnist_dir) -> Classifier:
 
 @pytest.fixture(scope="module")
 def server(clf, mnist_dir):
-    httpd = make_server(clf, "127.0.0.1", 0, data_dir=str(mnist_dir), timeout=2)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd.server_address[1]
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(make_server(clf, "127.0.0.1", 0, data_dir=str(mnist_dir), timeout=2)) as port:
+        yield port
 
 
 def ask(port, method, path, body=None, headers=None):

@@ -6,7 +6,6 @@ import base64
 import http.client
 import io
 import json
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -17,6 +16,8 @@ from scratchcnn.app import Classifier
 from scratchcnn.app.photos import load_digit
 from scratchcnn.app.server import MAX_BODY, MAX_PIXELS, make_server
 from scratchcnn.data import load
+
+from helpers import serving
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +32,8 @@ def trained(mnist_dir, tmp_path_factory) -> Classifier:
 
 @pytest.fixture(scope="module")
 def server(trained):
-    httpd = make_server(trained, "127.0.0.1", 0)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd.server_address[1]
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(make_server(trained, "127.0.0.1", 0)) as port:
+        yield port
 
 
 def request(port, method, path, body=None, headers=None):
@@ -264,11 +261,7 @@ def test_a_net_the_user_built_trains_saves_loads_and_serves(mnist_dir, tmp_path,
     )
     accuracy = loaded.evaluate(test_x[:1000], test_y[:1000])["accuracy"]
     assert accuracy > 0.85, accuracy
-    httpd = make_server(loaded, "127.0.0.1", 0)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        port = httpd.server_address[1]
+    with serving(make_server(loaded, "127.0.0.1", 0)) as port:
         status, _, body = request(port, "GET", "/api/model")
         info = json.loads(body)
         assert status == 200 and info["architecture"] == "custom"
@@ -282,6 +275,3 @@ def test_a_net_the_user_built_trains_saves_loads_and_serves(mnist_dir, tmp_path,
             assert status == 200 and len(answer["activations"]) == 3  # 2 convs and the pool
             correct += answer["index"] == label
         assert correct >= 8
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
