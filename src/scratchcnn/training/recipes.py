@@ -89,9 +89,9 @@ RECIPES: dict[str, Recipe] = {
         label_smoothing=0.05,
         tta=True,
     ),
-    # The default, about a minute and a half: the same small net, eight epochs of lightly
-    # warped digits. (The larger "fast" net learns more per epoch but runs half as many epochs
-    # in the time, and ends lower on validation.)
+    # The default, 72.2 to 77.3 s on two cores (docs/results/recipes/fast-mnist-s*.log): the
+    # same small net, eight epochs of lightly warped digits. (The larger "fast" net learns more
+    # per epoch but runs half as many epochs in the time, and ends lower on validation.)
     "fast": Recipe(
         arch="quick",
         lr=0.1,
