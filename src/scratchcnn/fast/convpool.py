@@ -79,6 +79,12 @@ class ConvPoolOp(Op):
         # Every window offset's conv outputs in one product: slab k is P_k @ W (N*QH*QW, F).
         conv_out = memory.get("conv_out", (offsets, m, f), dtype)
         np.matmul(patches, conv.weight_matrix(), out=conv_out.reshape(-1, f))
+        if not training and self.norm is None:
+            # Inference needs the maxima, not the winners, and the bias can come after the
+            # maximum, on PH*PW times fewer values: rounding is monotonic, so
+            # max_k fl(a_k + b) = fl(max_k a_k + b), exactly.
+            best = conv_out.max(axis=0).reshape(n, qh, qw, f)
+            return channelwise(np.add, best, conv.params["bias"], out=best)
         channelwise(
             np.add,
             conv_out.reshape(offsets * n, qh, qw, f),
@@ -88,11 +94,12 @@ class ConvPoolOp(Op):
         if self.norm is not None:  # the statistics do not depend on the order of positions
             normed = self.norm.forward(conv_out.reshape(offsets * n, qh, qw, f), training)
             conv_out = normed.reshape(offsets, m, f)
+        if not training:
+            return conv_out.max(axis=0).reshape(n, qh, qw, f)
         best = memory.get("pooled", (m, f), dtype)
         winner = memory.get("winner", (m, f), winner_dtype(offsets))
         first_maximum(conv_out, best, winner, memory.get("beat", (m, f), winner.dtype))
-        if training:
-            self.save_for_backward(patches, winner, x.shape)
+        self.save_for_backward(patches, winner, x.shape)
         return best.reshape(n, qh, qw, f).copy()
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
