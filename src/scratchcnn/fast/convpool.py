@@ -10,7 +10,9 @@ other, and it is the largest saving of the fast path:
 * the conv outputs that a ragged pool edge drops are never computed: the keras net's second
   conv makes 10x10 of its 11x11 outputs, 17% fewer FLOPs in all three of its products;
 * the winners are the plain layer's: ``first_maximum`` (ties go to the first maximum, judged
-  on the same values P_k @ W + b), kept as one small integer per pooled output.
+  on the same values P_k @ W + b), kept as one small integer per pooled output;
+* inference (``training=False``) keeps no winners: one maximum over the offsets, and (with
+  no batch norm in between) the bias added after it, to PH*PW times fewer values.
 
     forward    y     = max_k (P_k @ W + b)                                    (N, QH, QW, F)
     backward   G_k   = dL/dy * [winner == k]                  the binary mask, offset by offset
