@@ -26,7 +26,7 @@ from scratchcnn import (
     SoftmaxCrossEntropy,
     build,
 )
-from scratchcnn.fast import compile
+from scratchcnn.fast import compile, convpool
 from scratchcnn.fast.convpool import ConvPoolOp
 from scratchcnn.fast.ops import BatchNormOp, ConvOp, DropoutOp, ReLUOp
 from scratchcnn.fast.parallel import Presampled, Substream, dropout_streams, split
@@ -471,3 +471,19 @@ def test_train_step_checks_the_labels():
     x = np.zeros((100, 28, 28, 1), dtype=np.float32)
     with pytest.raises(ShapeError, match="expected 100 labels"):
         fast.train_step(x, np.zeros(99, dtype=int), SoftmaxCrossEntropy())
+
+
+@pytest.mark.parametrize("norm", [False, True], ids=["", "norm"])
+def test_inference_in_chunks_gives_the_whole_batch_result(monkeypatch, norm):
+    # Inference through a fused conv + pool runs a few samples at a time: one sample a chunk
+    # must give what the plain layers give for the whole batch.
+    cases = CONV_NORM_POOL_CASES if norm else CONV_POOL_CASES
+    for case in cases:
+        op = make_conv_pool(case, norm=norm)
+        x = np.random.default_rng(6).normal(size=(5, *case[-1][1:]))
+        expected = x
+        for layer in op.layers:
+            expected = layer.forward(expected, training=False)
+        monkeypatch.setattr(convpool, "CHUNK_BYTES", 1)
+        assert relative_error(op.forward(x, training=False), expected) < EXACT, case[0]
+        monkeypatch.undo()

@@ -37,7 +37,12 @@ from ..nn.layers.pooling import first_maximum, winner_dtype
 from .channels import channel_sums, channelwise
 from .ops import BatchNormOp, Op, conv_input_grad
 from .patches import patch_matrix
-from .workspace import FRESH_MEMORY, Workspace
+from .workspace import Workspace
+
+# Inference runs a fused conv + pool over chunks of samples whose conv output is about this
+# large: small enough to stay in cache, large enough that the Python loop costs little (the
+# sizes timed against each other: benchmarks/results/inference-chunks.txt).
+CHUNK_BYTES = 512 * 1024
 
 
 def pool_tiles(conv_shape: tuple[int, ...], pool_size: tuple[int, int]) -> bool:
@@ -73,20 +78,15 @@ class ConvPoolOp(Op):
         check_rank(x, 4, conv, "(N, H, W, C)")
         qh, qw, f = self.output_shape(x.shape[1:])
         x = x.astype(conv.dtype, copy=False)
-        n, dtype = len(x), x.dtype
-        memory = self.workspace if training else FRESH_MEMORY
+        if not training:
+            return self._infer(x, (qh, qw, f))
+        n, dtype, memory = len(x), x.dtype, self.workspace
         pool = self.pool.pool_size
         m, offsets = n * qh * qw, pool[0] * pool[1]
         patches = patch_matrix(x, conv.kernel_size, conv.stride, conv.padding, pool, memory)
         # Every window offset's conv outputs in one product: slab k is P_k @ W (N*QH*QW, F).
         conv_out = memory.get("conv_out", (offsets, m, f), dtype)
         np.matmul(patches, conv.weight_matrix(), out=conv_out.reshape(-1, f))
-        if not training and self.norm is None:
-            # Inference needs the maxima, not the winners, and the bias can come after the
-            # maximum, on PH*PW times fewer values: rounding is monotonic, so
-            # max_k fl(a_k + b) = fl(max_k a_k + b), exactly.
-            best = conv_out.max(axis=0).reshape(n, qh, qw, f)
-            return channelwise(np.add, best, conv.params["bias"], out=best)
         channelwise(
             np.add,
             conv_out.reshape(offsets * n, qh, qw, f),
@@ -96,13 +96,43 @@ class ConvPoolOp(Op):
         if self.norm is not None:  # the statistics do not depend on the order of positions
             normed = self.norm.forward(conv_out.reshape(offsets * n, qh, qw, f), training)
             conv_out = normed.reshape(offsets, m, f)
-        if not training:
-            return conv_out.max(axis=0).reshape(n, qh, qw, f)
         best = memory.get("pooled", (m, f), dtype)
         winner = memory.get("winner", (m, f), winner_dtype(offsets))
         first_maximum(conv_out, best, winner, memory.get("beat", (m, f), winner.dtype))
         self.save_for_backward(patches, winner, x.shape)
         return best.reshape(n, qh, qw, f).copy()
+
+    def _infer(self, x: np.ndarray, output_shape: tuple[int, int, int]) -> np.ndarray:
+        """Inference: the maxima only (no winners), a few samples at a time, so that each
+        chunk's conv output, PH*PW times larger than what is kept, is reduced while it is
+        still in cache. With no batch norm in between, the bias comes after the maximum, on
+        PH*PW times fewer values: rounding is monotonic, so max_k fl(a_k + b) =
+        fl(max_k a_k + b), exactly."""
+        conv, pool, (qh, qw, f) = self.conv, self.pool.pool_size, output_shape
+        offsets, dtype = pool[0] * pool[1], x.dtype
+
+        def tiled(vector: np.ndarray) -> np.ndarray:  # per channel -> along a (QH, QW, F) map
+            return np.tile(vector.astype(dtype, copy=False), qh * qw)
+
+        bias = tiled(conv.params["bias"])
+        if self.norm is not None:  # its inference form: (conv + b) * scale + shift
+            scale, shift = map(tiled, self.norm.affine())
+        out = np.empty((len(x), qh * qw * f), dtype)
+        step = max(1, CHUNK_BYTES // (offsets * out.itemsize * out.shape[1]))
+        memory, weights = Workspace(), conv.weight_matrix()  # memory reused over the chunks
+        for i in range(0, len(x), step):
+            part = x[i : i + step]
+            patches = patch_matrix(part, conv.kernel_size, conv.stride, conv.padding, pool, memory)
+            maps = memory.get("conv_out", (offsets * len(part), qh * qw * f), dtype)
+            np.matmul(patches, weights, out=maps.reshape(-1, f))
+            if self.norm is not None:
+                np.add(maps, bias, out=maps)
+                np.multiply(maps, scale, out=maps)
+                np.add(maps, shift, out=maps)
+            np.max(maps.reshape(offsets, len(part), -1), axis=0, out=out[i : i + step])
+        if self.norm is None:
+            np.add(out, bias, out=out)
+        return out.reshape(len(x), qh, qw, f)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
         patches, winner, input_shape = self.saved()

@@ -129,6 +129,13 @@ class BatchNormOp(Op):
         """Per-channel sums over this part of the batch -> over the whole batch."""
         return sums if self.sync is None else self.sync.total(sums)
 
+    def affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """The norm at inference as x * scale + shift: per-channel (C,) ``scale`` and ``shift``
+        from the running statistics."""
+        norm = self.norm
+        scale = norm.params["weight"] / np.sqrt(norm.buffers["running_var"] + norm.eps)
+        return scale, norm.params["bias"] - norm.buffers["running_mean"] * scale
+
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         norm = self.norm
         if not isinstance(x, np.ndarray) or x.ndim != norm.rank + 1:
@@ -137,9 +144,9 @@ class BatchNormOp(Op):
         x = x.astype(norm.dtype, copy=False)
         gamma, beta = norm.params["weight"], norm.params["bias"]
         if not training:
-            scale = gamma / np.sqrt(norm.buffers["running_var"] + norm.eps)
+            scale, shift = self.affine()
             out = channelwise(np.multiply, x, scale)
-            return channelwise(np.add, out, beta - norm.buffers["running_mean"] * scale, out=out)
+            return channelwise(np.add, out, shift, out=out)
         c = norm.num_features
         flat = x.reshape(-1, c)
         sums_and_count = self._whole_batch(np.append(channel_sums(flat), len(flat)))

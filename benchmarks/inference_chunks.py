@@ -1,0 +1,54 @@
+"""How large a chunk the fused conv + pool's inference should work on (``CHUNK_BYTES`` in
+``src/scratchcnn/fast/convpool.py``).
+
+    python benchmarks/inference_chunks.py
+
+Inference keeps only each pool window's maximum, so it runs a few samples at a time and
+reduces each chunk's conv output (PH*PW times larger than what it keeps) while that is still
+in cache. This times ``Classifier.predict_proba`` on 1,000 random images for each named net
+and the bench's user net, for several chunk sizes (interleaved, median of five rounds; "whole"
+is the whole batch at once) and writes the table to benchmarks/results/inference-chunks.txt.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from scratchcnn import Sequential
+from scratchcnn.app import Classifier
+from scratchcnn.app.bench import user_net
+from scratchcnn.fast import convpool
+
+OUT = Path(__file__).resolve().parent / "results" / "inference-chunks.txt"
+SIZES = {"128 KiB": 128 << 10, "256 KiB": 256 << 10, "512 KiB": 512 << 10, "1 MiB": 1 << 20}
+SIZES["whole"] = 1 << 50
+
+
+def main() -> None:
+    images = np.random.default_rng(0).integers(0, 256, (1000, 28, 28), dtype=np.uint8)
+    lines = ["images/s, predict_proba on 1,000 images: " + ", ".join(SIZES)]
+    for arch in ("seed", "keras", "user", "fast", "best"):
+        if arch == "user":
+            clf = Classifier(Sequential(user_net(10), seed=0), "user", "mnist")
+        else:
+            clf = Classifier.create(arch, dataset="mnist", seed=0)
+        rates: dict[str, list[float]] = {name: [] for name in SIZES}
+        for _ in range(5):
+            for name, size in SIZES.items():
+                convpool.CHUNK_BYTES = size
+                clf.predict_proba(images[:100])
+                start = time.perf_counter()
+                clf.predict_proba(images)
+                rates[name].append(len(images) / (time.perf_counter() - start))
+        row = "  ".join(f"{np.median(r):8,.0f}" for r in rates.values())
+        lines.append(f"{arch:<6} {row}")
+        print(lines[-1], flush=True)
+    OUT.write_text("\n".join(lines) + "\n")
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
