@@ -19,11 +19,13 @@ from scratchcnn.app import Classifier
 from scratchcnn.data import load, train_val_split
 from scratchcnn.training import Recipe
 from scratchcnn.training.architectures import conv_bn_relu
+from scratchcnn.training.augment import POLICIES, random_affine
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "tuning.jsonl"
 BASE = dict(
     schedule="onecycle", warmup=0.15, batch_size=128, weight_decay=5e-4, label_smoothing=0.05
 )
+BEST = dict(BASE, warmup=0.2, epochs=12, ema=0.999, tta=True)  # best's, but lr and augment
 CANDIDATES = {
     "qa": ("fast", dict(BASE, lr=0.1, epochs=2, augment="none")),
     "qb": ("quick", dict(BASE, lr=0.1, epochs=3, augment="none")),
@@ -40,6 +42,14 @@ CANDIDATES = {
     # For best (seed 0's run of the recipe: 99.34% on validation after 12 epochs): the
     # PyTorch calibration's net of issue 16, a 128-unit dense layer and no dropout.
     "ba": ("best-128", dict(BASE, lr=0.05, warmup=0.2, epochs=12, augment="affine", ema=0.999)),
+    # best's settings with twice the peak learning rate; then with stronger warps.
+    "bb": ("best", dict(BEST, lr=0.1, augment="affine")),
+    "bc": ("best", dict(BEST, lr=0.05, augment="warp")),
+}
+# Augmentations that are not (yet) policies: stronger warps (An et al. 2020 went to 20 degrees
+# and 20% shifts).
+EXTRA_POLICIES = {
+    "warp": lambda x, rng: random_affine(x, rng, max_shift=3.0, max_rotation=15.0, max_scale=0.15),
 }
 # Nets that are not (yet) named architectures.
 NETS = {
@@ -53,6 +63,7 @@ NETS = {
 
 def main() -> None:
     dataset, names = sys.argv[1], sys.argv[2:]
+    POLICIES.update(EXTRA_POLICIES)
     images, labels = load(dataset, "train")
     (tx, ty), (vx, vy) = train_val_split(images, labels, 5000, seed=0)
     for name in names:
