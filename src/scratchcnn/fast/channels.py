@@ -20,9 +20,14 @@ def channelwise(
     n = len(x)
     rows = x.reshape(n, x.size // n if n else 0)
     out = np.empty_like(x) if out is None else out
-    tiled = np.tile(vector.astype(x.dtype, copy=False), rows.shape[1] // max(vector.size, 1))
-    ufunc(rows, tiled, out=out.reshape(rows.shape))
+    ufunc(rows, along_row(vector, rows.shape[1], x.dtype), out=out.reshape(rows.shape))
     return out
+
+
+def along_row(vector: np.ndarray, size: int, dtype: np.dtype) -> np.ndarray:
+    """A per-channel vector (C,) repeated along a channels-last row of ``size`` values (a
+    whole sample), as ``dtype``: what ``channelwise`` applies, for callers that reuse it."""
+    return np.tile(vector.astype(dtype, copy=False), size // max(vector.size, 1))
 
 
 def channel_sums(matrix: np.ndarray) -> np.ndarray:

@@ -34,7 +34,7 @@ from ..errors import ShapeError
 from ..nn.layers import Conv2D, MaxPool2D
 from ..nn.layers.base import check_rank
 from ..nn.layers.pooling import first_maximum, winner_dtype
-from .channels import channel_sums, channelwise
+from .channels import along_row, channel_sums, channelwise
 from .ops import BatchNormOp, Op, conv_input_grad
 from .patches import patch_matrix
 from .workspace import Workspace
@@ -109,21 +109,17 @@ class ConvPoolOp(Op):
         PH*PW times fewer values: rounding is monotonic, so max_k fl(a_k + b) =
         fl(max_k a_k + b), exactly."""
         conv, pool, (qh, qw, f) = self.conv, self.pool.pool_size, output_shape
-        offsets, dtype = pool[0] * pool[1], x.dtype
-
-        def tiled(vector: np.ndarray) -> np.ndarray:  # per channel -> along a (QH, QW, F) map
-            return np.tile(vector.astype(dtype, copy=False), qh * qw)
-
-        bias = tiled(conv.params["bias"])
+        offsets, dtype, row = pool[0] * pool[1], x.dtype, qh * qw * f
+        bias = along_row(conv.params["bias"], row, dtype)  # tiled once for every chunk
         if self.norm is not None:  # its inference form: (conv + b) * scale + shift
-            scale, shift = map(tiled, self.norm.affine())
-        out = np.empty((len(x), qh * qw * f), dtype)
-        step = max(1, CHUNK_BYTES // (offsets * out.itemsize * out.shape[1]))
+            scale, shift = (along_row(v, row, dtype) for v in self.norm.affine())
+        out = np.empty((len(x), row), dtype)
+        step = max(1, CHUNK_BYTES // (offsets * out.itemsize * row))
         memory, weights = Workspace(), conv.weight_matrix()  # memory reused over the chunks
         for i in range(0, len(x), step):
             part = x[i : i + step]
             patches = patch_matrix(part, conv.kernel_size, conv.stride, conv.padding, pool, memory)
-            maps = memory.get("conv_out", (offsets * len(part), qh * qw * f), dtype)
+            maps = memory.get("conv_out", (offsets * len(part), row), dtype)
             np.matmul(patches, weights, out=maps.reshape(-1, f))
             if self.norm is not None:
                 np.add(maps, bias, out=maps)
