@@ -107,7 +107,7 @@ RECIPES: dict[str, Recipe] = {
     # The most accurate single model: two conv-conv-pool blocks with batch norm and a dense
     # layer, twelve epochs of warped digits, label smoothing, an average of the weights and
     # test-time shifts. A peak rate of 0.1 ended at 99.44% on validation against 0.05's 99.34%
-    # (runs bb and the recipe's seed 0 run, docs/results/tuning.jsonl and recipes/).
+    # (run bb of docs/results/tuning.jsonl; seed 0 in docs/results/earlier/best-lr0.05/).
     "best": Recipe(
         arch="best",
         lr=0.1,
