@@ -110,9 +110,11 @@ class ConvPoolOp(Op):
         fl(max_k a_k + b), exactly."""
         conv, pool, (qh, qw, f) = self.conv, self.pool.pool_size, output_shape
         offsets, dtype, row = pool[0] * pool[1], x.dtype, qh * qw * f
-        bias = along_row(conv.params["bias"], row, dtype)  # tiled once for every chunk
-        if self.norm is not None:  # its inference form: (conv + b) * scale + shift
-            scale, shift = (along_row(v, row, dtype) for v in self.norm.affine())
+        bias = conv.params["bias"]
+        if self.norm is not None:  # (conv + b) * scale + shift = conv * scale + (b * scale + shift)
+            scale, shift = self.norm.affine()
+            scale, bias = along_row(scale, row, dtype), bias * scale + shift
+        bias = along_row(bias, row, dtype)  # tiled once for every chunk
         out = np.empty((len(x), row), dtype)
         step = max(1, CHUNK_BYTES // (offsets * out.itemsize * row))
         memory, weights = Workspace(), conv.weight_matrix()  # memory reused over the chunks
@@ -122,9 +124,8 @@ class ConvPoolOp(Op):
             maps = memory.get("conv_out", (offsets * len(part), row), dtype)
             np.matmul(patches, weights, out=maps.reshape(-1, f))
             if self.norm is not None:
-                np.add(maps, bias, out=maps)
                 np.multiply(maps, scale, out=maps)
-                np.add(maps, shift, out=maps)
+                np.add(maps, bias, out=maps)
             np.max(maps.reshape(offsets, len(part), -1), axis=0, out=out[i : i + step])
         if self.norm is None:
             np.add(out, bias, out=out)
