@@ -51,8 +51,8 @@ def keras_net(num_classes: int = 10) -> list[Layer]:
     ]
 
 
-def conv_bn_relu(cin: int, cout: int) -> list[Layer]:
-    return [Conv2D(cin, cout, 3), BatchNorm2D(cout), ReLU()]
+def conv_bn_relu(cin: int, cout: int, padding: int = 0) -> list[Layer]:
+    return [Conv2D(cin, cout, 3, padding=padding), BatchNorm2D(cout), ReLU()]
 
 
 def quick_net(num_classes: int = 10) -> list[Layer]:
