@@ -1,13 +1,15 @@
 """Where a training step's time goes, layer by layer (forward and backward separately).
 
     python benchmarks/profile_layers.py [--arch keras] [--batch 256] [--steps 30] [--workers N]
+    python benchmarks/profile_layers.py --infer [--arch keras] [--batch 1000]   (inference)
 
 Steps run as in training: ``scratchcnn.fast.compile(model).train_step`` and an SGD step, or,
 with ``--plain``, the plain model's own ``train_step``. When the batch is split over worker
 threads (see src/scratchcnn/fast/parallel.py), the ops timed are those of the copy that runs
 the first part, while the other parts run beside it: the figures include what the threads cost
 each other. "outside the ops" is the rest of the step: handing the parts to the threads and
-waiting for the last one, the loss, the optimizer.
+waiting for the last one, the loss, the optimizer. With ``--infer`` a step is the compiled
+model's inference pass, ``forward(x, training=False)``.
 
 Ops are timed in the order the compiled model runs them: a ReLU before a max-pool runs after
 it, and a convolution runs fused with the max-pool that follows it (see fast/plan.py).
@@ -48,6 +50,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--workers", type=int, help="threads (default: as many as BLAS has)")
     parser.add_argument("--plain", action="store_true", help="the plain engine, layer by layer")
+    parser.add_argument("--infer", action="store_true", help="inference passes, not steps")
     args = parser.parse_args()
     model = make_model(args.arch, seed=0)
     runner = model if args.plain else compile(model, args.workers)
@@ -58,11 +61,15 @@ def main() -> None:
     optimizer = SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def step() -> None:
+        if args.infer:
+            runner.forward(x, training=False)
+            return
         runner.train_step(x, y, loss)
         optimizer.step()
 
     step()  # builds the copies of a split model
     parts = [slice(0, args.batch)] if args.plain else runner.parallel_parts(args.batch)
+    what = "an inference pass" if args.infer else "a step"
     if args.plain:
         order = model.layers
     else:
@@ -82,7 +89,7 @@ def main() -> None:
         f"{args.arch}, batch {args.batch} in {len(parts)} part(s) of {part}+ on "
         f"{1 if args.plain else runner.workers} worker(s), "
         f"{'plain' if args.plain else 'compiled'}: "
-        f"{1000 * total / args.steps:.1f} ms a step "
+        f"{1000 * total / args.steps:.1f} ms {what} "
         f"({args.batch * args.steps / total:,.0f} img/s)"
     )
     print(f"{'op (first part)':<50} {'forward ms':>10} {'backward ms':>11} {'share':>6}")

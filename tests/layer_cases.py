@@ -79,10 +79,10 @@ def make_dense(case, dtype=np.float64) -> Dense:
     return Dense(din, dout, rng=np.random.default_rng(1), dtype=dtype)
 
 
-def make_conv_pool(case, dtype=np.float64, norm: bool = False) -> ConvPoolOp:
-    """A fused conv (+ batch norm) + max-pool op of scratchcnn.fast; its ``conv``, ``pool`` and
-    ``norm.norm`` are the plain layers it computes. The batch norm gets one negative scale:
-    max-pooling after it is then not max-pooling before it."""
+def make_conv_pool(case, dtype=np.float64, norm: bool = False, relu: bool = False) -> ConvPoolOp:
+    """A fused conv (+ batch norm) (+ ReLU) + max-pool op of scratchcnn.fast; its ``layers``
+    are the plain layers it computes, in an order that computes it. The batch norm gets one
+    negative scale: max-pooling after it is then not max-pooling before it."""
     _, cin, cout, k, s, p, pool, _ = case
     conv = Conv2D(cin, cout, k, stride=s, padding=p, rng=np.random.default_rng(1), dtype=dtype)
     conv.params["bias"][...] = np.linspace(-0.5, 0.5, cout)
@@ -92,7 +92,10 @@ def make_conv_pool(case, dtype=np.float64, norm: bool = False) -> ConvPoolOp:
         batch_norm.params["weight"][...] = np.linspace(-0.8, 1.5, cout)
         batch_norm.params["bias"][...] = np.linspace(0.3, -0.2, cout)
     return ConvPoolOp(
-        conv, MaxPool2D(pool), norm=None if batch_norm is None else BatchNormOp(batch_norm)
+        conv,
+        MaxPool2D(pool),
+        norm=None if batch_norm is None else BatchNormOp(batch_norm),
+        relu=ReLU() if relu else None,
     )
 
 

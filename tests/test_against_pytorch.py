@@ -105,7 +105,8 @@ def test_maxpool_ties_go_to_the_first_maximum_like_pytorch(torch, pool, stride):
 
 
 def conv_pool_against_torch(torch, layer, x: np.ndarray, upstream_seed: int = 0):
-    """Run the fused layer and PyTorch's conv2d + max_pool2d; return both sets of results."""
+    """Run the fused layer and PyTorch's conv2d (+ relu) + max_pool2d; return both sets of
+    results."""
     y = layer.forward(x)
     upstream = np.random.default_rng(upstream_seed).normal(size=y.shape).astype(x.dtype)
     grad_x = layer.backward(upstream)
@@ -114,6 +115,8 @@ def conv_pool_against_torch(torch, layer, x: np.ndarray, upstream_seed: int = 0)
     wt = torch.tensor(conv.params["weight"], requires_grad=True)
     bt = torch.tensor(conv.params["bias"], requires_grad=True)
     yt = torch.nn.functional.conv2d(xt, wt, bt, stride=conv.stride, padding=conv.padding)
+    if layer.relu is not None:
+        yt = torch.relu(yt)
     yt = torch.nn.functional.max_pool2d(yt, pool.pool_size, pool.stride)
     yt.backward(torch.tensor(np.ascontiguousarray(upstream.transpose(0, 3, 1, 2))))
     ours = (y, grad_x, conv.grads["weight"], conv.grads["bias"])
@@ -121,10 +124,11 @@ def conv_pool_against_torch(torch, layer, x: np.ndarray, upstream_seed: int = 0)
     return ours, theirs
 
 
+@pytest.mark.parametrize("relu", [False, True], ids=["", "relu"])
 @pytest.mark.parametrize("dtype,tol", DTYPES, ids=["float64", "float32"])
 @pytest.mark.parametrize("case", CONV_POOL_CASES, ids=[c[0] for c in CONV_POOL_CASES])
-def test_fused_conv_pool(torch, case, dtype, tol):
-    layer = make_conv_pool(case, dtype)
+def test_fused_conv_pool(torch, case, dtype, tol, relu):
+    layer = make_conv_pool(case, dtype, relu=relu)
     x = np.random.default_rng(0).normal(size=case[-1]).astype(dtype)
     ours, theirs = conv_pool_against_torch(torch, layer, x)
     assert all(a.dtype == dtype for a in ours)

@@ -8,6 +8,8 @@ another order), and max-pool ties go to the same winner.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -114,19 +116,22 @@ def test_conv_op(case):
     assert_op_matches([conv], ConvOp(conv), np.random.default_rng(2).normal(size=case[-1]))
 
 
+@pytest.mark.parametrize("relu", [False, True], ids=["", "relu"])
 @pytest.mark.parametrize("case", CONV_POOL_CASES, ids=[c[0] for c in CONV_POOL_CASES])
-def test_conv_pool_op(case):
-    op = make_conv_pool(case)
+def test_conv_pool_op(case, relu):
+    op = make_conv_pool(case, relu=relu)
     x = np.random.default_rng(2).normal(size=case[-1])
-    assert_op_matches([op.conv, op.pool], op, x)
+    assert len(op.layers) == 2 + relu
+    assert_op_matches(list(op.layers), op, x)
 
 
+@pytest.mark.parametrize("relu", [False, True], ids=["", "relu"])
 @pytest.mark.parametrize("case", CONV_NORM_POOL_CASES, ids=[c[0] for c in CONV_NORM_POOL_CASES])
-def test_conv_norm_pool_op(case):
-    op = make_conv_pool(case, norm=True)
+def test_conv_norm_pool_op(case, relu):
+    op = make_conv_pool(case, norm=True, relu=relu)
     x = np.random.default_rng(2).normal(size=case[-1])
     # the conv bias before the norm has a zero gradient: rounding noise on both sides
-    assert_op_matches([op.conv, op.norm.norm, op.pool], op, x, atol=1e-13)
+    assert_op_matches(list(op.layers), op, x, atol=1e-13)
 
 
 @pytest.mark.parametrize("case", CONV_POOL_CASES[:3], ids=[c[0] for c in CONV_POOL_CASES[:3]])
@@ -187,16 +192,8 @@ def test_plan_fuses_and_reorders_but_computes_every_layer_once():
         covered = [layer for op in ops for layer in getattr(op, "layers", (op,))]
         assert sorted(map(id, covered)) == sorted(map(id, model.layers)), name
     kinds = [type(op).__name__ for op in compile(make_net("pad5x5")).ops]
-    assert kinds == [
-        "ConvPoolOp",
-        "ReLUOp",
-        "ConvPoolOp",
-        "ReLUOp",
-        "ConvOp",
-        "ReLUOp",
-        "Flatten",
-        "Dense",
-    ]
+    assert kinds == ["ConvPoolOp", "ConvPoolOp", "ConvOp", "ReLUOp", "Flatten", "Dense"]
+    assert [op.relu is not None for op in compile(make_net("pad5x5")).ops[:2]] == [True, True]
     best = compile(build("best")).ops
     assert [op.norm is not None for op in best if isinstance(op, ConvPoolOp)] == [True, True]
     ragged = compile(make_net("rgb-ragged-overlap")).ops
@@ -478,8 +475,8 @@ def test_inference_in_chunks_gives_the_whole_batch_result(monkeypatch, norm):
     # Inference through a fused conv + pool runs a few samples at a time: one sample a chunk
     # must give what the plain layers give for the whole batch.
     cases = CONV_NORM_POOL_CASES if norm else CONV_POOL_CASES
-    for case in cases:
-        op = make_conv_pool(case, norm=norm)
+    for case, relu in itertools.product(cases, (False, True)):
+        op = make_conv_pool(case, norm=norm, relu=relu)
         x = np.random.default_rng(6).normal(size=(5, *case[-1][1:]))
         expected = x
         for layer in op.layers:

@@ -82,21 +82,24 @@ def test_maxpool2d(case):
     check_layer(make_pool(case), well_separated(np.random.default_rng(3), case[-1]))
 
 
+@pytest.mark.parametrize("relu", [False, True], ids=["", "relu"])
 @pytest.mark.parametrize("case", CONV_POOL_CASES, ids=[c[0] for c in CONV_POOL_CASES])
-def test_fused_conv_pool(case):
-    # The fused op of scratchcnn.fast. Random normal inputs leave the conv outputs in a window
-    # far apart next to the 1e-6 step.
-    op = make_conv_pool(case)
+def test_fused_conv_pool(case, relu):
+    # The fused op of scratchcnn.fast (with the ReLU it takes in, or not). Random normal
+    # inputs leave the conv outputs in a window, and the maxima from 0, far apart next to the
+    # 1e-6 step.
+    op = make_conv_pool(case, relu=relu)
     x = np.random.default_rng(13).normal(size=case[-1])
     errors = check_layer(op, x, owners=[op.conv])
     assert set(errors) == {"input", "0.weight", "0.bias"}
 
 
 @pytest.mark.parametrize("case", CONV_NORM_POOL_CASES, ids=[c[0] for c in CONV_NORM_POOL_CASES])
-def test_fused_conv_norm_pool(case):
-    # conv + batch norm + max-pool fused, in training mode (the batch statistics are part of
-    # the function). The conv bias has no effect through the norm: its gradient is 0.
-    op = make_conv_pool(case, norm=True)
+@pytest.mark.parametrize("relu", [False, True], ids=["", "relu"])
+def test_fused_conv_norm_pool(case, relu):
+    # conv + batch norm (+ ReLU) + max-pool fused, in training mode (the batch statistics are
+    # part of the function). The conv bias has no effect through the norm: its gradient is 0.
+    op = make_conv_pool(case, norm=True, relu=relu)
     x = np.random.default_rng(14).normal(size=case[-1])
     errors = check_layer(
         op, x, training_loss=True, owners=[op.conv, op.norm.norm], near_zero=("0.bias",)

@@ -1,6 +1,6 @@
-"""A convolution (and a batch norm) followed by a max-pool whose stride is its size, run as one
-op: ``ConvPoolOp``. It computes what Conv2D, BatchNorm2D and MaxPool2D compute one after the
-other, and it is the largest saving of the fast path:
+"""A convolution (and a batch norm, and a ReLU) followed by a max-pool whose stride is its size,
+run as one op: ``ConvPoolOp``. It computes what Conv2D, BatchNorm2D, ReLU and MaxPool2D compute
+one after the other, and it is the largest saving of the fast path:
 
 * the patches are gathered in pool order (``patches.gather_patches(pool=...)``): the patches
   of the output pixels at window offset k (of PH*PW) are one contiguous block of rows P_k. The
@@ -11,11 +11,14 @@ other, and it is the largest saving of the fast path:
   conv makes 10x10 of its 11x11 outputs, 17% fewer FLOPs in all three of its products;
 * the winners are the plain layer's: ``first_maximum`` (ties go to the first maximum, judged
   on the same values P_k @ W + b), kept as one small integer per pooled output;
+* the ReLU runs on the pooled values, PH*PW times fewer (max(relu(a)) = relu(max(a)): see
+  ``plan.py``), with its mask, on the values still in cache;
 * inference (``training=False``) keeps no winners: one maximum over the offsets, and (with
-  no batch norm in between) the bias added after it, to PH*PW times fewer values.
+  no batch norm in between) the bias added after it, to PH*PW times fewer values; bias and
+  ReLU run chunk by chunk, while the chunk's maxima are still in cache.
 
-    forward    y     = max_k (P_k @ W + b)                                    (N, QH, QW, F)
-    backward   G_k   = dL/dy * [winner == k]                  the binary mask, offset by offset
+    forward    y     = max_k (P_k @ W + b)      (then relu(y))                (N, QH, QW, F)
+    backward   G_k   = dL/dy * [winner == k]  (* [y > 0])     the binary mask, offset by offset
                dL/dW = sum_k P_k^T @ G_k,     dL/db = dL/dy summed over pixels
                dL/dx = the conv's input gradient of G laid out in plain (N, QH*PH, QW*PW, F)
 
@@ -31,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ShapeError
-from ..nn.layers import Conv2D, MaxPool2D
+from ..nn.layers import Conv2D, MaxPool2D, ReLU
 from ..nn.layers.base import check_rank
 from ..nn.layers.pooling import first_maximum, winner_dtype
 from .channels import along_row, channel_sums, channelwise
@@ -52,15 +55,23 @@ def pool_tiles(conv_shape: tuple[int, ...], pool_size: tuple[int, int]) -> bool:
 
 
 class ConvPoolOp(Op):
-    """``ConvPoolOp(conv, pool, norm=None)`` computes ``pool(norm(conv(x)))``; ``norm`` is an
-    optional BatchNormOp. Input (N, H, W, C) -> output (N, QH, QW, F)."""
+    """``ConvPoolOp(conv, pool, norm=None, relu=None)`` computes ``pool(relu(norm(conv(x))))``;
+    ``norm`` (a BatchNormOp) and ``relu`` (a ReLU layer) are optional. Input (N, H, W, C) ->
+    output (N, QH, QW, F)."""
 
-    def __init__(self, conv: Conv2D, pool: MaxPool2D, norm: BatchNormOp | None = None) -> None:
+    def __init__(
+        self,
+        conv: Conv2D,
+        pool: MaxPool2D,
+        norm: BatchNormOp | None = None,
+        relu: ReLU | None = None,
+    ) -> None:
         if pool.stride != pool.pool_size:
             raise ValueError(f"ConvPoolOp needs a max-pool whose stride is its size, not {pool!r}")
         super().__init__()
-        self.conv, self.pool, self.norm = conv, pool, norm
-        self.layers = (conv, pool) if norm is None else (conv, norm.norm, pool)
+        self.conv, self.pool, self.norm, self.relu = conv, pool, norm, relu
+        inner = () if norm is None else (norm.norm,)
+        self.layers = (conv, *inner, *(() if relu is None else (relu,)), pool)
         self.workspace = Workspace()
 
     def norm_ops(self) -> list[BatchNormOp]:
@@ -99,7 +110,11 @@ class ConvPoolOp(Op):
         best = memory.get("pooled", (m, f), dtype)
         winner = memory.get("winner", (m, f), winner_dtype(offsets))
         first_maximum(conv_out, best, winner, memory.get("beat", (m, f), winner.dtype))
-        self.save_for_backward(patches, winner, x.shape)
+        mask = None
+        if self.relu is not None:  # as ReLUOp: y = x * [x > 0]
+            mask = np.greater(best, 0, out=memory.get("relu_mask", (m, f), bool))
+            np.multiply(best, mask, out=best)
+        self.save_for_backward(patches, winner, mask, x.shape)
         return best.reshape(n, qh, qw, f).copy()
 
     def _infer(self, x: np.ndarray, output_shape: tuple[int, int, int]) -> np.ndarray:
@@ -107,7 +122,9 @@ class ConvPoolOp(Op):
         chunk's conv output, PH*PW times larger than what is kept, is reduced while it is
         still in cache. With no batch norm in between, the bias comes after the maximum, on
         PH*PW times fewer values: rounding is monotonic, so max_k fl(a_k + b) =
-        fl(max_k a_k + b), exactly."""
+        fl(max_k a_k + b), exactly. The bias and the ReLU run on each chunk's maxima while
+        they are in cache (a pass over the whole output each costs more than the chunk's
+        two extra calls)."""
         conv, pool, (qh, qw, f) = self.conv, self.pool.pool_size, output_shape
         offsets, dtype, row = pool[0] * pool[1], x.dtype, qh * qw * f
         bias = conv.params["bias"]
@@ -126,17 +143,22 @@ class ConvPoolOp(Op):
             if self.norm is not None:
                 np.multiply(maps, scale, out=maps)
                 np.add(maps, bias, out=maps)
-            np.max(maps.reshape(offsets, len(part), -1), axis=0, out=out[i : i + step])
-        if self.norm is None:
-            np.add(out, bias, out=out)
+            pooled = out[i : i + step]
+            np.max(maps.reshape(offsets, len(part), -1), axis=0, out=pooled)
+            if self.norm is None:
+                np.add(pooled, bias, out=pooled)
+            if self.relu is not None:
+                np.maximum(pooled, 0, out=pooled)
         return out.reshape(len(x), qh, qw, f)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
-        patches, winner, input_shape = self.saved()
+        patches, winner, mask, input_shape = self.saved()
         conv, memory, dtype = self.conv, self.workspace, patches.dtype
         (ph, pw), (n, qh, qw, f) = self.pool.pool_size, grad_out.shape
         m, offsets = n * qh * qw, ph * pw
         g = np.ascontiguousarray(grad_out, dtype=dtype).reshape(m, f)
+        if mask is not None:  # through the ReLU first: dL/d(pooled) = dL/dy * [pooled > 0]
+            g = np.multiply(g, mask, out=memory.get("relu_grad", (m, f), dtype))
         # The binary mask of every offset at once: hit[k] = (winner == k); then G_k = g * hit[k].
         hit = memory.get("hit", (offsets, m, f), bool)
         np.equal(winner, np.arange(offsets, dtype=winner.dtype)[:, None, None], out=hit)

@@ -30,7 +30,8 @@ from .workspace import FRESH_MEMORY, Workspace
 
 
 class Op(Layer):
-    """A fast op: ``layers`` are the plain layers it stands for, in declared order."""
+    """A fast op: ``layers`` are the plain layers it stands for, in an order that computes
+    what it computes (the declared one, or with a ReLU and a max-pool exchanged)."""
 
     layers: tuple[Layer, ...] = ()
 

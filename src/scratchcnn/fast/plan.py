@@ -8,7 +8,9 @@ Two rewrites, both exact, then one op per remaining layer:
    fewer values.
 2. A Conv2D directly followed by a max-pool whose stride is its size runs with it as one
    ``ConvPoolOp``; so do Conv2D, BatchNorm2D, max-pool when the pool tiles the conv output
-   exactly (the norm's statistics must see every conv output).
+   exactly (the norm's statistics must see every conv output). A ReLU right after the pool
+   (moved there by 1, or declared there) joins the op: it then runs on the pooled values while
+   they are in cache, and in inference without a pass of its own over the output.
 
 Every other Conv2D, ReLU, batch norm and Dropout gets its fast op (``ops.py``); any other layer
 (Dense, Flatten, Softmax, an overlapping max-pool, ...) runs as it is.
@@ -35,6 +37,12 @@ def fusable_pool(layer: Layer) -> bool:
     return isinstance(layer, MaxPool2D) and layer.stride == layer.pool_size
 
 
+def relu_at(order: list[Layer], index: int) -> ReLU | None:
+    """The ReLU at ``order[index]``, or None if there is none."""
+    layer = order[index] if index < len(order) else None
+    return layer if isinstance(layer, ReLU) else None
+
+
 def plan(model: Sequential) -> list[Layer]:
     """The ops that compute ``model``'s layers, in the order they run."""
     inputs = dict(
@@ -47,8 +55,9 @@ def plan(model: Sequential) -> list[Layer]:
     while i < len(order):
         layer, after = order[i], order[i + 1 : i + 3]
         if isinstance(layer, Conv2D) and after and fusable_pool(after[0]):
-            ops.append(ConvPoolOp(layer, after[0]))
-            i += 2
+            relu = relu_at(order, i + 2)
+            ops.append(ConvPoolOp(layer, after[0], relu=relu))
+            i += 2 + (relu is not None)
         elif (
             isinstance(layer, Conv2D)
             and len(after) == 2
@@ -56,8 +65,9 @@ def plan(model: Sequential) -> list[Layer]:
             and fusable_pool(after[1])
             and pool_tiles(outputs[id(layer)], after[1].pool_size)
         ):
-            ops.append(ConvPoolOp(layer, after[1], norm=BatchNormOp(after[0])))
-            i += 3
+            relu = relu_at(order, i + 3)
+            ops.append(ConvPoolOp(layer, after[1], norm=BatchNormOp(after[0]), relu=relu))
+            i += 3 + (relu is not None)
         else:
             ops.append(single_op(layer, inputs[id(layer)]))
             i += 1
