@@ -32,6 +32,9 @@ from scratchcnn.fast import compile, convpool
 from scratchcnn.fast.convpool import ConvPoolOp
 from scratchcnn.fast.ops import BatchNormOp, ConvOp, DropoutOp, ReLUOp
 from scratchcnn.fast.parallel import Presampled, Substream, dropout_streams, split
+from scratchcnn.fast.patches import gather_patches
+from scratchcnn.fast.workspace import Workspace
+from scratchcnn.nn.im2col import im2col
 
 from gradcheck import relative_error
 from layer_cases import (
@@ -114,6 +117,30 @@ def assert_op_matches(plain_layers, op, x, atol=0.0):
 def test_conv_op(case):
     conv = make_conv(case)
     assert_op_matches([conv], ConvOp(conv), np.random.default_rng(2).normal(size=case[-1]))
+
+
+GATHER_CASES = [
+    # kernel, stride, padding, pool, input (N, H, W, C)
+    ((3, 3), (1, 1), (0, 0), (2, 2), (2, 6, 8, 1)),
+    ((5, 5), (1, 1), (2, 2), (2, 2), (3, 9, 8, 1)),  # ragged: 9 rows, 4 pooled
+    ((3, 2), (2, 1), (1, 0), (2, 3), (2, 11, 10, 1)),
+    ((3, 3), (2, 2), (1, 1), (3, 2), (1, 9, 12, 3)),
+]
+
+
+@pytest.mark.parametrize("offset_major", [False, True], ids=["pixel-major", "offset-major"])
+@pytest.mark.parametrize("kernel,stride,padding,pool,shape", GATHER_CASES)
+def test_patches_in_pool_order_are_the_plain_im2col_rearranged(
+    kernel, stride, padding, pool, shape, offset_major
+):
+    x = np.random.default_rng(7).normal(size=shape)
+    cols = im2col(x, kernel, stride, padding)  # (N, OH, OW, KH, KW, C)
+    n, oh, ow, kh, kw, c = cols.shape
+    (ph, pw), qh, qw = pool, oh // pool[0], ow // pool[1]
+    pooled = cols[:, : qh * ph, : qw * pw].reshape(n, qh, ph, qw, pw, kh, kw, c)
+    order = (5, 6, 2, 4, 0, 1, 3, 7) if offset_major else (2, 4, 0, 1, 3, 5, 6, 7)
+    got = gather_patches(x, kernel, stride, padding, offset_major, pool, Workspace())
+    np.testing.assert_array_equal(got, pooled.transpose(order))
 
 
 @pytest.mark.parametrize("relu", [False, True], ids=["", "relu"])
