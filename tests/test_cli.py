@@ -418,3 +418,7 @@ def test_bench_prints_and_saves_every_figure(tmp_path, torch):
         # every round's figures, of which the row's are the medians
         assert row["rounds"]["ours_train"] == [row["ours_train"]]
         assert row["rounds"]["percent_of_peak"] == [pytest.approx(row["percent_of_peak"])]
+    if "inference" in report:  # with ONNX Runtime: the nets trained, and the default's net
+        rows = [(row["arch"], row["batch"]) for row in report["inference"]]
+        assert rows == [(arch, b) for arch in ("seed", "keras", "fast") for b in (1, 1000)]
+        assert all(row["ratio_ort"] == row["ours"] / row["ort_ours"] for row in report["inference"])
