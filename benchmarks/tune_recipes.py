@@ -39,6 +39,9 @@ CANDIDATES = {
     "qg": ("quick", dict(BASE, lr=0.1, epochs=4, augment="affine")),
     "fe": ("quick", dict(BASE, lr=0.1, epochs=8, augment="affine")),
     "ff": ("quick", dict(BASE, lr=0.2, epochs=8, augment="affine", batch_size=256)),
+    # fast (fe) at higher peak rates, as best gained from 0.2 (run bd).
+    "fh": ("quick", dict(BASE, lr=0.2, epochs=8, augment="affine", tta=True)),
+    "fi": ("quick", dict(BASE, lr=0.15, epochs=8, augment="affine", tta=True)),
     # For best (seed 0's run of the recipe: 99.34% on validation after 12 epochs): the
     # PyTorch calibration's net of issue 16, a 128-unit dense layer and no dropout.
     "ba": ("best-128", dict(BASE, lr=0.05, warmup=0.2, epochs=12, augment="affine", ema=0.999)),
