@@ -22,6 +22,7 @@ from scratchcnn.data import load, to_batch
 from scratchcnn.errors import DivergenceError
 from scratchcnn.nn import LAYER_TYPES, BatchNorm1D, BatchNorm2D, Dropout, Flatten, Softmax
 from scratchcnn.training import Schedule, random_affine
+from scratchcnn.training.augment import POLICIES, random_erasing
 
 
 def test_same_seed_same_model_other_seed_other_model():
@@ -326,6 +327,20 @@ def test_augmentation_identity_and_shift():
     assert warped.shape == x.shape and warped.dtype == np.float32
     assert not np.allclose(warped[0], warped[1])  # each image gets its own transform
     assert warped.min() >= 0 and warped.max() <= 1  # bilinear: no new extremes
+
+
+def test_mirror_flips_and_shifts_without_rotating_and_clothes_adds_erasing():
+    x = np.zeros((64, 28, 28, 1), np.float32)
+    x[:, 12:16, 2:12] = 1.0  # a flat bar on the left: mirrored, it lies on the right
+    mirrored = POLICIES["mirror"](x, np.random.default_rng(0))
+    left, right = mirrored[:, :, :14].sum(axis=(1, 2, 3)), mirrored[:, :, 14:].sum(axis=(1, 2, 3))
+    assert 10 < (right > left).sum() < 54  # about half flipped
+    np.testing.assert_allclose(mirrored.sum(axis=(1, 2, 3)), x.sum(axis=(1, 2, 3)), rtol=1e-5)
+    rows = (mirrored.sum(axis=2)[..., 0] > 1.0).sum(axis=1)  # rows the bar covers
+    assert rows.min() >= 4 and rows.max() <= 5  # still flat: 4 rows, 5 after a fractional shift
+    erased = POLICIES["clothes"](x, np.random.default_rng(0))
+    expected = random_erasing(POLICIES["mirror"](x, r := np.random.default_rng(0)), r)
+    np.testing.assert_array_equal(erased, expected)
 
 
 def test_flatten_is_nhwc_row_major():

@@ -7,8 +7,9 @@ normalised value of a blank pixel). ``POLICIES`` names the combinations the reci
 * ``affine``  digits: a random rotation, scaling and shift of each image
 * ``photo``   digits as photos show them: thicker and thinner strokes, elastic distortion,
               the affine warp, blur and weaker contrast (see docs and the photo recipe)
-* ``clothes`` Fashion-MNIST: left-right flips, shifts of a few pixels, random erasing (no
-              rotations: a rotated shirt is not a common photo)
+* ``mirror``  Fashion-MNIST: left-right flips and shifts of a few pixels (no rotations: a
+              rotated shirt is not a common photo)
+* ``clothes`` ``mirror`` and random erasing
 
 random_affine: each image gets its own rotation r, scale s and shift (ty, tx). For every output
 pixel p (coordinates relative to the image centre c) it samples the input at
@@ -173,9 +174,12 @@ def photo(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return contrast(blur(random_affine(x, rng, max_rotation=12.0, max_scale=0.15), rng), rng)
 
 
+def mirror(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return random_affine(flip(x, rng), rng, max_shift=2.0, max_rotation=0.0, max_scale=0.0)
+
+
 def clothes(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    shifted = random_affine(flip(x, rng), rng, max_shift=2.0, max_rotation=0.0, max_scale=0.0)
-    return random_erasing(shifted, rng)
+    return random_erasing(mirror(x, rng), rng)
 
 
 POLICIES: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray] | None] = {
@@ -183,4 +187,5 @@ POLICIES: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray] | No
     "affine": affine,
     "photo": photo,
     "clothes": clothes,
+    "mirror": mirror,
 }

@@ -123,7 +123,9 @@ RECIPES: dict[str, Recipe] = {
         tta=True,
     ),
     # Fashion-MNIST: the best net, no rotations (clothes are photographed upright) but
-    # mirror images, small shifts and random erasing, twenty epochs.
+    # mirror images and small shifts, twenty epochs. Without random erasing and with label
+    # smoothing 0.05 instead of 0.1 it ended at 94.16% on validation against 93.72-93.80%
+    # (docs/results/tuning.jsonl, run xc against xa and xb).
     "fashion": Recipe(
         arch="best",
         lr=0.05,
@@ -132,8 +134,8 @@ RECIPES: dict[str, Recipe] = {
         epochs=20,
         batch_size=128,
         weight_decay=5e-4,
-        augment="clothes",
-        label_smoothing=0.1,
+        augment="mirror",
+        label_smoothing=0.05,
         ema=0.999,
         tta=True,
     ),
