@@ -628,7 +628,8 @@ def build_parser() -> Parser:
         "--augment",
         choices=sorted(POLICIES),
         help="random changes to each batch: affine (digits), photo (digits as photos show "
-        "them), clothes (Fashion-MNIST), none (default: the recipe's)",
+        "them), mirror (Fashion-MNIST: flips and shifts), clothes (mirror and random erasing), "
+        "none (default: the recipe's)",
     )
     t.add_argument(
         "--no-augment", dest="augment", action="store_const", const="none", help="--augment none"
