@@ -19,7 +19,7 @@ from scratchcnn.app import Classifier
 from scratchcnn.data import load, train_val_split
 from scratchcnn.training import Recipe
 from scratchcnn.training.architectures import conv_bn_relu
-from scratchcnn.training.augment import POLICIES, flip, random_affine
+from scratchcnn.training.augment import POLICIES, mirror, random_affine
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "results" / "tuning.jsonl"
 BASE = dict(
@@ -64,9 +64,7 @@ CANDIDATES = {
 # and 20% shifts).
 EXTRA_POLICIES = {
     "warp": lambda x, rng: random_affine(x, rng, max_shift=3.0, max_rotation=15.0, max_scale=0.15),
-    "flipshift": lambda x, rng: random_affine(
-        flip(x, rng), rng, max_shift=2.0, max_rotation=0.0, max_scale=0.0
-    ),  # since run xc: the policy "mirror"
+    "flipshift": mirror,  # run xc's name for what became the policy "mirror"
 }
 # Nets that are not (yet) named architectures.
 NETS = {
