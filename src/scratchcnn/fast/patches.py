@@ -16,7 +16,8 @@ column v: so it first copies the (u, v) "phases", B[u, v, n, q, r, c] = x[n, q*P
 r*PW*SW + v, c], ((PH-1)*SH + KH) x ((PW-1)*SW + KW) of them, 36 against 100 patch values for a
 5x5 kernel and a 2x2 pool; then the patches are B[pi*SH + i, pj*SW + j], a view of B whose
 inner axes (n, q, r, c) are contiguous, so the second copy moves long runs. Together they cost
-about half of one copy straight from x, whose innermost values are PW*SW apart.
+less than one copy straight from x, whose innermost values are PW*SW apart (the user net's 5x5
+layer: benchmarks/results/profile-infer-user-1000*.txt).
 
 ``col2im_offset_major`` takes patch gradients offset-major, (KH, KW, N, OH, OW, C), so each of
 its KH*KW slice-adds reads one contiguous slab: the layout a batched matmul over kernel
