@@ -422,3 +422,25 @@ def test_bench_prints_and_saves_every_figure(tmp_path, torch):
         rows = [(row["arch"], row["batch"]) for row in report["inference"]]
         assert rows == [(arch, b) for arch in ("seed", "keras", "fast") for b in (1, 1000)]
         assert all(row["ratio_ort"] == row["ours"] / row["ort_ours"] for row in report["inference"])
+
+
+def test_every_option_and_positional_of_every_subcommand_says_what_it_is_and_its_default():
+    import argparse
+
+    from scratchcnn.app.cli import build_parser
+
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert {"train", "predict", "read", "tune", "serve", "export"} <= set(commands.choices)
+    for name, sub in commands.choices.items():
+        help_text = sub.format_help()
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            label = action.option_strings or [action.dest]
+            assert action.help and action.help.strip(), f"{name} {label[0]} has no description"
+            shown = action.default not in (None, False, argparse.SUPPRESS)
+            if shown and "%(default)" not in action.help:
+                assert f"(default: {action.default})" in " ".join(help_text.split()), (
+                    f"{name} {label[0]}: its default {action.default!r} is not shown"
+                )

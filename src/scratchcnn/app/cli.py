@@ -328,6 +328,107 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- tune ----------------------------------------------------------------------------------------
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from . import Classifier, default_model
+    from .finetune import fine_tune, read_folder
+
+    out = Path(args.out)
+    check_writable(out)
+    base = Path(args.model) if args.model else default_model()
+    if out.resolve() == base.resolve():
+        raise ScratchCNNError(
+            f"--out {out} is the model being tuned: write the tuned model to a new file, so "
+            "the one it starts from stays as it was"
+        )
+    clf = Classifier.load(base)
+    accuracy = clf.metrics.get("test_accuracy")
+    where = args.model or f"the bundled model ({base.name})"
+    print(
+        f"Model: {where}: {clf.architecture} on {clf.dataset}"
+        + (f", {100 * accuracy:.2f}% on its test set" if accuracy is not None else "")
+    )
+    mine = read_folder(args.folder, clf.classes)
+    per_class = np.bincount(mine.labels, minlength=len(clf.classes))
+    classes = ", ".join(f"{clf.classes[i]}: {n}" for i, n in enumerate(per_class) if n)
+    print(f"Your images: {len(mine)} in {args.folder} ({classes})")
+    images, labels = load_split(clf.dataset, "train", args.data_dir)
+    test_x, test_y = load_split(clf.dataset, "test", args.data_dir)
+    bar = None
+
+    def on_batch(trainer, loss, correct, n):
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(
+                total=len(trainer.images),
+                unit="img",
+                desc=f"epoch {trainer.epoch + 1}/{trainer.epochs}",
+                disable=args.quiet or None,
+                leave=False,
+            )
+        bar.update(n)
+
+    def on_epoch(trainer, record):
+        nonlocal bar
+        if bar is not None:
+            bar.close()
+            bar = None
+        print(
+            f"epoch {record.epoch}/{trainer.epochs}  loss {record.loss:.4f}  "
+            f"acc {percent(record.accuracy)}  {record.seconds:.1f} s",
+            flush=True,
+        )
+
+    report = fine_tune(
+        clf,
+        mine,
+        (images, labels),
+        epochs=args.epochs,
+        lr=args.lr,
+        held_share=args.hold_out,
+        base_samples=args.mix,
+        seed=args.seed,
+        on_batch=on_batch,
+        on_epoch=on_epoch,
+    )
+    result = clf.evaluate(test_x, test_y)
+    clf.metrics.update(test_accuracy=result["accuracy"], test_loss=result["loss"])
+    clf.save(out)
+    before, after = report["before"], report["after"]
+    held = report["held_out"]
+    print(
+        f"Trained on {report['trained_on']} of your images (repeated {report['repeats']} times "
+        f"in each pass, augment {report['augment']}) and {report['dataset_samples']:,} "
+        f"{clf.dataset} images: {report['epochs']} epoch(s), peak lr {report['lr']:g}, "
+        f"{report['seconds']:.1f} s"
+    )
+    if held:
+        print(
+            f"Your {held} held-out images (not trained on): {percent(before['held_out'])} "
+            f"before, {percent(after['held_out'])} after"
+        )
+    else:
+        print(
+            "No image was held out (no class has two, or --hold-out 0): only the images "
+            "trained on measure it, and they flatter it"
+        )
+    print(
+        f"Your images trained on: {percent(before['trained_on'])} before, "
+        f"{percent(after['trained_on'])} after"
+    )
+    print(
+        f"{clf.dataset} validation ({report['validation_images']:,} images): "
+        f"{percent(before['validation'])} before, {percent(after['validation'])} after; "
+        f"test set after: {percent(result['accuracy'])}"
+    )
+    print(f"Saved {out}; read with: scratchcnn predict --model {out} IMAGE")
+    return 0
+
+
 # -- evaluate, predict, info, plot ---------------------------------------------------------------
 
 
@@ -510,6 +611,15 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"augment {recipe.get('augment')}, seed {t.get('seed')}, "
             f"{t.get('train_samples', 0):,} training images"
         )
+        tuned = t.get("fine_tune")
+        if tuned:
+            origin = t.get("data", {}).get("fine_tuned_from", {})
+            print(
+                f"Tuned:        from a {origin.get('architecture', '?')} model on "
+                f"{tuned.get('trained_on')} of the user's images ({tuned.get('held_out')} held "
+                f"out: {percent(tuned['before'].get('held_out'))} before, "
+                f"{percent(tuned['after'].get('held_out'))} after)"
+            )
     print(f"scratchcnn:   {info['scratchcnn_version']}\n")
     print(clf.summary())
     return 0
@@ -706,6 +816,42 @@ def build_parser() -> Parser:
     )
     as_json(r)
     r.set_defaults(func=cmd_read)
+
+    tu = sub.add_parser(
+        "tune",
+        help="teach a model your handwriting: fine-tune it on a folder of your labelled photos",
+    )
+    tu.add_argument(
+        "folder",
+        help="a folder with one subfolder per class, named by it (my-digits/7/a.jpg, ...)",
+    )
+    tu.add_argument(
+        "--model", help="the model to start from (default: the model bundled with scratchcnn)"
+    )
+    tu.add_argument("--out", default="tuned.npz", help="the tuned model file to write")
+    tu.add_argument("--epochs", type=integer(1, 1000), default=3, help="passes over the mix")
+    tu.add_argument(
+        "--lr",
+        type=number(0, open_low=True),
+        help="peak learning rate (default: a tenth of the model's own)",
+    )
+    tu.add_argument(
+        "--hold-out",
+        type=number(0, 1),
+        default=0.25,
+        help="share of your images kept out of training to measure it, in [0, 1)",
+    )
+    tu.add_argument(
+        "--mix",
+        type=integer(1),
+        default=6000,
+        help="the dataset's own training images in each pass beside yours, so the model does "
+        "not forget them",
+    )
+    tu.add_argument("--seed", type=integer(0, 2**63 - 1), default=0, help="random seed")
+    data_dir(tu)
+    tu.add_argument("--quiet", action="store_true", help="no progress bar")
+    tu.set_defaults(func=cmd_tune)
 
     pl = sub.add_parser(
         "plot", help="PNG figures: curves, confusion, filters, feature maps, mistakes"
