@@ -130,6 +130,35 @@ def download_progress():
     return update
 
 
+class EpochBar:
+    """A tqdm bar over one epoch's images at a time: made on the epoch's first batch (a resumed
+    epoch starts where it stopped), ended by ``close()`` when the epoch ends or the run stops.
+    ``update`` is a Trainer's ``on_batch``."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.total, self.quiet, self.bar = total, quiet, None
+
+    def update(self, trainer, loss: float, correct: int, n: int) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(
+                total=self.total,
+                initial=trainer.batch * trainer.batch_size - n,
+                unit="img",
+                desc=f"epoch {trainer.epoch + 1}/{trainer.epochs}",
+                disable=self.quiet or None,
+                leave=False,
+            )
+        self.bar.update(n)
+        self.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{correct / n:.3f}", refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def load_split(dataset: str, split: str, data_dir: str | None, limit: int | None = None):
     from ..data import load
 
@@ -171,7 +200,6 @@ def percent(x: float | None) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
 
     from ..data import train_val_split
     from . import Classifier, TrainingInterruptedError
@@ -233,28 +261,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         + f", seed {args.seed}"
     )
 
-    bar = None
+    bar = EpochBar(len(train_x), args.quiet)
     trainer_ref = {}
 
-    def on_batch(trainer, loss, correct, n):
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(
-                total=len(train_x),
-                initial=trainer.batch * trainer.batch_size - n,
-                unit="img",
-                desc=f"epoch {trainer.epoch + 1}/{trainer.epochs}",
-                disable=args.quiet or None,
-                leave=False,
-            )
-        bar.update(n)
-        bar.set_postfix(loss=f"{loss:.4f}", acc=f"{correct / n:.3f}", refresh=False)
-
     def on_epoch(trainer, record):
-        nonlocal bar
-        if bar is not None:
-            bar.close()
-            bar = None
+        bar.close()
         atomic_write(
             history_path(out), lambda f: f.write(json.dumps(clf.history, indent=1).encode())
         )
@@ -293,14 +304,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             seed=args.seed,
             checkpoint=ckpt,
             resume=args.resume,
-            on_batch=on_batch,
+            on_batch=bar.update,
             on_epoch=on_epoch,
             on_trainer=on_trainer,
             data={"val": val_size, "limit": args.limit},
         )
     except TrainingInterruptedError:
-        if bar is not None:
-            bar.close()
+        bar.close()
         t = trainer_ref["t"]
         print(
             f"Interrupted at epoch {t.epoch + 1}, batch {t.batch}; checkpoint saved to {ckpt}.\n"
@@ -310,8 +320,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         return 130
     except DivergenceError as err:
-        if bar is not None:
-            bar.close()
+        bar.close()
         kept = f"; the last good checkpoint is kept at {ckpt}" if ckpt.is_file() else ""
         return fail(f"{err}{kept}")
     finally:
@@ -332,7 +341,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
 
     from . import Classifier, default_model
     from .finetune import fine_tune, read_folder
@@ -358,25 +366,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
     print(f"Your images: {len(mine)} in {args.folder} ({classes})")
     images, labels = load_split(clf.dataset, "train", args.data_dir)
     test_x, test_y = load_split(clf.dataset, "test", args.data_dir)
-    bar = None
+    bar = EpochBar(0, args.quiet)  # its total is set once the mix is known
 
     def on_batch(trainer, loss, correct, n):
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(
-                total=len(trainer.images),
-                unit="img",
-                desc=f"epoch {trainer.epoch + 1}/{trainer.epochs}",
-                disable=args.quiet or None,
-                leave=False,
-            )
-        bar.update(n)
+        bar.total = len(trainer.images)
+        bar.update(trainer, loss, correct, n)
 
     def on_epoch(trainer, record):
-        nonlocal bar
-        if bar is not None:
-            bar.close()
-            bar = None
+        bar.close()
         print(
             f"epoch {record.epoch}/{trainer.epochs}  loss {record.loss:.4f}  "
             f"acc {percent(record.accuracy)}  {record.seconds:.1f} s",
