@@ -125,8 +125,9 @@ def test_fine_tuning_learns_a_users_style_without_forgetting_the_dataset(mnist_d
     assert clf.training["fine_tune"] == report
     assert "test_accuracy" not in clf.metrics  # the old model's figure is not the new one's
     # The bundled model itself is untouched.
-    assert Classifier.load(default_model()).model.state_dict().keys() == old_weights.keys()
-    for k, v in Classifier.load(default_model()).model.state_dict().items():
+    bundled = Classifier.load(default_model()).model.state_dict()
+    assert bundled.keys() == old_weights.keys()
+    for k, v in bundled.items():
         assert np.array_equal(v, old_weights[k])
 
 

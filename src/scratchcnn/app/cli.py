@@ -135,15 +135,15 @@ class EpochBar:
     epoch starts where it stopped), ended by ``close()`` when the epoch ends or the run stops.
     ``update`` is a Trainer's ``on_batch``."""
 
-    def __init__(self, total: int, quiet: bool) -> None:
-        self.total, self.quiet, self.bar = total, quiet, None
+    def __init__(self, quiet: bool) -> None:
+        self.quiet, self.bar = quiet, None
 
     def update(self, trainer, loss: float, correct: int, n: int) -> None:
         from tqdm import tqdm
 
         if self.bar is None:
             self.bar = tqdm(
-                total=self.total,
+                total=len(trainer.images),
                 initial=trainer.batch * trainer.batch_size - n,
                 unit="img",
                 desc=f"epoch {trainer.epoch + 1}/{trainer.epochs}",
@@ -200,7 +200,6 @@ def percent(x: float | None) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-
     from ..data import train_val_split
     from . import Classifier, TrainingInterruptedError
 
@@ -261,7 +260,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         + f", seed {args.seed}"
     )
 
-    bar = EpochBar(len(train_x), args.quiet)
+    bar = EpochBar(args.quiet)
     trainer_ref = {}
 
     def on_epoch(trainer, record):
@@ -341,7 +340,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-
     from . import Classifier, default_model
     from .finetune import fine_tune, read_folder
 
@@ -354,23 +352,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
             "the one it starts from stays as it was"
         )
     clf = Classifier.load(base)
-    accuracy = clf.metrics.get("test_accuracy")
-    where = args.model or f"the bundled model ({base.name})"
-    print(
-        f"Model: {where}: {clf.architecture} on {clf.dataset}"
-        + (f", {100 * accuracy:.2f}% on its test set" if accuracy is not None else "")
-    )
+    print(f"Model: {describe_model(clf, args.model, base)}")
     mine = read_folder(args.folder, clf.classes)
     per_class = np.bincount(mine.labels, minlength=len(clf.classes))
     classes = ", ".join(f"{clf.classes[i]}: {n}" for i, n in enumerate(per_class) if n)
     print(f"Your images: {len(mine)} in {args.folder} ({classes})")
     images, labels = load_split(clf.dataset, "train", args.data_dir)
     test_x, test_y = load_split(clf.dataset, "test", args.data_dir)
-    bar = EpochBar(0, args.quiet)  # its total is set once the mix is known
-
-    def on_batch(trainer, loss, correct, n):
-        bar.total = len(trainer.images)
-        bar.update(trainer, loss, correct, n)
+    bar = EpochBar(args.quiet)
 
     def on_epoch(trainer, record):
         bar.close()
@@ -389,7 +378,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         held_share=args.hold_out,
         base_samples=args.mix,
         seed=args.seed,
-        on_batch=on_batch,
+        on_batch=bar.update,
         on_epoch=on_epoch,
     )
     result = clf.evaluate(test_x, test_y)
@@ -495,12 +484,17 @@ def model_and_images(args: argparse.Namespace):
         raise ScratchCNNError("no images given")
     path = args.model or default_model()
     clf = Classifier.load(path)
+    return clf, inputs, describe_model(clf, args.model, path)
+
+
+def describe_model(clf, given: str | None, path: Path) -> str:
+    """What a command says of the model it uses: the file given (else the bundled one), its
+    net, dataset and test accuracy."""
     accuracy = clf.metrics.get("test_accuracy")
-    where = args.model or f"the bundled model ({path.name})"
-    described = f"{where}: {clf.architecture} on {clf.dataset}" + (
+    where = given or f"the bundled model ({Path(path).name})"
+    return f"{where}: {clf.architecture} on {clf.dataset}" + (
         f", {100 * accuracy:.2f}% on its test set" if accuracy is not None else ""
     )
-    return clf, inputs, described
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
