@@ -1,5 +1,5 @@
 """How large a chunk the fused conv + pool's inference should work on (``CHUNK_BYTES`` in
-``src/scratchcnn/fast/convpool.py``).
+``src/scratchcnn/fast/inference.py``).
 
     python benchmarks/inference_chunks.py
 
@@ -20,7 +20,7 @@ import numpy as np
 from scratchcnn import Sequential
 from scratchcnn.app import Classifier
 from scratchcnn.app.bench import user_net
-from scratchcnn.fast import convpool
+from scratchcnn.fast import inference
 
 OUT = Path(__file__).resolve().parent / "results" / "inference-chunks.txt"
 SIZES = {"128 KiB": 128 << 10, "256 KiB": 256 << 10, "512 KiB": 512 << 10, "1 MiB": 1 << 20}
@@ -38,7 +38,7 @@ def main() -> None:
         rates: dict[str, list[float]] = {name: [] for name in SIZES}
         for _ in range(5):
             for name, size in SIZES.items():
-                convpool.CHUNK_BYTES = size
+                inference.CHUNK_BYTES = size
                 clf.predict_proba(images[:100])
                 start = time.perf_counter()
                 clf.predict_proba(images)

@@ -68,12 +68,15 @@ def main() -> None:
         optimizer.step()
 
     step()  # builds the copies of a split model
-    parts = [slice(0, args.batch)] if args.plain else runner.parallel_parts(args.batch)
+    training = not args.infer
+    parts = [slice(0, args.batch)] if args.plain else runner.parallel_parts(args.batch, training)
     what = "an inference pass" if args.infer else "a step"
     if args.plain:
         order = model.layers
+    elif len(parts) > 1:
+        order = runner.ops_of_part(0, training)
     else:
-        order = runner.ops_of_part(0) if len(parts) > 1 else runner.ops
+        order = runner.ops if training else runner.inference_ops
     totals: dict = defaultdict(float)
     for layer in order:
         timed(layer, totals)

@@ -28,8 +28,9 @@ from scratchcnn import (
     SoftmaxCrossEntropy,
     build,
 )
-from scratchcnn.fast import compile, convpool
+from scratchcnn.fast import compile, inference
 from scratchcnn.fast.convpool import ConvPoolOp
+from scratchcnn.fast.inference import ConvInferenceOp
 from scratchcnn.fast.ops import BatchNormOp, ConvOp, DropoutOp, ReLUOp
 from scratchcnn.fast.parallel import Presampled, Substream, dropout_streams, split
 from scratchcnn.fast.patches import gather_patches
@@ -508,6 +509,71 @@ def test_inference_in_chunks_gives_the_whole_batch_result(monkeypatch, norm):
         expected = x
         for layer in op.layers:
             expected = layer.forward(expected, training=False)
-        monkeypatch.setattr(convpool, "CHUNK_BYTES", 1)
+        monkeypatch.setattr(inference, "CHUNK_BYTES", 1)
         assert relative_error(op.forward(x, training=False), expected) < EXACT, case[0]
         monkeypatch.undo()
+
+
+# Every conv case with no pool after it, then every conv + pool case; the pool need not tile.
+INFERENCE_CASES = [(*case[:6], None, case[6]) for case in CONV_CASES] + CONV_POOL_CASES
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["", "relu"])
+@pytest.mark.parametrize("norm", ["", "norm", "norm-negative-scale"])
+@pytest.mark.parametrize("case", INFERENCE_CASES, ids=[c[0] for c in INFERENCE_CASES])
+def test_conv_inference_op_computes_the_plain_layers(case, norm, relu, monkeypatch):
+    # Conv [BatchNorm2D] [ReLU] [max-pool] in the declared order, in inference, against the one
+    # op of the inference plan; the norm with running statistics that are not 0 and 1, and
+    # either every scale positive (the maximum is taken first) or one negative (the affine map
+    # runs first). One sample a chunk gives the same as the whole batch.
+    _, cin, cout, k, s, p, pool, shape = case
+    rng = np.random.default_rng(8)
+    conv = Conv2D(cin, cout, k, stride=s, padding=p, rng=rng, dtype=np.float64)
+    conv.params["bias"][...] = rng.normal(0, 0.5, cout)
+    layers, batch_norm = [conv], None
+    if norm:
+        batch_norm = BatchNorm2D(cout, dtype=np.float64)
+        low = -0.8 if norm == "norm-negative-scale" else 0.2
+        batch_norm.params["weight"][...] = np.linspace(low, 1.5, cout)
+        batch_norm.params["bias"][...] = rng.normal(0, 0.3, cout)
+        batch_norm.buffers["running_mean"][...] = rng.normal(0, 1, cout)
+        batch_norm.buffers["running_var"][...] = rng.uniform(0.2, 3, cout)
+        layers.append(batch_norm)
+    relu_layer = ReLU() if relu else None
+    max_pool = None if pool is None else MaxPool2D(pool)
+    layers += [layer for layer in (relu_layer, max_pool) if layer is not None]
+    op = ConvInferenceOp(conv, batch_norm, max_pool, relu_layer)
+    x = rng.normal(size=(3, *shape[1:]))
+    expected = x
+    for layer in layers:
+        expected = layer.forward(expected, training=False)
+    assert relative_error(op.forward(x, training=False), expected) < EXACT
+    monkeypatch.setattr(inference, "CHUNK_BYTES", 1)
+    assert relative_error(op.forward(x, training=False), expected) < EXACT
+    with pytest.raises(RuntimeError, match="inference only"):
+        op.forward(x)
+    with pytest.raises(RuntimeError, match="inference only"):
+        op.backward(expected)
+
+
+def test_inference_plan_fuses_each_conv_with_its_norm_pool_and_relu():
+    for name in NETS:
+        model = make_net(name)
+        ops = compile(model).inference_ops
+        covered = [layer for op in ops for layer in getattr(op, "layers", (op,))]
+        assert sorted(map(id, covered)) == sorted(map(id, model.layers)), name
+        convs = [layer for layer in model.layers if isinstance(layer, Conv2D)]
+        assert len([op for op in ops if isinstance(op, ConvInferenceOp)]) == len(convs), name
+    # fast: the second conv's 11x11 output does not tile a 2x2 pool, so training runs the
+    # norm and the pool on their own; inference fuses them all the same
+    fast = compile(build("fast"))
+    assert [type(op).__name__ for op in fast.ops][:4] == [
+        "ConvPoolOp", "ConvOp", "BatchNormOp", "MaxPool2D"
+    ]  # fmt: skip
+    second = fast.inference_ops[1]
+    assert isinstance(second, ConvInferenceOp)
+    assert [type(layer).__name__ for layer in second.layers] == [
+        "Conv2D", "BatchNorm2D", "MaxPool2D", "ReLU"
+    ]  # fmt: skip
+    best = compile(build("best")).inference_ops  # conv + norm + ReLU with no pool: one op
+    assert [len(op.layers) for op in best if isinstance(op, ConvInferenceOp)] == [3, 4, 3, 4]

@@ -5,8 +5,9 @@
     optimizer.step()                             # the optimizer made from model.parameters()
     fast.predict_proba(x)
 
-It runs the plan of ``plan.py`` (fused conv + pool, ReLU after the pool, fast ops) and splits a
-large enough batch over worker threads (``parallel.py``). It never changes the math: outputs,
+It runs the plan of ``plan.py`` (fused conv + pool, ReLU after the pool, fast ops; in inference
+conv + batch norm + pool + ReLU as one op, ``inference.py``) and splits a large enough batch
+over worker threads (``parallel.py``). It never changes the math: outputs,
 losses and gradients are the plain model's but for the order in which sums are rounded (the
 tests hold them to 1e-9 relative in float64), and max-pool ties go to the same winner.
 ``model`` itself stays the plain engine: calling it runs every layer as its file reads.
@@ -20,7 +21,7 @@ from ..errors import ShapeError
 from ..nn import Layer, Sequential, SoftmaxCrossEntropy, softmax
 from ..nn.layers.base import backward_through, forward_through
 from .parallel import MIN_PART_VALUES, Replicas, blas_threads
-from .plan import plan
+from .plan import inference_plan, plan
 
 
 class CompiledModel:
@@ -34,63 +35,79 @@ class CompiledModel:
         self.model = model
         self.workers = blas_threads() if workers is None else max(1, int(workers))
         self._signature: list[int] = []
-        self._ops: list[Layer] = []
-        self._replicas: Replicas | None = None
+        self._ops: dict[bool, list[Layer]] = {}  # training -> its plan
+        self._replicas: dict[bool, Replicas] = {}  # training -> the copies of its plan
+
+    def _plan(self, training: bool) -> list[Layer]:
+        """The ops of a training or an inference pass (both rebuilt when the model's
+        parameter arrays were replaced, e.g. by ``model.astype``)."""
+        signature = [id(a) for layer in self.model.layers for a in layer.params.values()]
+        if signature != self._signature or not self._ops:
+            self._signature, self._replicas = signature, {}
+            self._ops = {True: plan(self.model), False: inference_plan(self.model)}
+        return self._ops[training]
 
     @property
     def ops(self) -> list[Layer]:
-        """The ops that run, in order (rebuilt when the model's parameter arrays were
-        replaced, e.g. by ``model.astype``)."""
-        signature = [id(a) for layer in self.model.layers for a in layer.params.values()]
-        if signature != self._signature or not self._ops:
-            self._signature, self._ops, self._replicas = signature, plan(self.model), None
-        return self._ops
+        """The ops a training pass runs, in order."""
+        return self._plan(True)
+
+    @property
+    def inference_ops(self) -> list[Layer]:
+        """The ops an inference pass runs, in order."""
+        return self._plan(False)
 
     def describe(self) -> str:
-        """One line per op: what runs, and which plain layers it computes."""
-        return "\n".join(f"{type(op).__name__:<12} {op!r}" for op in self.ops)
+        """One line per op: what runs, and which plain layers it computes, in training and
+        in inference."""
+        lines = ["training:"] + [f"  {type(op).__name__:<16} {op!r}" for op in self.ops]
+        lines += ["inference:"] + [f"  {type(op).__name__:<16} {op!r}" for op in self.inference_ops]
+        return "\n".join(lines)
 
     # -- running ---------------------------------------------------------------------------
-    def _replicas_for(self, n: int) -> Replicas | None:
+    def _replicas_for(self, n: int, training: bool = True) -> Replicas | None:
         """The replicas to split a batch of ``n`` over, or None to run it whole."""
-        ops = self.ops
+        ops = self._plan(training)
         if self.workers < 2:
             return None
-        if self._replicas is None or self._replicas.workers != self.workers:
+        replicas = self._replicas.get(training)
+        if replicas is None or replicas.workers != self.workers:
             values = sum(int(np.prod(shape)) for shape in self.model.output_shapes)  # a sample
             min_part = -(-MIN_PART_VALUES // values)
-            self._replicas = Replicas(self.model.layers, ops, self.workers, min_part)
-        return self._replicas if len(self._replicas.parts(n)) > 1 else None
+            replicas = self._replicas[training] = Replicas(
+                self.model.layers, ops, self.workers, min_part
+            )
+        return replicas if len(replicas.parts(n)) > 1 else None
 
-    def parallel_parts(self, n: int) -> list[slice]:
+    def parallel_parts(self, n: int, training: bool = True) -> list[slice]:
         """How a batch of ``n`` samples is split over the worker threads (one slice: it runs
         whole, in the calling thread)."""
-        replicas = self._replicas_for(n)
+        replicas = self._replicas_for(n, training)
         return [slice(0, n)] if replicas is None else replicas.parts(n)
 
-    def ops_of_part(self, index: int) -> list[Layer]:
-        """The ops of the copy that runs part ``index`` of a split batch (for profiling; the
-        copies exist once a split batch has run)."""
-        if self._replicas is None:
+    def ops_of_part(self, index: int, training: bool = True) -> list[Layer]:
+        """The ops of the copy that runs part ``index`` of a split training (or inference)
+        batch (for profiling; the copies exist once such a batch has run)."""
+        if training not in self._replicas:
             raise RuntimeError("no batch has been split yet")
-        return self._replicas.ops_of(index)
+        return self._replicas[training].ops_of(index)
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         """Logits (N, classes) of a batch (N, H, W, C), as ``Sequential.forward``."""
         x = self.model.check_input(x)
-        replicas = self._replicas_for(len(x))
-        if training and self._replicas is not None:
-            self._replicas.discard()  # this forward's backward is the one that counts
+        replicas = self._replicas_for(len(x), training)
+        if training and True in self._replicas:
+            self._replicas[True].discard()  # this forward's backward is the one that counts
         if replicas is not None:
             return replicas.forward(x, training)
-        return forward_through(self.ops, x, training)
+        return forward_through(self._plan(training), x, training)
 
     __call__ = forward
 
     def backward(self, grad_logits: np.ndarray) -> None:
         """Back-propagate dL/dlogits, filling the model's layers' ``grads``."""
-        if self._replicas is not None and self._replicas.pending:
-            self._replicas.backward(grad_logits)
+        if True in self._replicas and self._replicas[True].pending:
+            self._replicas[True].backward(grad_logits)
         else:
             backward_through(self.ops, grad_logits)
 
@@ -104,8 +121,8 @@ class CompiledModel:
         if labels.shape != (len(x),):  # a part's loss sees only its slice of the labels
             raise ShapeError(f"expected {len(x)} labels, got shape {labels.shape}")
         replicas = self._replicas_for(len(x))
-        if self._replicas is not None:
-            self._replicas.discard()
+        if True in self._replicas:
+            self._replicas[True].discard()
         if replicas is not None:
             return replicas.train_step(x, labels, loss)
         logits = forward_through(self.ops, x, True)

@@ -13,9 +13,8 @@ one after the other, and it is the largest saving of the fast path:
   on the same values P_k @ W + b), kept as one small integer per pooled output;
 * the ReLU runs on the pooled values, PH*PW times fewer (max(relu(a)) = relu(max(a)): see
   ``plan.py``), with its mask, on the values still in cache;
-* inference (``training=False``) keeps no winners: one maximum over the offsets, and (with
-  no batch norm in between) the bias added after it, to PH*PW times fewer values; bias and
-  ReLU run chunk by chunk, while the chunk's maxima are still in cache.
+* inference (``training=False``) keeps no winners: it runs ``inference.conv_inference``, one
+  maximum over the offsets, a few samples at a time (see ``inference.py``).
 
     forward    y     = max_k (P_k @ W + b)      (then relu(y))                (N, QH, QW, F)
     backward   G_k   = dL/dy * [winner == k]  (* [y > 0])     the binary mask, offset by offset
@@ -37,15 +36,11 @@ from ..errors import ShapeError
 from ..nn.layers import Conv2D, MaxPool2D, ReLU
 from ..nn.layers.base import check_rank
 from ..nn.layers.pooling import first_maximum, winner_dtype
-from .channels import along_row, channel_sums, channelwise
+from .channels import channel_sums, channelwise
+from .inference import conv_inference
 from .ops import BatchNormOp, Op, conv_input_grad
 from .patches import patch_matrix
 from .workspace import Workspace
-
-# Inference runs a fused conv + pool over chunks of samples whose conv output is about this
-# large: small enough to stay in cache, large enough that the Python loop costs little (the
-# sizes timed against each other: benchmarks/results/inference-chunks.txt).
-CHUNK_BYTES = 512 * 1024
 
 
 def pool_tiles(conv_shape: tuple[int, ...], pool_size: tuple[int, int]) -> bool:
@@ -90,7 +85,8 @@ class ConvPoolOp(Op):
         qh, qw, f = self.output_shape(x.shape[1:])
         x = x.astype(conv.dtype, copy=False)
         if not training:
-            return self._infer(x, (qh, qw, f))
+            affine = None if self.norm is None else self.norm.affine()
+            return conv_inference(x, conv, self.pool.pool_size, affine, self.relu is not None)
         n, dtype, memory = len(x), x.dtype, self.workspace
         pool = self.pool.pool_size
         m, offsets = n * qh * qw, pool[0] * pool[1]
@@ -116,40 +112,6 @@ class ConvPoolOp(Op):
             np.multiply(best, mask, out=best)
         self.save_for_backward(patches, winner, mask, x.shape)
         return best.reshape(n, qh, qw, f).copy()
-
-    def _infer(self, x: np.ndarray, output_shape: tuple[int, int, int]) -> np.ndarray:
-        """Inference: the maxima only (no winners), a few samples at a time, so that each
-        chunk's conv output, PH*PW times larger than what is kept, is reduced while it is
-        still in cache. With no batch norm in between, the bias comes after the maximum, on
-        PH*PW times fewer values: rounding is monotonic, so max_k fl(a_k + b) =
-        fl(max_k a_k + b), exactly. The bias and the ReLU run on each chunk's maxima while
-        they are in cache (a pass over the whole output each costs more than the chunk's
-        two extra calls)."""
-        conv, pool, (qh, qw, f) = self.conv, self.pool.pool_size, output_shape
-        offsets, dtype, row = pool[0] * pool[1], x.dtype, qh * qw * f
-        bias = conv.params["bias"]
-        if self.norm is not None:  # (conv + b) * scale + shift = conv * scale + (b * scale + shift)
-            scale, shift = self.norm.affine()
-            scale, bias = along_row(scale, row, dtype), bias * scale + shift
-        bias = along_row(bias, row, dtype)  # tiled once for every chunk
-        out = np.empty((len(x), row), dtype)
-        step = max(1, CHUNK_BYTES // (offsets * out.itemsize * row))
-        memory, weights = Workspace(), conv.weight_matrix()  # memory reused over the chunks
-        for i in range(0, len(x), step):
-            part = x[i : i + step]
-            patches = patch_matrix(part, conv.kernel_size, conv.stride, conv.padding, pool, memory)
-            maps = memory.get("conv_out", (offsets * len(part), row), dtype)
-            np.matmul(patches, weights, out=maps.reshape(-1, f))
-            if self.norm is not None:
-                np.multiply(maps, scale, out=maps)
-                np.add(maps, bias, out=maps)
-            pooled = out[i : i + step]
-            np.max(maps.reshape(offsets, len(part), -1), axis=0, out=pooled)
-            if self.norm is None:
-                np.add(pooled, bias, out=pooled)
-            if self.relu is not None:
-                np.maximum(pooled, 0, out=pooled)
-        return out.reshape(len(x), qh, qw, f)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
         patches, winner, mask, input_shape = self.saved()

@@ -14,6 +14,10 @@ Two rewrites, both exact, then one op per remaining layer:
 
 Every other Conv2D, ReLU, batch norm and Dropout gets its fast op (``ops.py``); any other layer
 (Dense, Flatten, Softmax, an overlapping max-pool, ...) runs as it is.
+
+Inference has a plan of its own (``inference_plan``): there a batch norm is a fixed affine map,
+so every Conv2D [BatchNorm2D] [max-pool of stride = size] [ReLU] runs as one
+``ConvInferenceOp`` (``inference.py``), whether or not the pool tiles the conv output.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 from ..nn import Sequential
 from ..nn.layers import BatchNorm1D, BatchNorm2D, Conv2D, Dropout, Layer, MaxPool2D, ReLU
 from .convpool import ConvPoolOp, pool_tiles
+from .inference import ConvInferenceOp
 from .ops import BatchNormOp, ConvOp, DropoutOp, ReLUOp
 
 
@@ -71,6 +76,31 @@ def plan(model: Sequential) -> list[Layer]:
         else:
             ops.append(single_op(layer, inputs[id(layer)]))
             i += 1
+    return ops
+
+
+def inference_plan(model: Sequential) -> list[Layer]:
+    """The ops that compute ``model``'s layers in inference (``forward(x, training=False)``)."""
+    inputs = dict(
+        zip(map(id, model.layers), [model.input_shape, *model.output_shapes], strict=False)
+    )
+    order = relu_after_pool(model.layers)
+    ops: list[Layer] = []
+    i = 0
+    while i < len(order):
+        layer = order[i]
+        if not isinstance(layer, Conv2D):
+            ops.append(single_op(layer, inputs[id(layer)]))
+            i += 1
+            continue
+        i += 1
+        norm = order[i] if i < len(order) and isinstance(order[i], BatchNorm2D) else None
+        i += norm is not None
+        pool = order[i] if i < len(order) and fusable_pool(order[i]) else None
+        i += pool is not None
+        relu = relu_at(order, i)
+        i += relu is not None
+        ops.append(ConvInferenceOp(layer, norm, pool, relu))
     return ops
 
 

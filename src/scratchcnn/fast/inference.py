@@ -1,0 +1,118 @@
+"""Inference: a convolution and what follows it (batch norm, max-pool, ReLU) as one op,
+``ConvInferenceOp``, run a few samples at a time so that each chunk's conv output is reduced
+while it is still in cache. It keeps nothing for a backward pass, so it only runs inference.
+
+In inference a batch norm no longer needs the statistics of the batch: it is a fixed
+per-channel affine map, x * scale + shift (``BatchNormOp.affine``), and folds into the
+convolution's bias. So every Conv2D [BatchNorm2D] [MaxPool2D of stride = size] [ReLU] runs as
+
+    y = relu(max_k(P_k @ W) * scale + shift)      shift = b * scale + shift_norm   (N, QH, QW, F)
+
+with P_k the patches of the output pixels at pool offset k, in pool order (``patches.py``);
+scale = 1 and shift = b with no norm. The maximum comes before the affine map when every
+``scale`` is >= 0 (always without a norm): rounding is monotonic, so
+max_k fl(fl(a_k * s) + t) = fl(fl(max_k a_k * s) + t) exactly, and the map runs on PH*PW times
+fewer values. A negative scale turns maxima into minima, so then the map runs first. Unlike the
+training op, the pool need not tile the conv output: the outputs a ragged edge drops are never
+computed, with or without a norm. The plain layers round the norm in another order
+(((conv + b) - mean) / std * gamma + beta): the results agree to rounding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..nn.layers import BatchNorm2D, Conv2D, MaxPool2D, ReLU
+from ..nn.layers.base import check_rank
+from .channels import along_row
+from .ops import BatchNormOp, Op
+from .patches import patch_matrix
+from .workspace import Workspace
+
+# Each chunk's conv output is about this large: small enough to stay in cache, large enough
+# that the Python loop costs little (the sizes timed against each other:
+# benchmarks/results/inference-chunks.txt).
+CHUNK_BYTES = 512 * 1024
+
+
+def conv_inference(
+    x: np.ndarray,
+    conv: Conv2D,
+    pool: tuple[int, int] = (1, 1),
+    affine: tuple[np.ndarray, np.ndarray] | None = None,
+    relu: bool = False,
+) -> np.ndarray:
+    """``relu(maxpool(norm(conv(x))))`` of x (N, H, W, C) -> (N, QH, QW, F), for a pool of
+    ``pool`` stepped by its size ((1, 1): none) and a norm given as its inference ``affine``
+    (scale, shift) per channel (None: none). See the module's docstring."""
+    n, dtype = len(x), x.dtype
+    oh, ow, f = conv.output_shape(x.shape[1:])
+    qh, qw, offsets = oh // pool[0], ow // pool[1], pool[0] * pool[1]
+    row = qh * qw * f  # one sample's output, channels last
+    bias = conv.params["bias"].astype(dtype, copy=False)
+    scale = np.ones(f, dtype) if affine is None else affine[0].astype(dtype, copy=False)
+    shift = bias if affine is None else bias * scale + affine[1]
+    # a negative scale would turn the maxima into minima: then the map runs first
+    map_first = offsets > 1 and affine is not None and bool((scale < 0).any())
+    scale_row = None if affine is None else along_row(scale, row, dtype)
+    shift_row = along_row(shift, row, dtype)  # tiled once for every chunk
+    zeros = np.zeros(row, dtype) if relu else None
+    out = np.empty((n, row), dtype)
+    step = max(1, CHUNK_BYTES // (offsets * out.itemsize * row))
+    memory, weights = Workspace(), conv.weight_matrix()  # memory reused over the chunks
+    for i in range(0, n, step):
+        part, y = x[i : i + step], out[i : i + step]
+        patches = patch_matrix(part, conv.kernel_size, conv.stride, conv.padding, pool, memory)
+        if offsets == 1:
+            np.matmul(patches, weights, out=y.reshape(-1, f))
+        else:
+            maps = memory.get("conv_out", (offsets, len(part), row), dtype)
+            np.matmul(patches, weights, out=maps.reshape(-1, f))
+            if map_first:
+                np.multiply(maps, scale_row, out=maps)
+                np.add(maps, shift_row, out=maps)
+            np.max(maps, axis=0, out=y)
+        if not map_first:
+            if scale_row is not None:
+                np.multiply(y, scale_row, out=y)
+            np.add(y, shift_row, out=y)
+        if zeros is not None:  # a row of zeros: NumPy's maximum with a scalar is 4x slower
+            np.maximum(y, zeros, out=y)
+    return out.reshape(n, qh, qw, f)
+
+
+class ConvInferenceOp(Op):
+    """``ConvInferenceOp(conv, norm=None, pool=None, relu=None)`` computes, in inference only,
+    ``relu(pool(norm(conv(x))))``: a Conv2D, then optionally a BatchNorm2D, a MaxPool2D whose
+    stride is its size and a ReLU. Input (N, H, W, C) -> output (N, QH, QW, F)."""
+
+    def __init__(
+        self,
+        conv: Conv2D,
+        norm: BatchNorm2D | None = None,
+        pool: MaxPool2D | None = None,
+        relu: ReLU | None = None,
+    ) -> None:
+        if pool is not None and pool.stride != pool.pool_size:
+            raise ValueError(f"ConvInferenceOp needs a max-pool whose stride is its size: {pool!r}")
+        super().__init__()
+        self.conv, self.pool, self.relu = conv, pool, relu
+        self.norm = None if norm is None else BatchNormOp(norm)
+        self.layers = tuple(layer for layer in (conv, norm, pool, relu) if layer is not None)
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        shape = self.conv.output_shape(input_shape)
+        return shape if self.pool is None else self.pool.output_shape(shape)
+
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        if training:
+            raise RuntimeError(f"{self!r} runs inference only (forward with training=False)")
+        check_rank(x, 4, self.conv, "(N, H, W, C)")
+        self.output_shape(x.shape[1:])  # checks the input
+        pool = (1, 1) if self.pool is None else self.pool.pool_size
+        affine = None if self.norm is None else self.norm.affine()
+        x = x.astype(self.conv.dtype, copy=False)
+        return conv_inference(x, self.conv, pool, affine, self.relu is not None)
+
+    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+        raise RuntimeError(f"{self!r} runs inference only: it has no backward")
