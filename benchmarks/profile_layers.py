@@ -95,16 +95,17 @@ def main() -> None:
         f"{1000 * total / args.steps:.1f} ms {what} "
         f"({args.batch * args.steps / total:,.0f} img/s)"
     )
-    print(f"{'op (first part)':<50} {'forward ms':>10} {'backward ms':>11} {'share':>6}")
+    width = max(50, *(len(repr(layer)) for layer in order))
+    print(f"{'op (first part)':<{width}} {'forward ms':>10} {'backward ms':>11} {'share':>6}")
     inside, per_step = 0.0, total / args.steps
     for layer in order:
         f, b = (totals[(id(layer), name)] / args.steps for name in ("forward", "backward"))
         inside += f + b
         share = 100 * (f + b) / per_step
-        print(f"{layer!r:<50} {1000 * f:>10.2f} {1000 * b:>11.2f} {share:>5.1f}%")
+        print(f"{layer!r:<{width}} {1000 * f:>10.2f} {1000 * b:>11.2f} {share:>5.1f}%")
     outside = per_step - inside
     share = 100 * outside / per_step
-    print(f"{'outside the ops':<50} {1000 * outside:>22.2f} {share:>5.1f}%")
+    print(f"{'outside the ops':<{width}} {1000 * outside:>22.2f} {share:>5.1f}%")
 
 
 if __name__ == "__main__":

@@ -548,6 +548,7 @@ def test_conv_inference_op_computes_the_plain_layers(case, norm, relu, monkeypat
     for layer in layers:
         expected = layer.forward(expected, training=False)
     assert relative_error(op.forward(x, training=False), expected) < EXACT
+    assert relative_error(op.forward(x[:1], training=False), expected[:1]) < EXACT  # untiled
     monkeypatch.setattr(inference, "CHUNK_BYTES", 1)
     assert relative_error(op.forward(x, training=False), expected) < EXACT
     with pytest.raises(RuntimeError, match="inference only"):

@@ -54,19 +54,22 @@ def conv_inference(
     shift = bias if affine is None else bias * scale + affine[1]
     # a negative scale would turn the maxima into minima: then the map runs first
     map_first = offsets > 1 and affine is not None and bool((scale < 0).any())
-    scale_row = None if affine is None else along_row(scale, row, dtype)
-    shift_row = along_row(shift, row, dtype)  # tiled once for every chunk
-    zeros = np.zeros(row, dtype) if relu else None
+    # The per-channel vectors are tiled along a whole sample, so that NumPy's inner loops run a
+    # sample long (``channels.channelwise``); for one sample the tiling costs what it saves.
+    width = row if n > 1 else f
+    scale_row = None if affine is None else along_row(scale, width, dtype)
+    shift_row = along_row(shift, width, dtype)  # tiled once for every chunk
+    zeros = np.zeros(width, dtype) if relu else None
     out = np.empty((n, row), dtype)
     step = max(1, CHUNK_BYTES // (offsets * out.itemsize * row))
     memory, weights = Workspace(), conv.weight_matrix()  # memory reused over the chunks
     for i in range(0, n, step):
-        part, y = x[i : i + step], out[i : i + step]
+        part, y = x[i : i + step], out[i : i + step].reshape(-1, width)
         patches = patch_matrix(part, conv.kernel_size, conv.stride, conv.padding, pool, memory)
         if offsets == 1:
             np.matmul(patches, weights, out=y.reshape(-1, f))
         else:
-            maps = memory.get("conv_out", (offsets, len(part), row), dtype)
+            maps = memory.get("conv_out", (offsets, len(y), width), dtype)
             np.matmul(patches, weights, out=maps.reshape(-1, f))
             if map_first:
                 np.multiply(maps, scale_row, out=maps)
