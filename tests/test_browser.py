@@ -278,3 +278,38 @@ def test_train_a_tiny_net_in_the_page_and_use_it(page_url, browser, tmp_path):
     assert total == 10_000
     assert browser.find_elements(By.CSS_SELECTOR, "#mistakes button")
     screenshot(browser, tmp_path, "evaluate")
+
+
+def test_teach_it_mirrored_digits_in_the_page_and_go_back(page_url, browser, mnist_dir):
+    # The user's digits arrive the way the Evaluate tab's mistakes do (inspect(pixels)), are
+    # labelled and added; "Teach" tunes the served model on them and the page says by how much.
+    from selenium.webdriver.common.by import By
+
+    images, labels = load("mnist", "test", mnist_dir)
+    pick = np.flatnonzero(np.isin(labels, (2, 7)))[:16]
+    browser.get(page_url)
+    wait_until(lambda: browser.execute_script("return document.body.dataset.ready === '1'"))
+    assert not browser.find_element(By.ID, "tune-run").is_enabled()
+    for image, label in zip(images[pick], labels[pick], strict=True):
+        browser.execute_script("return inspect(arguments[0])", image[:, ::-1].tolist())
+        browser.execute_script(f"document.getElementById('tune-label').value = '{label}'")
+        browser.find_element(By.ID, "tune-add").click()
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#tune-examples canvas")) == 16
+    count = browser.find_element(By.ID, "tune-count").text
+    assert count.startswith("16 example(s)") and "\u00d7 2" in count and "\u00d7 7" in count
+    browser.find_element(By.ID, "tune-run").click()
+    answer = wait_until(lambda: browser.execute_script("return window.scratchcnn.tune"), 180)
+    report = answer["report"]
+    assert report["trained_on"] + report["held_out"] == 16 and report["held_out"] == 4
+    status = browser.find_element(By.ID, "tune-status").text
+    after = report["after"]["held_out"]
+    assert f"{100 * after:.1f}% after" in status, status
+    wait_until(lambda: "taught your handwriting" in browser.find_element(By.ID, "model-line").text)
+    assert browser.find_element(By.ID, "tune-download").is_displayed()
+    browser.find_element(By.ID, "tune-undo").click()
+    wait_until(
+        lambda: "taught" not in browser.find_element(By.ID, "model-line").text
+        and not browser.find_element(By.ID, "tune-download").is_displayed()
+    )
+    with urllib.request.urlopen(page_url + "api/model", timeout=20) as response:
+        assert json.load(response)["tuned"] is False

@@ -275,3 +275,86 @@ def test_a_net_the_user_built_trains_saves_loads_and_serves(mnist_dir, tmp_path,
             assert status == 200 and len(answer["activations"]) == 3  # 2 convs and the pool
             correct += answer["index"] == label
         assert correct >= 8
+
+
+# -- teaching the served model the page's examples (POST /api/tune) ------------------------------
+
+
+@pytest.fixture(scope="module")
+def mirrored(mnist_dir):
+    """48 drawings of 2, 3, 4 and 7 written mirrored (a style MNIST has none of), as the page
+    sends them: the 28x28 digit a prediction answered with, and what it really is."""
+    images, labels = load("mnist", "test", mnist_dir)
+    pick = np.flatnonzero(np.isin(labels, (2, 3, 4, 7)))[:48]
+    return [
+        {"pixels": image[:, ::-1].tolist(), "label": int(label)}
+        for image, label in zip(images[pick], labels[pick], strict=True)
+    ]
+
+
+def post_json(port, path, payload):
+    status, _, data = request(port, "POST", path, json.dumps(payload).encode(), JSON)
+    return status, json.loads(data)
+
+
+def test_the_page_teaches_the_served_model_its_examples_and_can_go_back(
+    trained, mnist_dir, mirrored, tmp_path
+):
+    with serving(make_server(trained.copy(), "127.0.0.1", 0, data_dir=str(mnist_dir))) as port:
+        before = json.loads(request(port, "GET", "/api/model")[2])
+        assert before["tuned"] is False
+        status, answer = post_json(
+            port, "/api/tune", {"examples": mirrored, "epochs": 2, "mix": 3000}
+        )
+        assert status == 200, answer
+        report = answer["report"]
+        # a quarter of each digit's 12 or so examples kept aside, the rest trained on
+        assert report["held_out"] + report["trained_on"] == len(mirrored)
+        assert report["held_out"] >= 8 and report["dataset_samples"] == 3000
+        assert report["after"]["trained_on"] > report["before"]["trained_on"]
+        assert report["after"]["validation"] > 0.8  # it still reads MNIST
+        assert json.loads(request(port, "GET", "/api/model")[2])["tuned"] is True
+        # the tuned model is the one that answers now, and the one the page can save
+        status, kind, body = request(port, "GET", "/api/model/file")
+        assert status == 200 and kind == "application/octet-stream"
+        (tmp_path / "tuned.npz").write_bytes(body)
+        tuned = Classifier.load(tmp_path / "tuned.npz")
+        assert tuned.training["fine_tune"]["trained_on"] == report["trained_on"]
+        # going back serves the model from before, once
+        assert post_json(port, "/api/tune/undo", {})[0] == 200
+        assert json.loads(request(port, "GET", "/api/model")[2])["tuned"] is False
+        status, answer = post_json(port, "/api/tune/undo", {})
+        assert status == 409 and "not been tuned" in answer["error"]
+
+
+BAD_TUNES = [
+    ("no examples", {}, 400, '"examples"'),
+    ("empty list", {"examples": []}, 400, '"examples"'),
+    ("not objects", {"examples": [1, 2]}, 400, "each example"),
+    ("no label", {"examples": [{"pixels": [[0] * 28] * 28}]}, 400, "label"),
+    ("label out of range", {"examples": [{"pixels": [[0] * 28] * 28, "label": 10}]}, 400, "label"),
+    ("bad pixels", {"examples": [{"pixels": [[0] * 27] * 28, "label": 1}]}, 400, "28x28"),
+    ("too many", {"examples": [{"pixels": [[0]], "label": 1}] * 201}, 400, "at most 200"),
+    (
+        "epochs",
+        {"examples": [{"pixels": [[0] * 28] * 28, "label": 1}], "epochs": 99},
+        400,
+        "epochs",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", BAD_TUNES, ids=[c[0] for c in BAD_TUNES])
+def test_a_bad_tuning_request_gets_one_clear_error_and_changes_nothing(server, case):
+    _, payload, expected, needle = case
+    status, answer = post_json(server, "/api/tune", payload)
+    assert status == expected and needle in answer["error"]
+    assert json.loads(request(server, "GET", "/api/model")[2])["tuned"] is False
+
+
+def test_tuning_without_the_dataset_says_so(trained, tmp_path, monkeypatch, mirrored):
+    monkeypatch.setenv("SCRATCHCNN_MIRRORS", "http://127.0.0.1:9/")  # nothing to download from
+    with serving(make_server(trained, "127.0.0.1", 0, data_dir=str(tmp_path))) as port:
+        status, answer = post_json(port, "/api/tune", {"examples": mirrored[:4]})
+        assert status == 409 and "tuning mixes in mnist images" in answer["error"]
+        assert json.loads(request(port, "GET", "/api/model")[2])["tuned"] is False

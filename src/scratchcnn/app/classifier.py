@@ -14,6 +14,7 @@ shells over this class.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import math
 import time
@@ -337,6 +338,13 @@ class Classifier:
                     f"not saving {path}: {name} contains NaN or infinite values (training "
                     "diverged; try a lower learning rate)"
                 )
+
+    def copy(self) -> Classifier:
+        """An independent copy: what saving and loading the model would give, without a file."""
+        arrays = {key: value.copy() for key, value in self._arrays().items()}
+        twin = Classifier.from_file_contents("a copy", copy.deepcopy(self._meta()), arrays)
+        twin.fast = self.fast
+        return twin
 
     @classmethod
     def load(cls, path: str | Path) -> Classifier:

@@ -17,6 +17,10 @@ Inside the network - over this JSON API:
     POST /api/train/stop, /api/train/resume, /api/train/use (serve the trained model)
     GET  /api/train/events      Server-Sent Events: the training's progress as it happens
     GET  /api/train/model       the trained model file, to download
+    POST /api/tune              {"examples": [{"pixels" or "image", "label"}, ...]}: teach the
+                                served model the page's drawings (``finetune.fine_tune``) and
+                                serve the tuned copy; /api/tune/undo serves the one before
+    GET  /api/model/file        the served model's file, to download
 
 Safe by default, as a local server that changes state must be:
 
@@ -47,9 +51,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
+from ..data import load
 from ..errors import ImageError, ScratchCNNError
 from .classifier import Classifier, default_model
 from .explain import explain, one_step, transform
+from .finetune import LabelledImages, fine_tune
 from .lab import MAX_IMAGES, BusyError, Lab, data_summary, mistakes_summary
 from .photos import find_digit
 from .reader import read_number
@@ -58,6 +64,7 @@ MAX_BODY = 5 * 1024 * 1024  # bytes: a phone photo fits, a flood does not
 MAX_PIXELS = 4_000_000  # an upload's decoded size: a 2000x2000 photo, 16 MB in RGBA
 DECODERS = 2  # images decoded at once: with MAX_PIXELS, this bounds the memory they take
 TIMEOUT = 30  # seconds a client may take to send a request
+MAX_EXAMPLES = 200  # drawings a page may send to tune on: 200 of them fit well in MAX_BODY
 STATIC = {  # the only files ever served, all from the package
     "/": ("index.html", "text/html; charset=utf-8"),
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
@@ -127,6 +134,8 @@ class Service:
         self.decoders = threading.BoundedSemaphore(DECODERS)
         self._summaries: dict[str, dict] = {}
         self._lock = threading.Lock()
+        self._tuning = threading.Lock()  # one tuning at a time
+        self.before_tuning: Classifier | None = None  # what ``untune`` goes back to
 
     # -- the served model ----------------------------------------------------------------------
     def model_info(self) -> dict:
@@ -140,6 +149,7 @@ class Service:
             "num_parameters": info["num_parameters"],
             "metrics": info["metrics"],
             "threshold": clf.threshold,
+            "tuned": "fine_tune" in clf.training,
             "layers": [
                 {
                     "name": repr(layer),
@@ -352,7 +362,55 @@ class Service:
         session = self._session()
         if session.state != "done":
             raise RequestError(HTTPStatus.CONFLICT, "the training has not finished")
-        self.clf = session.clf
+        self.clf, self.before_tuning = session.clf, None
+        return {"architecture": self.clf.architecture, "metrics": self.clf.metrics}
+
+    # -- teaching it your handwriting ----------------------------------------------------------
+    def tune(self, request: dict) -> dict:
+        """Fine-tune a copy of the served model on the page's labelled drawings
+        (``finetune.fine_tune``: a share held out, the rest mixed with the model's dataset),
+        then serve the tuned copy. ``examples``: a list of {"pixels": 28x28 (the digit a
+        prediction answered with) or "image": a data URL, "label": class index}."""
+        examples = request.get("examples")
+        if not isinstance(examples, list) or not examples:
+            raise RequestError(
+                HTTPStatus.BAD_REQUEST, 'JSON needs "examples": a list of {"pixels", "label"}'
+            )
+        if len(examples) > MAX_EXAMPLES:
+            raise RequestError(
+                HTTPStatus.BAD_REQUEST, f"at most {MAX_EXAMPLES} examples, got {len(examples)}"
+            )
+        if not all(isinstance(example, dict) for example in examples):
+            raise RequestError(HTTPStatus.BAD_REQUEST, 'each example is {"pixels", "label"}')
+        images = np.stack([self._input(example) for example in examples])
+        labels = np.array([self._class(example, "label") for example in examples])
+        names = [f"example {i + 1}" for i in range(len(examples))]
+        epochs = int(_number(request, "epochs", 1, 10, 3))
+        mix = int(_number(request, "mix", 100, MAX_IMAGES, 6000))
+        if not self._tuning.acquire(blocking=False):
+            raise RequestError(HTTPStatus.CONFLICT, "the model is being tuned already")
+        try:
+            base = self.clf
+            try:
+                dataset = load(base.dataset, "train", self.data_dir)
+            except ScratchCNNError as err:
+                raise RequestError(
+                    HTTPStatus.CONFLICT, f"tuning mixes in {base.dataset} images, not found: {err}"
+                ) from None
+            tuned = base.copy()
+            report = fine_tune(
+                tuned, LabelledImages(images, labels, names), dataset, epochs, base_samples=mix
+            )
+            self.before_tuning, self.clf = base, tuned
+        finally:
+            self._tuning.release()
+        return {"report": report, "metrics": tuned.metrics}
+
+    def untune(self) -> dict:
+        """Serve the model from before the last tuning again."""
+        if self.before_tuning is None:
+            raise RequestError(HTTPStatus.CONFLICT, "the model has not been tuned")
+        self.clf, self.before_tuning = self.before_tuning, None
         return {"architecture": self.clf.architecture, "metrics": self.clf.metrics}
 
     def _session(self):
@@ -453,6 +511,9 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/api/train/model":
             self._download()
             return
+        if path == "/api/model/file":
+            self._send_model(self.service.clf, "model.npz")
+            return
         if path in POSTS:
             raise RequestError(HTTPStatus.METHOD_NOT_ALLOWED, f"use POST for {path}")
         if path.startswith("/api/"):
@@ -495,18 +556,22 @@ class Handler(BaseHTTPRequestHandler):
         session = self.service.lab.session
         if session is None or session.state != "done":
             raise RequestError(HTTPStatus.CONFLICT, "no finished training to download")
+        self._send_model(session.clf, "lab-model.npz")
+
+    def _send_model(self, clf: Classifier, name: str) -> None:
+        """``clf``'s model file, as a download named ``name``."""
         import tempfile
         from pathlib import Path
 
         with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "lab-model.npz"
-            session.clf.save(path)
+            path = Path(folder) / name
+            clf.save(path)
             body = path.read_bytes()
         self._send(
             HTTPStatus.OK,
             body,
             "application/octet-stream",
-            [("Content-Disposition", 'attachment; filename="lab-model.npz"')],
+            [("Content-Disposition", f'attachment; filename="{name}"')],
         )
 
     # -- POST -------------------------------------------------------------------------------------
@@ -566,6 +631,8 @@ class Handler(BaseHTTPRequestHandler):
             "/api/train/stop": service.train_stop,
             "/api/train/resume": service.train_resume,
             "/api/train/use": service.train_use,
+            "/api/tune": lambda: service.tune(request),
+            "/api/tune/undo": service.untune,
         }
         self._json(HTTPStatus.OK, handlers[url.path]())
 
@@ -611,6 +678,8 @@ POSTS = {
     "/api/train/stop",
     "/api/train/resume",
     "/api/train/use",
+    "/api/tune",
+    "/api/tune/undo",
 }
 
 

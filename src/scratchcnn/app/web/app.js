@@ -9,7 +9,7 @@ let drawing = false;
 let dirty = false;
 let inFlight = false;
 let current = null; // the 28x28 input of the last prediction: what explain/step/transform use
-window.scratchcnn = { lastImage: null, lastResult: null, requests: 0, explain: null, step: null, transform: null, train: [] };
+window.scratchcnn = { lastImage: null, lastResult: null, requests: 0, explain: null, step: null, transform: null, train: [], tune: null };
 
 // -- small helpers ---------------------------------------------------------------------------------
 
@@ -394,6 +394,7 @@ function show(result) {
   $("maps").innerHTML = "";
   (result.activations || []).forEach((layer) => $("maps").appendChild(mapGrid(`layer ${layer.index}, ${layer.layer}`, layer)));
   current = result.input;
+  $("tune-add").disabled = false;
   $("explain-class").value = String(result.index);
   $("step-label").value = String(result.index);
   refreshViews();
@@ -402,6 +403,7 @@ function show(result) {
 // Look at one 28x28 digit (a mistake from the Evaluate tab): predict it and explain it.
 async function inspect(pixels) {
   current = pixels;
+  $("tune-add").disabled = false;
   clearPad();
   drawGrey($("seen"), pixels.flat(), 28, 28);
   const answer = await api("/api/transform", { pixels });
@@ -544,6 +546,69 @@ async function readNumber(image, img) {
   } catch (error) { $("status").textContent = error.message; }
 }
 
+// -- teaching it your handwriting (POST /api/tune) -------------------------------------------------
+
+const examples = []; // {pixels, label}: each digit as the network saw it, and what it really is
+
+function showExamples() {
+  const counts = classes.map((c, i) => [c, examples.filter((e) => e.label === i).length]).filter(([, n]) => n);
+  $("tune-count").textContent = examples.length
+    ? `${examples.length} example(s): ${counts.map(([c, n]) => `${n} \u00d7 ${c}`).join(", ")}`
+    : "No examples yet.";
+  $("tune-examples").innerHTML = "";
+  examples.forEach((example) => {
+    const cell = document.createElement("div");
+    cell.className = "digit";
+    cell.append(digitCanvas(example.pixels, 42));
+    const label = document.createElement("span");
+    label.className = "guess";
+    label.textContent = classes[example.label];
+    cell.append(label);
+    $("tune-examples").append(cell);
+  });
+  $("tune-run").disabled = $("tune-forget").disabled = examples.length === 0;
+}
+
+const percentOf = (value) => (value === null ? "-" : `${(100 * value).toFixed(1)}%`);
+
+$("tune-add").addEventListener("click", () => {
+  if (!current) return;
+  examples.push({ pixels: current, label: Number($("tune-label").value) });
+  showExamples();
+});
+$("tune-forget").addEventListener("click", () => { examples.length = 0; showExamples(); });
+$("tune-run").addEventListener("click", async () => {
+  $("tune-status").textContent = "teaching\u2026 (about a minute)";
+  $("tune-run").disabled = true;
+  try {
+    const answer = await api("/api/tune", { examples });
+    window.scratchcnn.tune = answer;
+    const r = answer.report;
+    const held = r.held_out
+      ? `Your ${r.held_out} example(s) kept aside: ${percentOf(r.before.held_out)} read right before, ${percentOf(r.after.held_out)} after.`
+      : "None was kept aside to measure it: add two or more of a digit for that.";
+    $("tune-status").textContent = `Taught in ${r.seconds.toFixed(1)} s on ${r.trained_on} of your examples and ` +
+      `${r.dataset_samples.toLocaleString()} training images. ${held} Its validation images: ` +
+      `${percentOf(r.before.validation)} before, ${percentOf(r.after.validation)} after. The page now predicts with the taught network.`;
+    $("tune-undo").disabled = false;
+    $("tune-download").hidden = false;
+    await loadModel();
+  } catch (error) {
+    $("tune-status").textContent = error.message;
+  } finally {
+    $("tune-run").disabled = examples.length === 0;
+  }
+});
+$("tune-undo").addEventListener("click", async () => {
+  try {
+    await api("/api/tune/undo", {});
+    $("tune-undo").disabled = true;
+    $("tune-download").hidden = true;
+    $("tune-status").textContent = "The page predicts with the network from before the teaching again.";
+    await loadModel();
+  } catch (error) { $("tune-status").textContent = error.message; }
+});
+
 // -- 5. inside the network, and start-up -----------------------------------------------------------
 
 async function loadModel() {
@@ -551,9 +616,9 @@ async function loadModel() {
   classes = info.classes;
   const acc = info.metrics.test_accuracy;
   $("model-line").textContent = `${info.architecture} network trained on ${info.dataset}, ${info.num_parameters.toLocaleString()} parameters` +
-    (acc ? `, ${(100 * acc).toFixed(2)}% test accuracy` : "");
+    (acc ? `, ${(100 * acc).toFixed(2)}% test accuracy` : "") + (info.tuned ? ", taught your handwriting" : "");
   bars($("bars"), classes.map(() => 0), -1);
-  ["explain-class", "step-label"].forEach((id) => {
+  ["explain-class", "step-label", "tune-label"].forEach((id) => {
     $(id).innerHTML = classes.map((c, i) => `<option value="${i}">${c}</option>`).join("");
   });
   const table = $("layer-table");
