@@ -308,8 +308,10 @@ def test_teach_it_mirrored_digits_in_the_page_and_go_back(page_url, browser, mni
     assert browser.find_element(By.ID, "tune-download").is_displayed()
     browser.find_element(By.ID, "tune-undo").click()
     wait_until(
-        lambda: "taught" not in browser.find_element(By.ID, "model-line").text
-        and not browser.find_element(By.ID, "tune-download").is_displayed()
+        lambda: (
+            "taught" not in browser.find_element(By.ID, "model-line").text
+            and not browser.find_element(By.ID, "tune-download").is_displayed()
+        )
     )
     with urllib.request.urlopen(page_url + "api/model", timeout=20) as response:
         assert json.load(response)["tuned"] is False
