@@ -280,7 +280,7 @@ def test_train_a_tiny_net_in_the_page_and_use_it(page_url, browser, tmp_path):
     screenshot(browser, tmp_path, "evaluate")
 
 
-def test_teach_it_mirrored_digits_in_the_page_and_go_back(page_url, browser, mnist_dir):
+def test_teach_it_mirrored_digits_in_the_page_and_go_back(page_url, browser, mnist_dir, tmp_path):
     # The user's digits arrive the way the Evaluate tab's mistakes do (inspect(pixels)), are
     # labelled and added; "Teach" tunes the served model on them and the page says by how much.
     from selenium.webdriver.common.by import By
@@ -306,6 +306,8 @@ def test_teach_it_mirrored_digits_in_the_page_and_go_back(page_url, browser, mni
     assert f"{100 * after:.1f}% after" in status, status
     wait_until(lambda: "taught your handwriting" in browser.find_element(By.ID, "model-line").text)
     assert browser.find_element(By.ID, "tune-download").is_displayed()
+    browser.execute_script("document.getElementById('tune-panel').scrollIntoView()")
+    screenshot(browser, tmp_path, "tune")
     browser.find_element(By.ID, "tune-undo").click()
     wait_until(
         lambda: (
