@@ -213,12 +213,15 @@ def test_relu_and_dropout_ops():
 # -- the plan ---------------------------------------------------------------------------------
 
 
+def assert_every_layer_computed_once(model: Sequential, ops: list) -> None:
+    covered = [layer for op in ops for layer in getattr(op, "layers", (op,))]
+    assert sorted(map(id, covered)) == sorted(map(id, model.layers))
+
+
 def test_plan_fuses_and_reorders_but_computes_every_layer_once():
     for name in NETS:
         model = make_net(name)
-        ops = compile(model).ops
-        covered = [layer for op in ops for layer in getattr(op, "layers", (op,))]
-        assert sorted(map(id, covered)) == sorted(map(id, model.layers)), name
+        assert_every_layer_computed_once(model, compile(model).ops)
     kinds = [type(op).__name__ for op in compile(make_net("pad5x5")).ops]
     assert kinds == ["ConvPoolOp", "ConvPoolOp", "ConvOp", "ReLUOp", "Flatten", "Dense"]
     assert [op.relu is not None for op in compile(make_net("pad5x5")).ops[:2]] == [True, True]
@@ -561,8 +564,7 @@ def test_inference_plan_fuses_each_conv_with_its_norm_pool_and_relu():
     for name in NETS:
         model = make_net(name)
         ops = compile(model).inference_ops
-        covered = [layer for op in ops for layer in getattr(op, "layers", (op,))]
-        assert sorted(map(id, covered)) == sorted(map(id, model.layers)), name
+        assert_every_layer_computed_once(model, ops)
         convs = [layer for layer in model.layers if isinstance(layer, Conv2D)]
         assert len([op for op in ops if isinstance(op, ConvInferenceOp)]) == len(convs), name
     # fast: the second conv's 11x11 output does not tile a 2x2 pool, so training runs the

@@ -76,6 +76,18 @@ function digitCanvas(pixels, size = 56) {
   return canvas;
 }
 
+// A small 28x28 digit with a caption under it (its class, or what the network reads).
+function digitCell(pixels, caption, tag = "div") {
+  const cell = document.createElement(tag);
+  cell.className = "digit";
+  cell.append(digitCanvas(pixels, 42));
+  const label = document.createElement("span");
+  label.className = "guess";
+  label.textContent = caption;
+  cell.append(label);
+  return cell;
+}
+
 function mapGrid(title, block) {
   const [channels, height, width] = block.shape;
   const bytes = decode(block.data);
@@ -244,16 +256,7 @@ $("train-start").addEventListener("click", async () => {
     window.scratchcnn.train = [];
     gridDigits = session.grid;
     $("train-grid").innerHTML = "";
-    gridDigits.forEach((digit) => {
-      const cell = document.createElement("div");
-      cell.className = "digit";
-      cell.append(digitCanvas(digit.image, 42));
-      const guess = document.createElement("span");
-      guess.className = "guess";
-      guess.textContent = "?";
-      cell.append(guess);
-      $("train-grid").append(cell);
-    });
+    gridDigits.forEach((digit) => $("train-grid").append(digitCell(digit.image, "?")));
     $("train-status").textContent = "running";
     setTrainButtons("running");
     listen(0);
@@ -300,14 +303,9 @@ $("evaluate-run").addEventListener("click", async () => {
     });
     $("mistakes").innerHTML = "";
     result.mistakes.forEach((m) => {
-      const cell = document.createElement("button");
-      cell.className = "digit wrong";
+      const cell = digitCell(m.image, `${classes[m.predicted]}\u2260${classes[m.label]}`, "button");
+      cell.classList.add("wrong");
       cell.title = `true ${classes[m.label]}, read as ${classes[m.predicted]} (${(100 * m.confidence).toFixed(0)}%)`;
-      cell.append(digitCanvas(m.image, 42));
-      const label = document.createElement("span");
-      label.className = "guess";
-      label.textContent = `${classes[m.predicted]}\u2260${classes[m.label]}`;
-      cell.append(label);
       cell.addEventListener("click", () => { showTab("draw"); inspect(m.image); });
       $("mistakes").append(cell);
     });
@@ -556,16 +554,7 @@ function showExamples() {
     ? `${examples.length} example(s): ${counts.map(([c, n]) => `${n} \u00d7 ${c}`).join(", ")}`
     : "No examples yet.";
   $("tune-examples").innerHTML = "";
-  examples.forEach((example) => {
-    const cell = document.createElement("div");
-    cell.className = "digit";
-    cell.append(digitCanvas(example.pixels, 42));
-    const label = document.createElement("span");
-    label.className = "guess";
-    label.textContent = classes[example.label];
-    cell.append(label);
-    $("tune-examples").append(cell);
-  });
+  examples.forEach((example) => $("tune-examples").append(digitCell(example.pixels, classes[example.label])));
   $("tune-run").disabled = $("tune-forget").disabled = examples.length === 0;
 }
 
