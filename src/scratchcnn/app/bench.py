@@ -57,7 +57,10 @@ def blas_info() -> dict:
         from threadpoolctl import threadpool_info
     except ImportError:
         return {"name": "unknown (pip install threadpoolctl)", "threads": os.cpu_count()}
-    for pool in threadpool_info():
+    # NumPy's BLAS first: SciPy (imported by the photo code) loads its own OpenBLAS too, and
+    # whichever was loaded first would otherwise be the one named.
+    pools = sorted(threadpool_info(), key=lambda pool: "numpy" not in pool.get("filepath", ""))
+    for pool in pools:
         if pool.get("user_api") == "blas":
             return {
                 "name": f"{pool['internal_api']} {pool.get('version')}",
