@@ -49,15 +49,16 @@ def conv_inference(
     oh, ow, f = conv.output_shape(x.shape[1:])
     qh, qw, offsets = oh // pool[0], ow // pool[1], pool[0] * pool[1]
     row = qh * qw * f  # one sample's output, channels last
-    bias = conv.params["bias"].astype(dtype, copy=False)
-    scale = np.ones(f, dtype) if affine is None else affine[0].astype(dtype, copy=False)
-    shift = bias if affine is None else bias * scale + affine[1]
+    scale, shift = None, conv.params["bias"].astype(dtype, copy=False)  # no norm: the bias
+    if affine is not None:
+        scale = affine[0].astype(dtype, copy=False)
+        shift = shift * scale + affine[1]
     # a negative scale would turn the maxima into minima: then the map runs first
-    map_first = offsets > 1 and affine is not None and bool((scale < 0).any())
+    map_first = offsets > 1 and scale is not None and bool((scale < 0).any())
     # The per-channel vectors are tiled along a whole sample, so that NumPy's inner loops run a
     # sample long (``channels.channelwise``); for one sample the tiling costs what it saves.
     width = row if n > 1 else f
-    scale_row = None if affine is None else along_row(scale, width, dtype)
+    scale_row = None if scale is None else along_row(scale, width, dtype)
     shift_row = along_row(shift, width, dtype)  # tiled once for every chunk
     zeros = np.zeros(width, dtype) if relu else None
     out = np.empty((n, row), dtype)
