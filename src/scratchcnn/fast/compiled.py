@@ -96,18 +96,24 @@ class CompiledModel:
         """Logits (N, classes) of a batch (N, H, W, C), as ``Sequential.forward``."""
         x = self.model.check_input(x)
         replicas = self._replicas_for(len(x), training)
-        if training and True in self._replicas:
-            self._replicas[True].discard()  # this forward's backward is the one that counts
+        if training:
+            self._discard_pending()  # this forward's backward is the one that counts
         if replicas is not None:
             return replicas.forward(x, training)
         return forward_through(self._plan(training), x, training)
 
     __call__ = forward
 
+    def _discard_pending(self) -> None:
+        """Forget a split training forward still waiting for its backward."""
+        if True in self._replicas:
+            self._replicas[True].discard()
+
     def backward(self, grad_logits: np.ndarray) -> None:
         """Back-propagate dL/dlogits, filling the model's layers' ``grads``."""
-        if True in self._replicas and self._replicas[True].pending:
-            self._replicas[True].backward(grad_logits)
+        training_copies = self._replicas.get(True)
+        if training_copies is not None and training_copies.pending:
+            training_copies.backward(grad_logits)
         else:
             backward_through(self.ops, grad_logits)
 
@@ -121,8 +127,7 @@ class CompiledModel:
         if labels.shape != (len(x),):  # a part's loss sees only its slice of the labels
             raise ShapeError(f"expected {len(x)} labels, got shape {labels.shape}")
         replicas = self._replicas_for(len(x))
-        if True in self._replicas:
-            self._replicas[True].discard()
+        self._discard_pending()
         if replicas is not None:
             return replicas.train_step(x, labels, loss)
         logits = forward_through(self.ops, x, True)
