@@ -5,7 +5,7 @@ Each picture is paper (white, cream, grey or yellow, with grain) under uneven li
 gradient, sometimes a hard shadow), sometimes ruled or grid lines, and ink (black, blue or
 pencil grey) drawn from an MNIST digit scaled up, its strokes made pencil-thin or marker-thick,
 turned a little, placed off-centre; saved as PNG or JPEG. ``number_photo`` lays several digits
-in one or two rows.
+in one or two rows; ``on_desk`` puts such a photo's sheet on a darker desk, as a camera sees it.
 """
 
 from __future__ import annotations
@@ -108,3 +108,25 @@ def number_photo(digits: list[list[np.ndarray]], seed: int) -> bytes:
             x += aw + gap
         y += int(size * 1.8)
     return _encode(paper, rng)
+
+
+DESKS = [(70, 70, 75), (110, 80, 55), (40, 40, 40), (130, 130, 125)]  # grey, wood, black, concrete
+
+
+def on_desk(photo: bytes, seed: int) -> bytes:
+    """The sheet of ``photo`` lying turned a little on a darker desk that fills the rest of
+    the camera's frame: PNG or JPEG bytes."""
+    rng = np.random.default_rng(seed)
+    paper = Image.open(io.BytesIO(photo)).convert("RGB")
+    angle = rng.uniform(-8, 8)
+    sheet = paper.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True)
+    cover = Image.new("L", paper.size, 255).rotate(angle, Image.Resampling.BICUBIC, expand=True)
+    share = rng.uniform(0.55, 0.8)  # of the frame's width and height the sheet takes
+    w, h = int(sheet.width / share), int(sheet.height / share)
+    desk = np.ones((h, w, 3), np.float32) * np.array(DESKS[rng.integers(len(DESKS))]) / 255
+    desk *= 1 + rng.normal(0, 0.03, (h, w, 1)).astype(np.float32)  # grain
+    frame = Image.fromarray(np.uint8(np.clip(desk, 0, 1) * 255))
+    left = int(rng.integers(0, w - sheet.width + 1))
+    top = int(rng.integers(0, h - sheet.height + 1))
+    frame.paste(sheet, (left, top), cover)
+    return _encode(np.asarray(frame, np.float32) / 255, rng)

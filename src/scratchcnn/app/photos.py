@@ -12,7 +12,9 @@ and grid lines, thin pens and fat markers, several digits. The pipeline, step by
 2. ``ink_map``: which way round the ink is (dark on light, or light on dark); the paper's own
    brightness estimated at a large scale (a grey closing of a downscaled copy) and divided
    out, which flattens shadows and gradients; the ink strength thresholded (Otsu); ruled and
-   grid lines - runs longer than most of the image - removed.
+   grid lines - runs longer than most of the image - removed. A sheet of paper held up to a
+   camera or lying on a darker, bare desk (``paper_sheet``) has the desk painted over with the
+   paper's nearest brightness first, so that the sheet's edge is not read as ink.
 3. ``ink_components``: connected components of the ink, without specks, and without long thin
    shapes or shapes along the border that are paper edges, shadow borders or lines.
 4. ``load_digit`` picks the coherent ink nearest the centre (the component that is large and
@@ -32,8 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
 
 from ..errors import ImageError
 from ..fileio import atomic_write
@@ -203,8 +206,75 @@ def _polarity(grey: np.ndarray, size: float, dark_ink: bool) -> _Polarity:
     return _Polarity(np.clip(relative, 0, 1).astype(np.float32), level, cover)
 
 
+def paper_sheet(grey: np.ndarray) -> np.ndarray | None:
+    """The pixels (H, W) of a sheet of paper that lies on something darker (a desk, a hand,
+    the room), or None when there is no such sheet. The sheet is the convex hull of the large
+    bright regions (Otsu's threshold; the hull keeps a stroke that cuts the paper in two). It
+    counts only when it is clearly inside the picture, solidly bright (ink covers little of a
+    sheet; a chalk digit's hull is mostly board) and its edge a sharp step down to what is
+    around it (a shadow's edge is mostly a slope)."""
+    h, w = grey.shape
+    step = max(1, min(h, w) // 128)  # the sheet's outline needs no more than ~128 pixels a side
+    small = grey[::step, ::step]
+    bright = small > _otsu(small)
+    labels, count = ndimage.label(bright)
+    if count == 0:
+        return None
+    areas = np.bincount(labels.ravel())[1:]
+    points = np.argwhere(np.isin(labels, 1 + np.flatnonzero(areas >= 0.02 * bright.size)))
+    try:
+        corners = points[ConvexHull(points).vertices]
+    except (QhullError, ValueError):  # too few points, or all in a line
+        return None
+    outline = Image.new("1", (w, h), 0)  # the hull at full size, from (x, y) vertices
+    ImageDraw.Draw(outline).polygon([(int(c[1] * step), int(c[0] * step)) for c in corners], fill=1)
+    sheet = np.asarray(outline, bool)
+    if not 0.2 <= sheet.mean() <= 0.92:  # no sheet, or nothing around it
+        return None
+    on_sheet = sheet[::step, ::step]  # small's pixels
+    if (bright & on_sheet).sum() < 0.75 * on_sheet.sum():
+        return None
+    rim = 2  # small's pixels, about 1.5% of the picture's side
+    inner = on_sheet & ~ndimage.binary_erosion(on_sheet, iterations=rim, border_value=1)
+    outer = ndimage.binary_dilation(on_sheet, iterations=rim) & ~on_sheet
+    if not outer.any() or float(np.median(small[inner]) - np.median(small[outer])) < 0.1:
+        return None
+    return sheet
+
+
+def _bare_around(grey: np.ndarray, sheet: np.ndarray) -> bool:
+    """Whether what lies around ``sheet`` holds nothing darker than itself: a bare desk, not
+    paper under a hard shadow with ink on it (or things on the desk), which are left as they
+    are. Judged by its darkest pixels, as many as a thin digit has, a few pixels off the
+    sheet's blurred edge."""
+    rim = 2 * max(2, min(grey.shape) // 128) + 1
+    values = grey[~ndimage.maximum_filter(sheet.view(np.uint8), size=rim).view(bool)]
+    if values.size < 100:
+        return True
+    count = max(50, values.size // 2000)
+    darkest = np.partition(values, count)[:count]
+    return float(np.median(values) - np.median(darkest)) < 0.12
+
+
+def _painted_around(grey: np.ndarray, sheet: np.ndarray) -> np.ndarray:
+    """``grey`` with everything off ``sheet`` (and its blurred edge, a few pixels in) painted
+    over with the nearest paper's brightness."""
+    paper = ndimage.binary_erosion(sheet, iterations=max(2, min(grey.shape) // 128))
+    nearest = ndimage.distance_transform_edt(~paper, return_distances=False, return_indices=True)
+    return grey[tuple(nearest)]
+
+
 def ink_map(grey: np.ndarray) -> Ink:
-    """Find the ink: its polarity, the lighting flattened out, thresholded, lines removed."""
+    """Find the ink; on a sheet of paper on a darker desk with nothing else on it, the ink
+    with the desk painted over as paper (see ``paper_sheet``)."""
+    sheet = paper_sheet(grey)
+    if sheet is not None and _bare_around(grey, sheet):
+        grey = _painted_around(grey, sheet)
+    return _ink(grey)
+
+
+def _ink(grey: np.ndarray) -> Ink:
+    """The ink: its polarity, the lighting flattened out, thresholded, lines removed."""
     # The background window must be wider than any stroke, a bold marker's included.
     size = max(15.0, BACKGROUND * max(grey.shape))
     dark, light = _polarity(grey, size, True), _polarity(grey, size, False)
@@ -520,20 +590,23 @@ def _split_touching(pieces: list[Piece], labels: np.ndarray) -> list[Piece]:
 
 
 def _rows(pieces: list[Piece]) -> list[list[Piece]]:
-    """Group pieces into rows by their vertical middles; rows top to bottom, each left to
-    right."""
+    """Group pieces into rows; rows top to bottom, each left to right. Taken left to right,
+    a piece joins the row whose last piece's vertical middle is nearest its own, within 0.6
+    of a digit's height, so a row may slope (a sheet photographed turned a little) as long as
+    each digit is level with the one before."""
     height = float(np.median([p.height for p in pieces]))
+
+    def middle(piece: Piece) -> float:
+        return (piece.box[0] + piece.box[2]) / 2
+
     rows: list[list[Piece]] = []
-    for piece in sorted(pieces, key=lambda p: (p.box[0] + p.box[2]) / 2):
-        middle = (piece.box[0] + piece.box[2]) / 2
-        if (
-            rows
-            and abs(middle - np.mean([(q.box[0] + q.box[2]) / 2 for q in rows[-1]])) < 0.6 * height
-        ):
-            rows[-1].append(piece)
+    for piece in sorted(pieces, key=lambda p: p.box[1]):
+        near = [row for row in rows if abs(middle(row[-1]) - middle(piece)) < 0.6 * height]
+        if near:
+            min(near, key=lambda row: abs(middle(row[-1]) - middle(piece))).append(piece)
         else:
             rows.append([piece])
-    return [sorted(row, key=lambda p: p.box[1]) for row in rows]
+    return sorted(rows, key=lambda row: np.mean([middle(p) for p in row]))
 
 
 def save_png(image: np.ndarray, path: str | Path) -> None:
