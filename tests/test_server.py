@@ -354,6 +354,7 @@ def test_a_bad_tuning_request_gets_one_clear_error_and_changes_nothing(server, c
 
 def test_tuning_without_the_dataset_says_so(trained, tmp_path, monkeypatch, mirrored):
     monkeypatch.setenv("SCRATCHCNN_MIRRORS", "http://127.0.0.1:9/")  # nothing to download from
+    monkeypatch.delenv("SCRATCHCNN_DATA", raising=False)  # searched after data_dir
     with serving(make_server(trained, "127.0.0.1", 0, data_dir=str(tmp_path))) as port:
         status, answer = post_json(port, "/api/tune", {"examples": mirrored[:4]})
         assert status == 409 and "tuning mixes in mnist images" in answer["error"]
