@@ -1,6 +1,6 @@
 """The page in real headless Chromium: draw a digit with pointer events and check the answer,
 the explanation and one SGD step against the JSON API; train a tiny net in the page and watch
-its curve move; evaluate; upload a photo of a whole number.
+its curve move; evaluate; upload a photo of a whole number; read one from a (fake) camera.
 
 Needs Debian's chromium and chromium-driver (``.ci/run`` installs them) and selenium; skips
 with the reason when any is missing. Set SCRATCHCNN_SCREENSHOTS=folder to keep a screenshot of
@@ -10,6 +10,7 @@ each tab (the README's come from here).
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from photogen import number_photo
 from scratchcnn.app import Classifier
@@ -45,11 +47,29 @@ def page_url(mnist_dir, tmp_path_factory):
         yield f"http://127.0.0.1:{port}/"
 
 
+CAMERA_DIGITS = [5, 1, 8]  # the number the fake camera shows
+
+
+def camera_video(path: Path, mnist_dir: Path) -> None:
+    """A one-frame Y4M video for Chromium's fake camera: a photo of the number CAMERA_DIGITS
+    (MNIST test digits written on paper, ``photogen``) in the middle of a 640x480 grey frame."""
+    images, labels = load("mnist", "test", mnist_dir)
+    digits = [images[np.flatnonzero(labels == d)[2]] for d in CAMERA_DIGITS]
+    photo = Image.open(io.BytesIO(number_photo([digits], seed=7))).convert("L")
+    photo.thumbnail((560, 400))
+    frame = Image.new("L", (640, 480), 96)  # the desk around the sheet of paper
+    frame.paste(photo, ((640 - photo.width) // 2, (480 - photo.height) // 2))
+    chroma = bytes([128]) * (320 * 240)  # no colour: U and V at their middle
+    path.write_bytes(b"YUV4MPEG2 W640 H480 F30:1 Ip A1:1\nFRAME\n" + frame.tobytes() + chroma * 2)
+
+
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory):
+def browser(tmp_path_factory, mnist_dir):
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed")
     from selenium.webdriver.chrome.service import Service
 
+    video = tmp_path_factory.mktemp("camera") / "number.y4m"
+    camera_video(video, mnist_dir)
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in [
@@ -63,6 +83,10 @@ def browser(tmp_path_factory):
         "--no-first-run",
         "--window-size=1280,1500",
         f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
+        # a camera that shows a video file, lent without asking
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={video}",
     ]:
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
@@ -216,6 +240,32 @@ def test_upload_a_photo_of_a_whole_number(page_url, browser, tmp_path, mnist_dir
         row["text"] for row in reading["rows"]
     )
     assert len(reading["rows"]) == 1 and len(reading["rows"][0]["digits"]) == 3
+
+
+def test_read_a_number_held_up_to_the_camera(page_url, browser):
+    from selenium.webdriver.common.by import By
+
+    browser.get(page_url)
+    wait_until(lambda: browser.execute_script("return document.body.dataset.ready === '1'"))
+    assert browser.find_element(By.ID, "camera").get_attribute("hidden") is not None
+    browser.find_element(By.ID, "number-mode").click()
+    browser.find_element(By.ID, "camera-start").click()
+    wait_until(lambda: browser.execute_script(
+        "return document.getElementById('camera-video').videoWidth"
+    ))  # fmt: skip
+    assert browser.find_element(By.ID, "camera").is_displayed()
+    browser.find_element(By.ID, "camera-read").click()
+    reading = wait_until(lambda: browser.execute_script("return window.scratchcnn.reading"))
+    assert browser.execute_script("return window.scratchcnn.cameraFrames") == 1
+    assert [d["digit"] for row in reading["rows"] for d in row["digits"]] == [
+        str(d) for d in CAMERA_DIGITS
+    ]
+    assert browser.find_element(By.ID, "number-text").text == reading["rows"][0]["text"]
+    browser.find_element(By.ID, "camera-stop").click()
+    assert not browser.find_element(By.ID, "camera").is_displayed()
+    assert browser.execute_script(
+        "return document.getElementById('camera-video').srcObject"
+    ) is None  # fmt: skip
 
 
 def test_train_a_tiny_net_in_the_page_and_use_it(page_url, browser, tmp_path):

@@ -9,7 +9,7 @@ let drawing = false;
 let dirty = false;
 let inFlight = false;
 let current = null; // the 28x28 input of the last prediction: what explain/step/transform use
-window.scratchcnn = { lastImage: null, lastResult: null, requests: 0, explain: null, step: null, transform: null, train: [], tune: null };
+window.scratchcnn = { lastImage: null, lastResult: null, requests: 0, explain: null, step: null, transform: null, train: [], tune: null, cameraFrames: 0 };
 
 // -- small helpers ---------------------------------------------------------------------------------
 
@@ -500,26 +500,62 @@ async function transformCurrent() {
 }
 document.querySelectorAll(".sliders input").forEach((s) => s.addEventListener("input", transformCurrent));
 
-// Uploads: one digit, or (ticked) a whole number whose digits are boxed.
+// Photos (an upload or a camera picture): one digit, or (ticked) a whole number whose digits are boxed.
 $("clear").addEventListener("click", clearPad);
+function readPhoto(image) {
+  const img = new Image();
+  img.onload = () => {
+    clearPad();
+    const scale = Math.min(pad.width / img.width, pad.height / img.height);
+    const w = img.width * scale, h = img.height * scale;
+    ctx.drawImage(img, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
+    if ($("number-mode").checked) readNumber(image, img);
+  };
+  img.src = image;
+  if (!$("number-mode").checked) send(image);
+}
 $("upload").addEventListener("change", (event) => {
   const file = event.target.files[0];
   if (!file) return;
   const reader = new FileReader();
-  reader.onload = () => {
-    const img = new Image();
-    img.onload = () => {
-      clearPad();
-      const scale = Math.min(pad.width / img.width, pad.height / img.height);
-      const w = img.width * scale, h = img.height * scale;
-      ctx.drawImage(img, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
-      if ($("number-mode").checked) readNumber(reader.result, img);
-    };
-    img.src = reader.result;
-    if (!$("number-mode").checked) send(reader.result);
-  };
+  reader.onload = () => readPhoto(reader.result);
   reader.readAsDataURL(file);
   event.target.value = "";
+});
+
+// The camera: its live picture, and "Read this picture" sends the frame shown as a photo.
+// Browsers lend a page the camera only on a secure origin: http://127.0.0.1 or localhost, or https.
+let camera = null; // the MediaStream while the camera is on
+$("camera-start").addEventListener("click", async () => {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    $("status").textContent = "This browser lends the camera only to a page at http://127.0.0.1, localhost or https: upload a photo instead.";
+    return;
+  }
+  try {
+    camera = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" }, audio: false });
+  } catch (error) {
+    $("status").textContent = `The camera did not start (${error.name}): upload a photo instead.`;
+    return;
+  }
+  $("camera-video").srcObject = camera;
+  $("camera").hidden = false;
+  $("status").textContent = "";
+});
+$("camera-read").addEventListener("click", () => {
+  const video = $("camera-video");
+  if (!video.videoWidth) { $("status").textContent = "The camera has no picture yet."; return; }
+  const frame = document.createElement("canvas");
+  frame.width = video.videoWidth;
+  frame.height = video.videoHeight;
+  frame.getContext("2d").drawImage(video, 0, 0);
+  window.scratchcnn.cameraFrames += 1;
+  readPhoto(frame.toDataURL("image/jpeg", 0.92)); // JPEG: a 1280x720 frame stays far under the body limit
+});
+$("camera-stop").addEventListener("click", () => {
+  if (camera) camera.getTracks().forEach((track) => track.stop());
+  camera = null;
+  $("camera-video").srcObject = null;
+  $("camera").hidden = true;
 });
 
 async function readNumber(image, img) {
