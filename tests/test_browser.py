@@ -266,6 +266,15 @@ def test_read_a_number_held_up_to_the_camera(page_url, browser):
     assert browser.execute_script(
         "return document.getElementById('camera-video').srcObject"
     ) is None  # fmt: skip
+    # A camera the user refuses (or that is missing): one clear line, and the page goes on.
+    browser.execute_script(
+        "navigator.mediaDevices.getUserMedia = () =>"
+        " Promise.reject(new DOMException('refused', 'NotAllowedError'));"
+    )
+    browser.find_element(By.ID, "camera-start").click()
+    status = wait_until(lambda: browser.find_element(By.ID, "status").text)
+    assert status == "The camera did not start (NotAllowedError): upload a photo instead."
+    assert not browser.find_element(By.ID, "camera").is_displayed()
 
 
 def test_train_a_tiny_net_in_the_page_and_use_it(page_url, browser, tmp_path):
