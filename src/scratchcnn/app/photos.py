@@ -243,17 +243,20 @@ def paper_sheet(grey: np.ndarray) -> np.ndarray | None:
 
 
 def _bare_around(grey: np.ndarray, sheet: np.ndarray) -> bool:
-    """Whether what lies around ``sheet`` holds nothing darker than itself: a bare desk, not
-    paper under a hard shadow with ink on it (or things on the desk), which are left as they
-    are. Judged by its darkest pixels, as many as a thin digit has, a few pixels off the
-    sheet's blurred edge."""
-    rim = 2 * max(2, min(grey.shape) // 128) + 1
+    """Whether what lies around ``sheet`` holds nothing darker or lighter than itself: a bare
+    desk, not paper under a hard shadow with ink on it, a board with chalk on it beside a
+    bright wall, or things on the desk, which are all left as they are. Judged by its darkest
+    and lightest pixels, as many as a thin digit has, a few pixels off the sheet's blurred
+    edge."""
+    rim = 4 * max(2, min(grey.shape) // 128) + 1  # the hull is up to a small pixel short
     values = grey[~ndimage.maximum_filter(sheet.view(np.uint8), size=rim).view(bool)]
     if values.size < 100:
         return True
     count = max(50, values.size // 2000)
-    darkest = np.partition(values, count)[:count]
-    return float(np.median(values) - np.median(darkest)) < 0.12
+    ends = np.partition(values, (count, values.size - count))
+    darkest, lightest = np.median(ends[:count]), np.median(ends[-count:])
+    middle = np.median(values)
+    return float(max(middle - darkest, lightest - middle)) < 0.12
 
 
 def _painted_around(grey: np.ndarray, sheet: np.ndarray) -> np.ndarray:
