@@ -242,7 +242,7 @@ def test_upload_a_photo_of_a_whole_number(page_url, browser, tmp_path, mnist_dir
     assert len(reading["rows"]) == 1 and len(reading["rows"][0]["digits"]) == 3
 
 
-def test_read_a_number_held_up_to_the_camera(page_url, browser):
+def test_read_a_number_held_up_to_the_camera(page_url, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
     browser.get(page_url)
@@ -261,6 +261,7 @@ def test_read_a_number_held_up_to_the_camera(page_url, browser):
         str(d) for d in CAMERA_DIGITS
     ]
     assert browser.find_element(By.ID, "number-text").text == reading["rows"][0]["text"]
+    screenshot(browser, tmp_path, "camera")
     browser.find_element(By.ID, "camera-stop").click()
     assert not browser.find_element(By.ID, "camera").is_displayed()
     assert browser.execute_script(
