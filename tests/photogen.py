@@ -115,7 +115,7 @@ DESKS = [(70, 70, 75), (110, 80, 55), (40, 40, 40), (130, 130, 125)]  # grey, wo
 
 def on_desk(photo: bytes, seed: int) -> bytes:
     """The sheet of ``photo`` lying turned a little on a darker desk that fills the rest of
-    the camera's frame: PNG or JPEG bytes."""
+    the camera's frame: JPEG bytes."""
     rng = np.random.default_rng(seed)
     paper = Image.open(io.BytesIO(photo)).convert("RGB")
     angle = rng.uniform(-8, 8)
@@ -129,4 +129,6 @@ def on_desk(photo: bytes, seed: int) -> bytes:
     left = int(rng.integers(0, w - sheet.width + 1))
     top = int(rng.integers(0, h - sheet.height + 1))
     frame.paste(sheet, (left, top), cover)
-    return _encode(np.asarray(frame, np.float32) / 255, rng)
+    out = io.BytesIO()  # a camera's JPEG (a PNG of a grainy desk is slow to write)
+    frame.save(out, format="JPEG", quality=int(rng.integers(70, 93)))
+    return out.getvalue()
