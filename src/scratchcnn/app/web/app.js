@@ -531,6 +531,7 @@ $("camera-start").addEventListener("click", async () => {
     $("status").textContent = "This browser lends the camera only to a page at http://127.0.0.1, localhost or https: upload a photo instead.";
     return;
   }
+  stopCamera(); // a second click starts it afresh, not a second stream
   try {
     camera = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" }, audio: false });
   } catch (error) {
@@ -544,19 +545,23 @@ $("camera-start").addEventListener("click", async () => {
 $("camera-read").addEventListener("click", () => {
   const video = $("camera-video");
   if (!video.videoWidth) { $("status").textContent = "The camera has no picture yet."; return; }
+  // At most 1600 pixels a side, as a JPEG: a 4K camera's frame would be over the server's
+  // limits on pixels and bytes, and a digit needs far fewer.
+  const scale = Math.min(1, 1600 / Math.max(video.videoWidth, video.videoHeight));
   const frame = document.createElement("canvas");
-  frame.width = video.videoWidth;
-  frame.height = video.videoHeight;
-  frame.getContext("2d").drawImage(video, 0, 0);
+  frame.width = Math.round(video.videoWidth * scale);
+  frame.height = Math.round(video.videoHeight * scale);
+  frame.getContext("2d").drawImage(video, 0, 0, frame.width, frame.height);
   window.scratchcnn.cameraFrames += 1;
-  readPhoto(frame.toDataURL("image/jpeg", 0.92)); // JPEG: a 1280x720 frame stays far under the body limit
+  readPhoto(frame.toDataURL("image/jpeg", 0.92));
 });
-$("camera-stop").addEventListener("click", () => {
+function stopCamera() {
   if (camera) camera.getTracks().forEach((track) => track.stop());
   camera = null;
   $("camera-video").srcObject = null;
   $("camera").hidden = true;
-});
+}
+$("camera-stop").addEventListener("click", stopCamera);
 
 async function readNumber(image, img) {
   try {
