@@ -87,18 +87,25 @@ def test_single_digit_photos(bundled, test_digits):
     assert right / count >= FLOOR_SINGLE
 
 
-def test_number_photos(bundled, test_digits):
-    images, labels = test_digits
-    rng = np.random.default_rng(0)
-    exact, digits_right, digits = 0, 0, 0
-    count = 40
+def random_numbers(images, labels, count: int, seed: int, first_photo: int):
+    """``count`` (photo, expected rows) of one or two rows of 3-6 test digits, the photos made
+    with seeds ``first_photo``, ``first_photo + 1``, ..."""
+    rng = np.random.default_rng(seed)
     for k in range(count):
         rows = [
             list(rng.integers(0, len(images), int(rng.integers(3, 7))))
             for _ in range(int(rng.integers(1, 3)))
         ]
         expected = ["".join(str(labels[i]) for i in row) for row in rows]
-        photo = number_photo([[images[i] for i in row] for row in rows], seed=1000 + k)
+        photo = number_photo([[images[i] for i in row] for row in rows], seed=first_photo + k)
+        yield photo, expected
+
+
+def test_number_photos(bundled, test_digits):
+    images, labels = test_digits
+    exact, digits_right, digits = 0, 0, 0
+    count = 40
+    for photo, expected in random_numbers(images, labels, count, seed=0, first_photo=1000):
         got = [row.text for row in read_number(bundled, photo).rows]
         exact += got == expected
         for want, have in zip(expected, got + [""] * len(expected), strict=False):
@@ -138,24 +145,14 @@ def test_a_number_photographed_sideways_is_read_upright(bundled, test_digits):
     assert [row.text for row in sideways.rows] == ["3075"] and sideways.quarter_turns == 3
 
 
-def random_numbers(images, labels, count: int, seed: int):
-    """``count`` (photo, expected rows) of one or two rows of 3-6 test digits."""
-    rng = np.random.default_rng(seed)
-    for k in range(count):
-        rows = [
-            list(rng.integers(0, len(images), int(rng.integers(3, 7))))
-            for _ in range(int(rng.integers(1, 3)))
-        ]
-        expected = ["".join(str(labels[i]) for i in row) for row in rows]
-        yield number_photo([[images[i] for i in row] for row in rows], seed=2000 + k), expected
-
-
 def test_a_sheet_on_a_desk_is_read_as_if_the_desk_were_not_there(bundled, test_digits):
     """Photos as a camera takes them: the sheet turned a little on a darker desk. Its edge
     is not ink, and a row that slopes with the sheet stays one row."""
     images, labels = test_digits
     exact, count = 0, 12
-    for k, (photo, expected) in enumerate(random_numbers(images, labels, count, seed=5)):
+    for k, (photo, expected) in enumerate(
+        random_numbers(images, labels, count, seed=5, first_photo=2000)
+    ):
         try:
             reading = read_number(bundled, on_desk(photo, seed=k))
         except ImageError:  # no digits found: a miss

@@ -206,6 +206,12 @@ def _polarity(grey: np.ndarray, size: float, dark_ink: bool) -> _Polarity:
     return _Polarity(np.clip(relative, 0, 1).astype(np.float32), level, cover)
 
 
+def _sheet_step(shape: tuple[int, int]) -> int:
+    """The grid ``paper_sheet`` finds the sheet on: every this many pixels, ~128 a side (the
+    sheet's outline needs no more). Its hull is up to one step short of the paper's edge."""
+    return max(1, min(shape) // 128)
+
+
 def paper_sheet(grey: np.ndarray) -> np.ndarray | None:
     """The pixels (H, W) of a sheet of paper that lies on something darker (a desk, a hand,
     the room), or None when there is no such sheet. The sheet is the convex hull of the large
@@ -214,7 +220,7 @@ def paper_sheet(grey: np.ndarray) -> np.ndarray | None:
     sheet; a chalk digit's hull is mostly board) and its edge a sharp step down to what is
     around it (a shadow's edge is mostly a slope)."""
     h, w = grey.shape
-    step = max(1, min(h, w) // 128)  # the sheet's outline needs no more than ~128 pixels a side
+    step = _sheet_step(grey.shape)
     small = grey[::step, ::step]
     bright = small > _otsu(small)
     labels, count = ndimage.label(bright)
@@ -248,7 +254,7 @@ def _bare_around(grey: np.ndarray, sheet: np.ndarray) -> bool:
     bright wall, or things on the desk, which are all left as they are. Judged by its darkest
     and lightest pixels, as many as a thin digit has, a few pixels off the sheet's blurred
     edge."""
-    rim = 4 * max(2, min(grey.shape) // 128) + 1  # the hull is up to a small pixel short
+    rim = 4 * max(2, _sheet_step(grey.shape)) + 1  # the hull is up to a step short
     values = grey[~ndimage.maximum_filter(sheet.view(np.uint8), size=rim).view(bool)]
     if values.size < 100:
         return True
@@ -262,7 +268,7 @@ def _bare_around(grey: np.ndarray, sheet: np.ndarray) -> bool:
 def _painted_around(grey: np.ndarray, sheet: np.ndarray) -> np.ndarray:
     """``grey`` with everything off ``sheet`` (and its blurred edge, a few pixels in) painted
     over with the nearest paper's brightness."""
-    paper = ndimage.binary_erosion(sheet, iterations=max(2, min(grey.shape) // 128))
+    paper = ndimage.binary_erosion(sheet, iterations=max(2, _sheet_step(grey.shape)))
     nearest = ndimage.distance_transform_edt(~paper, return_distances=False, return_indices=True)
     return grey[tuple(nearest)]
 
