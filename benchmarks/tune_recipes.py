@@ -42,6 +42,10 @@ CANDIDATES = {
     # fast (fe) at higher peak rates, as best gained from 0.2 (run bd).
     "fh": ("quick", dict(BASE, lr=0.2, epochs=8, augment="affine", tta=True)),
     "fi": ("quick", dict(BASE, lr=0.15, epochs=8, augment="affine", tta=True)),
+    # fast's recipe with best's average of the weights: fast's seed 1 ended at 99.29% on the
+    # test set, under the 99.3% that issue 16 asks of every run. It ended at 99.06% on
+    # validation, as fe (the recipe) did: not taken.
+    "fj": ("quick", dict(BASE, lr=0.1, epochs=8, augment="affine", tta=True, ema=0.999)),
     # For best (seed 0's run of the recipe: 99.34% on validation after 12 epochs): the
     # PyTorch calibration's net of issue 16, a 128-unit dense layer and no dropout.
     "ba": ("best-128", dict(BASE, lr=0.05, warmup=0.2, epochs=12, augment="affine", ema=0.999)),
