@@ -38,14 +38,15 @@ def _stroke(digit: np.ndarray, size: int, rng: np.random.Generator, style: str) 
 def _paper(h: int, w: int, rng: np.random.Generator, lines: str, shadow: bool) -> np.ndarray:
     paper = np.ones((h, w, 3), np.float32) * np.array(PAPERS[rng.integers(len(PAPERS))]) / 255
     paper *= 1 + rng.normal(0, 0.02, (h, w, 1)).astype(np.float32)  # grain
-    if lines != "none":
+    if lines != "none":  # "ruled" and "grid": light blue; "dark": grey, as dark as pencil
         step = int(rng.integers(24, 40))
-        colour = np.array([0.55, 0.65, 0.85], np.float32)
+        colour = np.array([0.55, 0.65, 0.85] if lines != "dark" else [0.3] * 3, np.float32)
+        share = 0.6 if lines != "dark" else 0.85
         rows = np.arange(h) % step == step // 2
-        paper[rows] = paper[rows] * 0.4 + colour * 0.6
+        paper[rows] = paper[rows] * (1 - share) + colour * share
         if lines == "grid":
             cols = np.arange(w) % step == step // 2
-            paper[:, cols] = paper[:, cols] * 0.4 + colour * 0.6
+            paper[:, cols] = paper[:, cols] * (1 - share) + colour * share
     # light: a gradient across the page, sometimes a hard-edged shadow over part of it
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     angle = rng.uniform(0, 2 * np.pi)
@@ -85,8 +86,12 @@ def digit_photo(digit: np.ndarray, seed: int) -> bytes:
     return _encode(paper, rng)
 
 
-def number_photo(digits: list[list[np.ndarray]], seed: int) -> bytes:
-    """Rows of MNIST digits as a photo of a handwritten number: PNG or JPEG bytes."""
+def number_photo(
+    digits: list[list[np.ndarray]], seed: int, lines: str | None = None, turn: float = 0.0
+) -> bytes:
+    """Rows of MNIST digits as a photo of a handwritten number: PNG or JPEG bytes. ``lines``
+    ("none", "ruled" or "dark") overrides the seed's choice; ``turn`` (degrees) turns the sheet
+    under the camera, its lines and the digits with it, and the paper still fills the frame."""
     rng = np.random.default_rng(seed)
     size = int(rng.integers(40, 90))
     style = ["thin", "normal", "thick"][int(rng.integers(3))]
@@ -95,18 +100,23 @@ def number_photo(digits: list[list[np.ndarray]], seed: int) -> bytes:
     width = max(sum(a.shape[1] for a in row) + gap * (len(row) - 1) for row in rows)
     h = int(len(rows) * size * 1.8 + size)
     w = int(width + 2 * size)
-    paper = _paper(h, w, rng, ["none", "ruled"][int(rng.integers(2))], shadow=False)
+    chosen = ["none", "ruled"][int(rng.integers(2))]
+    # paper beyond the frame on every side, for the corners a turn brings into it
+    m = int(np.ceil(max(h, w) * np.sin(np.radians(abs(turn))))) + 2 if turn else 0
+    paper = _paper(h + 2 * m, w + 2 * m, rng, lines or chosen, shadow=False)
     ink = np.array(INKS[int(rng.integers(len(INKS)))], np.float32) / 255
     y = size // 2
     for row in rows:
         x = size
         for alpha in row:
             ah, aw = alpha.shape
-            top = int(np.clip(y + rng.integers(-size // 10, size // 10 + 1), 0, h - ah))
-            region = paper[top : top + ah, x : x + aw]
+            top = int(np.clip(y + rng.integers(-size // 10, size // 10 + 1), 0, h - ah)) + m
+            region = paper[top : top + ah, x + m : x + m + aw]
             region[...] = region * (1 - alpha[..., None]) + ink * alpha[..., None]
             x += aw + gap
         y += int(size * 1.8)
+    if turn:
+        paper = ndimage.rotate(paper, turn, axes=(1, 0), reshape=False, order=1)[m:-m, m:-m]
     return _encode(paper, rng)
 
 

@@ -12,7 +12,8 @@ and grid lines, thin pens and fat markers, several digits. The pipeline, step by
 2. ``ink_map``: which way round the ink is (dark on light, or light on dark); the paper's own
    brightness estimated at a large scale (a grey closing of a downscaled copy) and divided
    out, which flattens shadows and gradients; the ink strength thresholded (Otsu); ruled and
-   grid lines - runs longer than most of the image - removed. A sheet of paper held up to a
+   grid lines - runs longer than most of the image, level or, on a sheet photographed askew,
+   at the slant a Hough transform finds - removed. A sheet of paper held up to a
    camera or lying on a darker, bare desk (``paper_sheet``) has the desk painted over with the
    paper's nearest brightness first, so that the sheet's edge is not read as ink.
 3. ``ink_components``: connected components of the ink, without specks, and without long thin
@@ -23,7 +24,8 @@ and grid lines, thin pens and fat markers, several digits. The pipeline, step by
 5. ``to_mnist``: each digit's strokes brought toward MNIST's width relative to its size
    (dilated or eroded), then MNIST's 20x20 box and centre of mass.
 
-Everything here uses Pillow for files and scipy.ndimage for filters, morphology and labelling.
+Everything here uses Pillow for files, scipy.ndimage for filters, morphology and labelling, and
+scikit-image for the Hough transform.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
+from skimage.measure import block_reduce
+from skimage.transform import hough_line
 
 from ..errors import ImageError
 from ..fileio import atomic_write
@@ -48,6 +52,7 @@ STROKE = 0.13  # MNIST's stroke width over the longest side of its 20x20 box (~2
 BACKGROUND = 0.12  # the background window, a share of the picture's longer side
 NEAR = 0.4  # pieces within this share of a digit's size of it are part of it
 LINE_BRIDGE = 9  # pixels: a ruled line (dilated) is thinner, so a stroke across it is kept
+SLANT, SLANT_STEP = 12.0, 0.25  # degrees: how far turned ruled lines are looked for, how finely
 
 
 @dataclass
@@ -304,7 +309,7 @@ def _ink(grey: np.ndarray) -> Ink:
     strength = np.clip(ink.strength / max(peak, 1e-3), 0, 1)
     threshold = max(_otsu(strength[strength > 0.04]), 0.2)
     mask = strength >= threshold
-    lines = _long_lines(mask)
+    lines = _ruled_lines(mask)
     rest = mask & ~lines
     if lines.any() and rest.sum() >= 0.3 * mask.sum():  # a tall 1 in a tight crop is no line
         # A stroke that crosses a line keeps the line's pixels between its ink on either side.
@@ -314,22 +319,70 @@ def _ink(grey: np.ndarray) -> Ink:
     return Ink(strength, mask, not dark_ink)
 
 
-def _long_lines(mask: np.ndarray) -> np.ndarray:
-    """Horizontal and vertical runs of ink across 90% of the image: ruled lines, grid lines,
-    paper edges (no digit is that wide), slightly thickened to take their blur. A faint line
-    thresholds with gaps in it: gaps up to 2% of the run's length are bridged first."""
-    h, w = mask.shape
+def _ruled_lines(mask: np.ndarray) -> np.ndarray:
+    """Ruled lines, grid lines and paper edges in the ink (``_long_lines``), slightly thickened
+    to take their blur. On a sheet photographed turned a little, its lines are found again in
+    the picture turned level by their own slant (``_slant``), and turned back."""
+    lines = _long_lines(mask, mask.shape)
+    angle = _slant(mask)
+    if angle:
+        level = ndimage.rotate(mask.view(np.uint8), angle, reshape=True, order=0)
+        # The turned picture's corners are outside it: counted as ink, so that a line may end
+        # at the picture's edge where that edge cuts across it.
+        level |= ndimage.rotate(np.zeros_like(mask, np.uint8), angle, order=0, cval=1)
+        found = _long_lines(level.view(bool), mask.shape, drift=1)
+        # back, exactly: ndimage.rotate reads its input at R (o - c_out) + c_in; this reads
+        # the level picture at R^T (p - c_in) + c_out for every pixel p of the mask
+        c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+        back = np.array([[c, -s], [s, c]])
+        c_in, c_out = (np.array(mask.shape) - 1) / 2, (np.array(level.shape) - 1) / 2
+        offset = c_out - back @ c_in
+        found = ndimage.affine_transform(found.view(np.uint8), back, offset, mask.shape, order=0)
+        lines |= found.view(bool) & mask
+    return ndimage.binary_dilation(lines, iterations=1)
+
+
+def _long_lines(mask: np.ndarray, extent: tuple[int, int], drift: int = 0) -> np.ndarray:
+    """Horizontal and vertical runs of ink across 90% of ``extent`` (the picture's height and
+    width): ruled lines, grid lines, paper edges (no digit is that wide). A faint line
+    thresholds with gaps in it: gaps up to 2% of the run's length are bridged first. A run may
+    wander ``drift`` pixels to either side (a line turned level to within a fraction of a
+    degree)."""
     ink = mask.view(np.uint8)
     lines = np.zeros_like(ink)
-    for axis, extent in ((1, w), (0, h)):
-        length, gap = max(3, int(0.9 * extent)), max(3, extent // 50)
+    for axis, size in ((1, extent[1]), (0, extent[0])):
+        length, gap = max(3, int(0.9 * size)), max(3, size // 50)
+        run = ink
+        if drift:
+            run = ndimage.maximum_filter1d(run, 2 * drift + 1, axis=1 - axis)
         # a closing then an opening by a straight line: min and max filters, each O(pixels)
         # whatever the length
-        run = ndimage.maximum_filter1d(ink, gap, axis=axis, mode="constant", cval=0)
+        run = ndimage.maximum_filter1d(run, gap, axis=axis, mode="constant", cval=0)
         run = ndimage.minimum_filter1d(run, gap, axis=axis, mode="constant", cval=1)
         run = ndimage.minimum_filter1d(run, length, axis=axis, mode="constant", cval=0)
         lines |= ndimage.maximum_filter1d(run, length, axis=axis, mode="constant", cval=0) & ink
-    return ndimage.binary_dilation(lines.view(bool), iterations=1)
+    return lines.view(bool)
+
+
+def _slant(mask: np.ndarray) -> float:
+    """The angle (degrees, for ``ndimage.rotate``) that turns ruled or grid lines level (or
+    upright, in a photo taken sideways), found to within SLANT_STEP among turns of up to SLANT
+    degrees: the turn under which a Hough transform's votes are most concentrated. 0 when the
+    lines are level already, or when fewer than three lines at that turn are each half as long
+    as the picture: ruled paper has several, while a digit's bar, or a 1, is one stroke."""
+    small = block_reduce(mask, (2, 2), np.max)  # half the size; a one-pixel line survives
+    turns = np.arange(-SLANT, SLANT + SLANT_STEP / 2, SLANT_STEP)
+    best, most = 0.0, 2
+    # skimage's lines are x cos(theta) + y sin(theta) = rho: upright at theta = the turn,
+    # level at the turn plus 90 degrees
+    for extra, length in ((90, small.shape[1]), (0, small.shape[0])):
+        votes = hough_line(small, np.deg2rad(turns + extra))[0].astype(np.float64)
+        turn = int(np.argmax((votes**2).sum(axis=0)))
+        long = votes[:, turn] >= 0.5 * length  # a thick line fills neighbouring rhos
+        lines = int(long[0]) + np.count_nonzero(long[1:] & ~long[:-1])
+        if lines > most:
+            best, most = float(turns[turn]), lines
+    return best if abs(best) >= SLANT_STEP / 2 else 0.0
 
 
 # -- 3. components ---------------------------------------------------------------------------------
@@ -587,7 +640,8 @@ def _split_touching(pieces: list[Piece], labels: np.ndarray) -> list[Piece]:
                 max(guess - piece.width // (3 * count), 1),
                 min(guess + piece.width // (3 * count), piece.width - 1),
             )
-            cuts.append(left + lo + int(np.argmin(profile[lo : hi + 1])))
+            # a piece one pixel high is wider than it has columns for parts: hi < lo there
+            cuts.append(left + lo + int(np.argmin(profile[lo : max(hi, lo) + 1])))
         cuts.append(right)
         area = piece.area // count
         result += [
