@@ -21,7 +21,14 @@ from PIL import Image, ImageDraw
 from photogen import digit_photo, number_photo, on_desk
 from scratchcnn import ImageError
 from scratchcnn.app import Classifier, default_model
-from scratchcnn.app.photos import find_digit, find_digits, load_digit, paper_sheet, read_image
+from scratchcnn.app.photos import (
+    WORK_SIDE,
+    find_digit,
+    find_digits,
+    load_digit,
+    paper_sheet,
+    read_image,
+)
 from scratchcnn.app.reader import read_number
 from scratchcnn.data import load
 
@@ -387,6 +394,28 @@ def test_blank_and_unreadable_pictures(tmp_path):
     with pytest.raises(ImageError, match="no digit"):
         load_digit(blank)
     one_clear_line(run("read", str(blank)), "no digits found")
+
+
+def test_a_scanned_pdf_is_read_from_its_first_page(bundled, test_digits, tmp_path):
+    """A scan saved as a PDF: its first page is rendered at the working size and read as a
+    photo is, from the command line too. A page that claims to be 106 inches wide is rendered
+    at that size as well, never at its own; a broken PDF is one line."""
+    images, labels = test_digits
+    digits = [images[np.flatnonzero(labels == d)[3]] for d in (3, 1, 4, 1, 5)]
+    scan = Image.open(io.BytesIO(number_photo([digits], seed=14))).convert("RGB")
+    path = tmp_path / "scan.pdf"
+    blank = Image.new("RGB", scan.size, "white")
+    scan.save(path, format="PDF", resolution=150, save_all=True, append_images=[blank])
+    assert [row.text for row in read_number(bundled, path).rows] == ["31415"]
+    result = run("read", str(path))
+    assert result.returncode in (0, 3) and "31415" in result.stdout, result.stderr
+    huge = io.BytesIO()
+    scan.save(huge, format="PDF", resolution=4)  # 423 pixels at 4 per inch
+    assert max(read_image(huge.getvalue()).size) == WORK_SIDE  # not 7,600 pixels at 72 dpi
+    assert [row.text for row in read_number(bundled, huge.getvalue()).rows] == ["31415"]
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(path.read_bytes()[:300])
+    one_clear_line(run("read", str(broken)), "broken.pdf: not a readable PDF")
 
 
 # -- the real development set (measured, never trained on) -------------------------------------

@@ -8,7 +8,8 @@ and grid lines, thin pens and fat markers, several digits. The pipeline, step by
 1. ``read_image``: any image file (PNG, JPEG, ...; every mode converted by scaling: 16-bit,
    palette, CMYK, alpha laid on a background that contrasts with the ink), EXIF rotation
    applied, shrunk to at most ``WORK_SIDE`` pixels *before* any full-size copy is made
-   (JPEGs are decoded at reduced scale), as grey values in [0, 1].
+   (JPEGs are decoded at reduced scale), as grey values in [0, 1]; or a PDF's first page
+   (pypdfium2), rendered at that size whatever size the page claims.
 2. ``ink_map``: which way round the ink is (dark on light, or light on dark); the paper's own
    brightness estimated at a large scale (a grey closing of a downscaled copy) and divided
    out, which flattens shadows and gradients; the ink strength thresholded (Otsu); ruled and
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pypdfium2 as pdfium
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
@@ -83,6 +85,35 @@ def _open(source: str | Path | bytes, label: str):
     return path
 
 
+def _pdf_page(stream: io.BytesIO | Path, label: str) -> Image.Image | None:
+    """The first page of a PDF (a scan, say), rendered ``WORK_SIDE`` pixels on its longer
+    side whatever size the page claims; None when ``stream`` is not a PDF."""
+    if isinstance(stream, Path):
+        with stream.open("rb") as file:
+            head = file.read(5)
+    else:
+        head = stream.getvalue()[:5]
+    if head != b"%PDF-":
+        return None
+    try:
+        pdf = pdfium.PdfDocument(stream if isinstance(stream, Path) else stream.getvalue())
+    except pdfium.PdfiumError as err:
+        raise ImageError(f"{label}: not a readable PDF ({err})") from None
+    try:
+        if len(pdf) == 0:
+            raise ImageError(f"{label}: a PDF with no pages")
+        page = pdf[0]
+        width, height = page.get_size()  # in points
+        if not min(width, height) > 0:
+            raise ImageError(f"{label}: its first page is {width}x{height} points")
+        # a copy: the rendered bitmap's memory goes with the document
+        return page.render(scale=WORK_SIDE / max(width, height)).to_pil().copy()
+    except pdfium.PdfiumError as err:
+        raise ImageError(f"{label}: not a readable PDF ({err})") from None
+    finally:
+        pdf.close()
+
+
 def _grey(img: Image.Image) -> Image.Image:
     """Any mode -> a single-channel image ("L", or "F" in [0, 1] for high bit depths), by
     scaling: 16-bit values are divided by 65535, never clipped at 255."""
@@ -113,11 +144,13 @@ def read_image(
     source: str | Path | bytes, name: str | None = None, max_pixels: int = MAX_PIXELS
 ) -> Picture:
     """Read an image file (a path or its bytes) as grey values in [0, 1]. A picture of more
-    than ``max_pixels`` pixels is refused before it is decoded."""
+    than ``max_pixels`` pixels is refused before it is decoded. A PDF's first page is read,
+    rendered ``WORK_SIDE`` pixels on its longer side (its ``size``)."""
     label = name or (str(source) if not isinstance(source, bytes) else "image")
     stream = _open(source, label)
+    page = _pdf_page(stream, label)
     try:
-        with Image.open(stream) as img:
+        with page or Image.open(stream) as img:
             size = img.size
             if size[0] * size[1] > max_pixels:
                 raise ImageError(f"{label}: image too large ({size[0]}x{size[1]} pixels)")
