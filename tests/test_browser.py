@@ -241,6 +241,15 @@ def test_upload_a_photo_of_a_whole_number(page_url, browser, tmp_path, mnist_dir
     )
     assert len(reading["rows"]) == 1 and len(reading["rows"][0]["digits"]) == 3
 
+    # The same photo as a scanned PDF: read by the server, the digits shown without boxes.
+    scan = tmp_path / "number.pdf"
+    Image.open(photo).convert("RGB").save(scan, format="PDF", resolution=150)
+    browser.execute_script("window.scratchcnn.reading = null")
+    browser.find_element(By.ID, "upload").send_keys(str(scan))
+    from_pdf = wait_until(lambda: browser.execute_script("return window.scratchcnn.reading"))
+    assert [row["text"] for row in from_pdf["rows"]] == [row["text"] for row in reading["rows"]]
+    assert browser.find_element(By.ID, "number-text").text == from_pdf["rows"][0]["text"]
+
 
 def test_read_a_number_held_up_to_the_camera(page_url, browser, tmp_path):
     from selenium.webdriver.common.by import By

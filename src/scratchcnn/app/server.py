@@ -70,7 +70,7 @@ STATIC = {  # the only files ever served, all from the package
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
 }
-IMAGE_TYPES = {"image/png", "image/jpeg", "application/octet-stream"}
+IMAGE_TYPES = {"image/png", "image/jpeg", "application/pdf", "application/octet-stream"}
 log = logging.getLogger("scratchcnn.app.server")
 
 

@@ -503,6 +503,13 @@ document.querySelectorAll(".sliders input").forEach((s) => s.addEventListener("i
 // Photos (an upload or a camera picture): one digit, or (ticked) a whole number whose digits are boxed.
 $("clear").addEventListener("click", clearPad);
 function readPhoto(image) {
+  if (image.startsWith("data:application/pdf")) {
+    // A scan as a PDF: the server reads its first page; a browser draws no PDF in an <img>,
+    // so the page shows the digits read, without the picture and its boxes.
+    clearPad();
+    if ($("number-mode").checked) readNumber(image, null); else send(image);
+    return;
+  }
   const img = new Image();
   img.onload = () => {
     clearPad();
@@ -568,9 +575,12 @@ async function readNumber(image, img) {
     const reading = await api("/api/predict", { image, number: true });
     window.scratchcnn.reading = reading;
     const canvas = $("number-canvas");
-    const scale = Math.min(canvas.width / img.width, canvas.height / img.height);
     const g = canvas.getContext("2d");
     g.clearRect(0, 0, canvas.width, canvas.height);
+    $("number-text").textContent = reading.rows.map((r) => r.text).join(" / ");
+    $("number-result").hidden = false;
+    if (!img) return; // a PDF: nothing to draw the boxes on
+    const scale = Math.min(canvas.width / img.width, canvas.height / img.height);
     g.drawImage(img, 0, 0, img.width * scale, img.height * scale);
     g.lineWidth = 2;
     g.font = "14px sans-serif";
@@ -580,8 +590,6 @@ async function readNumber(image, img) {
       g.strokeRect(l, t, r - l, b - t);
       g.fillText(d.unsure ? `${d.digit}?` : d.digit, l, Math.max(12, t - 2));
     }));
-    $("number-text").textContent = reading.rows.map((r) => r.text).join(" / ");
-    $("number-result").hidden = false;
   } catch (error) { $("status").textContent = error.message; }
 }
 
