@@ -269,9 +269,9 @@ def test_ruled_lines_turned_with_the_sheet_are_not_read_as_ink(bundled, test_dig
 FLOOR_DESK_NUMBERS = 0.6
 FLOOR_DESK_SINGLE = 0.65
 
-# Numbers on dark ruled paper, turned: 1/12 exact before lines were looked for at a slant (six
-# photos had no digit found, one read as rows of 1s), 7/12 after (misses: digits drawn
-# pencil-thin into dots, paper read as the ink, one digit of one number).
+# Numbers on dark ruled paper, turned: 1/12 exact before lines were looked for at a slant (five
+# photos had no digit found, one read as rows of 1s), 7/12 after (misses: one digit unsure,
+# three read as other rows of digits, one with no digit found).
 FLOOR_TURNED_LINES = 0.5
 
 # Measured with the bundled model before they were set: 281/300 single digits (4 not found,
