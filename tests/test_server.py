@@ -121,6 +121,22 @@ def test_predict_png_bytes_matches_the_python_api(server, trained, digits):
     assert right >= 8
 
 
+def test_a_scanned_pdf_is_read_like_a_photo(server, trained, digits):
+    """A PDF, sent as it is or as a data URL, is read from its first page, as the Python API
+    reads the same file."""
+    png, _ = digits[0]
+    out = io.BytesIO()
+    Image.open(io.BytesIO(png)).convert("RGB").save(out, format="PDF", resolution=10)
+    pdf = out.getvalue()
+    expected = trained.predict_proba(load_digit(pdf)[None])[0]
+    url = "data:application/pdf;base64," + base64.b64encode(pdf).decode()
+    for body, kind in ((pdf, "application/pdf"), (json.dumps({"image": url}), "application/json")):
+        status, _, data = request(server, "POST", "/api/predict", body, {"Content-Type": kind})
+        assert status == 200, data
+        answer = json.loads(data)["probabilities"]
+        np.testing.assert_allclose(answer, expected, rtol=1e-5, atol=1e-7)
+
+
 def test_predict_data_url_json_with_activations(server, digits):
     png, _ = digits[0]
     url = "data:image/png;base64," + base64.b64encode(png).decode()
