@@ -40,8 +40,8 @@ def _paper(h: int, w: int, rng: np.random.Generator, lines: str, shadow: bool) -
     paper *= 1 + rng.normal(0, 0.02, (h, w, 1)).astype(np.float32)  # grain
     if lines != "none":  # "ruled" and "grid": light blue; "dark": grey, as dark as pencil
         step = int(rng.integers(24, 40))
-        colour = np.array([0.55, 0.65, 0.85] if lines != "dark" else [0.3] * 3, np.float32)
-        share = 0.6 if lines != "dark" else 0.85
+        colour, share = ([0.3] * 3, 0.85) if lines == "dark" else ([0.55, 0.65, 0.85], 0.6)
+        colour = np.array(colour, np.float32)
         rows = np.arange(h) % step == step // 2
         paper[rows] = paper[rows] * (1 - share) + colour * share
         if lines == "grid":
