@@ -129,19 +129,31 @@ GATHER_CASES = [
 ]
 
 
+@pytest.mark.parametrize("memory", ["reused", "fresh", "strided-input"])
 @pytest.mark.parametrize("offset_major", [False, True], ids=["pixel-major", "offset-major"])
 @pytest.mark.parametrize("kernel,stride,padding,pool,shape", GATHER_CASES)
 def test_patches_in_pool_order_are_the_plain_im2col_rearranged(
-    kernel, stride, padding, pool, shape, offset_major
+    kernel, stride, padding, pool, shape, offset_major, memory
 ):
+    # Memory from a workspace or new (zeroed borders either way); an input that is a strided
+    # view of a larger array, not C-contiguous (viewed with as_strided, not over its buffer).
     x = np.random.default_rng(7).normal(size=shape)
+    if memory == "strided-input":
+        x = np.repeat(x, 2, axis=2)[:, :, ::2]
+        assert not x.flags.c_contiguous
     cols = im2col(x, kernel, stride, padding)  # (N, OH, OW, KH, KW, C)
     n, oh, ow, kh, kw, c = cols.shape
     (ph, pw), qh, qw = pool, oh // pool[0], ow // pool[1]
     pooled = cols[:, : qh * ph, : qw * pw].reshape(n, qh, ph, qw, pw, kh, kw, c)
     order = (5, 6, 2, 4, 0, 1, 3, 7) if offset_major else (2, 4, 0, 1, 3, 5, 6, 7)
-    got = gather_patches(x, kernel, stride, padding, offset_major, pool, Workspace())
+    workspace = Workspace(reuse=memory != "fresh")
+    got = gather_patches(x, kernel, stride, padding, offset_major, pool, workspace)
     np.testing.assert_array_equal(got, pooled.transpose(order))
+    if memory == "reused":  # again, into the same memory made dirty: the borders are zeroed
+        for array in workspace._arrays.values():
+            array.fill(np.nan)
+        again = gather_patches(x, kernel, stride, padding, offset_major, pool, workspace)
+        np.testing.assert_array_equal(again, pooled.transpose(order))
 
 
 @pytest.mark.parametrize("relu", [False, True], ids=["", "relu"])

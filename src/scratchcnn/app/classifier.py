@@ -131,11 +131,16 @@ class Classifier:
         """softmax(logits / temperature) of a normalised batch, in chunks."""
         if len(x) == 0:
             return self.runner.predict_proba(x)
-        logits = [
-            self.runner.forward(x[i : i + batch_size], training=False)
-            for i in range(0, len(x), batch_size)
-        ]
-        return softmax(np.concatenate(logits) / np.float32(self.temperature))
+        if len(x) <= batch_size:  # one chunk: no list to join (a photo's digit, a drawing)
+            logits = self.runner.forward(x, training=False)
+        else:
+            chunks = range(0, len(x), batch_size)
+            logits = np.concatenate(
+                [self.runner.forward(x[i : i + batch_size], training=False) for i in chunks]
+            )
+        if self.temperature != 1.0:  # dividing by 1 changes nothing
+            logits = logits / np.float32(self.temperature)
+        return softmax(logits)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Predicted class index (N,)."""

@@ -27,6 +27,8 @@ def channelwise(
 def along_row(vector: np.ndarray, size: int, dtype: np.dtype) -> np.ndarray:
     """A per-channel vector (C,) repeated along a channels-last row of ``size`` values (a
     whole sample), as ``dtype``: what ``channelwise`` applies, for callers that reuse it."""
+    if size == vector.size:  # one pixel a row: the vector itself (np.tile would copy it)
+        return vector.astype(dtype, copy=False)
     return np.tile(vector.astype(dtype, copy=False), size // max(vector.size, 1))
 
 

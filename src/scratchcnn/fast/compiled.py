@@ -95,12 +95,13 @@ class CompiledModel:
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         """Logits (N, classes) of a batch (N, H, W, C), as ``Sequential.forward``."""
         x = self.model.check_input(x)
-        replicas = self._replicas_for(len(x), training)
+        ops = self._plan(training)
+        replicas = self._replicas_for(len(x), training) if len(x) > 1 else None
         if training:
             self._discard_pending()  # this forward's backward is the one that counts
         if replicas is not None:
             return replicas.forward(x, training)
-        return forward_through(self._plan(training), x, training)
+        return forward_through(ops, x, training)
 
     __call__ = forward
 

@@ -27,7 +27,7 @@ from ..nn.layers.base import check_rank
 from .channels import along_row
 from .ops import BatchNormOp, Op
 from .patches import patch_matrix
-from .workspace import Workspace
+from .workspace import FRESH_MEMORY, Workspace
 
 # Each chunk's conv output is about this large: small enough to stay in cache, large enough
 # that the Python loop costs little (the sizes timed against each other:
@@ -41,12 +41,14 @@ def conv_inference(
     pool: tuple[int, int] = (1, 1),
     affine: tuple[np.ndarray, np.ndarray] | None = None,
     relu: bool = False,
+    conv_shape: tuple[int, int, int] | None = None,
 ) -> np.ndarray:
     """``relu(maxpool(norm(conv(x))))`` of x (N, H, W, C) -> (N, QH, QW, F), for a pool of
     ``pool`` stepped by its size ((1, 1): none) and a norm given as its inference ``affine``
-    (scale, shift) per channel (None: none). See the module's docstring."""
+    (scale, shift) per channel (None: none). ``conv_shape``: the conv's output shape (OH, OW,
+    F) for this input, when the caller has checked it already. See the module's docstring."""
     n, dtype = len(x), x.dtype
-    oh, ow, f = conv.output_shape(x.shape[1:])
+    oh, ow, f = conv.output_shape(x.shape[1:]) if conv_shape is None else conv_shape
     qh, qw, offsets = oh // pool[0], ow // pool[1], pool[0] * pool[1]
     row = qh * qw * f  # one sample's output, channels last
     scale, shift = None, conv.params["bias"].astype(dtype, copy=False)  # no norm: the bias
@@ -63,7 +65,9 @@ def conv_inference(
     zeros = np.zeros(width, dtype) if relu else None
     out = np.empty((n, row), dtype)
     step = max(1, CHUNK_BYTES // (offsets * out.itemsize * row))
-    memory, weights = Workspace(), conv.weight_matrix()  # memory reused over the chunks
+    # memory reused over the chunks; one chunk asks for new memory, without a workspace's checks
+    memory = Workspace() if step < n else FRESH_MEMORY
+    weights = conv.weight_matrix()
     for i in range(0, n, step):
         part, y = x[i : i + step], out[i : i + step].reshape(-1, width)
         patches = patch_matrix(part, conv.kernel_size, conv.stride, conv.padding, pool, memory)
@@ -75,7 +79,7 @@ def conv_inference(
             if map_first:
                 np.multiply(maps, scale_row, out=maps)
                 np.add(maps, shift_row, out=maps)
-            np.max(maps, axis=0, out=y)
+            np.maximum.reduce(maps, axis=0, out=y)  # np.max, less its Python wrapper
         if not map_first:
             if scale_row is not None:
                 np.multiply(y, scale_row, out=y)
@@ -103,6 +107,7 @@ class ConvInferenceOp(Op):
         self.conv, self.pool, self.relu = conv, pool, relu
         self.norm = None if norm is None else BatchNormOp(norm)
         self.layers = tuple(layer for layer in (conv, norm, pool, relu) if layer is not None)
+        self._conv_shapes: dict[tuple[int, ...], tuple[int, int, int]] = {}  # checked inputs
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         shape = self.conv.output_shape(input_shape)
@@ -112,11 +117,16 @@ class ConvInferenceOp(Op):
         if training:
             raise RuntimeError(f"{self!r} runs inference only (forward with training=False)")
         check_rank(x, 4, self.conv, "(N, H, W, C)")
-        self.output_shape(x.shape[1:])  # checks the input
+        conv_shape = self._conv_shapes.get(x.shape[1:])
+        if conv_shape is None:  # checked once for each input shape: a batch of one notices
+            conv_shape = self.conv.output_shape(x.shape[1:])
+            if self.pool is not None:
+                self.pool.output_shape(conv_shape)
+            self._conv_shapes[x.shape[1:]] = conv_shape
         pool = (1, 1) if self.pool is None else self.pool.pool_size
         affine = None if self.norm is None else self.norm.affine()
         x = x.astype(self.conv.dtype, copy=False)
-        return conv_inference(x, self.conv, pool, affine, self.relu is not None)
+        return conv_inference(x, self.conv, pool, affine, self.relu is not None, conv_shape)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         raise RuntimeError(f"{self!r} runs inference only: it has no backward")

@@ -33,6 +33,15 @@ from ..nn.im2col import window
 from .workspace import FRESH_MEMORY, Workspace
 
 
+def strided(base: np.ndarray, shape: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:
+    """``as_strided(base, shape, strides)``: a view of ``base``'s memory, to read from. A
+    C-contiguous base's is made as an ndarray over its buffer, which checks that the view stays
+    inside it, in a sixth of as_strided's time (what a batch of one image notices)."""
+    if base.flags.c_contiguous:
+        return np.ndarray(shape, base.dtype, buffer=base, strides=strides)
+    return as_strided(base, shape=shape, strides=strides, writeable=False)
+
+
 def pad(x: np.ndarray, padding: tuple[int, int], workspace: Workspace = FRESH_MEMORY) -> np.ndarray:
     """``nn.im2col.pad`` (zeros around the two spatial axes of (N, H, W, C)) into memory from
     ``workspace``: only the border is zeroed, the inside is one copy."""
@@ -40,9 +49,13 @@ def pad(x: np.ndarray, padding: tuple[int, int], workspace: Workspace = FRESH_ME
     if not (ph or pw):
         return x
     n, h, w, c = x.shape
-    xp = workspace.get("padded", (n, h + 2 * ph, w + 2 * pw, c), x.dtype)
-    for border in (xp[:, :ph], xp[:, ph + h :], xp[:, :, :pw], xp[:, :, pw + w :]):
-        border.fill(0)
+    shape = (n, h + 2 * ph, w + 2 * pw, c)
+    if workspace.reuse:
+        xp = workspace.get("padded", shape, x.dtype)
+        for border in (xp[:, :ph], xp[:, ph + h :], xp[:, :, :pw], xp[:, :, pw + w :]):
+            border.fill(0)
+    else:  # new memory comes zeroed from the system, in one call
+        xp = np.zeros(shape, x.dtype)
     xp[:, ph : ph + h, pw : pw + w] = x
     return xp
 
@@ -68,19 +81,14 @@ def gather_patches(
     s_n, s_h, s_w, s_c = xp.strides
     if offset_major and (ph, pw) != (1, 1):  # in two copies: see the module's docstring
         u, v = (ph - 1) * sh + kh, (pw - 1) * sw + kw
-        phases_view = as_strided(
-            xp,
-            shape=(u, v, n, qh, qw, c),
-            strides=(s_h, s_w, s_n, ph * sh * s_h, pw * sw * s_w, s_c),
-            writeable=False,
+        phases_view = strided(
+            xp, (u, v, n, qh, qw, c), (s_h, s_w, s_n, ph * sh * s_h, pw * sw * s_w, s_c)
         )
         phases = workspace.get("phases", phases_view.shape, x.dtype)
         np.copyto(phases, phases_view)
         b_u, b_v, *inner = phases.strides
         shape = (kh, kw, ph, pw, n, qh, qw, c)
-        views = as_strided(
-            phases, shape=shape, strides=(b_u, b_v, sh * b_u, sw * b_v, *inner), writeable=False
-        )
+        views = strided(phases, shape, (b_u, b_v, sh * b_u, sw * b_v, *inner))
         cols = workspace.get("patches", shape, x.dtype)
         np.copyto(cols, views)
         return cols
@@ -91,7 +99,7 @@ def gather_patches(
     channel = [(c, s_c)]
     layout = offsets + pixels + channel if offset_major else pixels + offsets + channel
     shape, strides = zip(*layout, strict=True)
-    views = as_strided(xp, shape=shape, strides=strides, writeable=False)
+    views = strided(xp, shape, strides)
     cols = workspace.get("patches", shape, x.dtype)
     np.copyto(cols, views)
     if ph == pw == 1:  # drop the two unit pool axes
