@@ -241,14 +241,38 @@ def test_upload_a_photo_of_a_whole_number(page_url, browser, tmp_path, mnist_dir
     )
     assert len(reading["rows"]) == 1 and len(reading["rows"][0]["digits"]) == 3
 
-    # The same photo as a scanned PDF: read by the server, the digits shown without boxes.
+    # The same photo as a scanned PDF: read by the server, which sends the page back as a PNG
+    # (a browser draws no PDF), drawn with its boxes; then read as one digit, drawn on the pad.
     scan = tmp_path / "number.pdf"
     Image.open(photo).convert("RGB").save(scan, format="PDF", resolution=150)
-    browser.execute_script("window.scratchcnn.reading = null")
+    browser.execute_script(
+        "window.scratchcnn.reading = null;"
+        "const c = document.getElementById('number-canvas');"
+        "c.getContext('2d').clearRect(0, 0, c.width, c.height);"
+    )
     browser.find_element(By.ID, "upload").send_keys(str(scan))
     from_pdf = wait_until(lambda: browser.execute_script("return window.scratchcnn.reading"))
     assert [row["text"] for row in from_pdf["rows"]] == [row["text"] for row in reading["rows"]]
     assert browser.find_element(By.ID, "number-text").text == from_pdf["rows"][0]["text"]
+    assert from_pdf["page"].startswith("data:image/png;base64,")
+    assert wait_until(lambda: dark_pixels(browser, "number-canvas") > 500)  # the page, boxed
+    browser.find_element(By.ID, "number-mode").click()  # one digit
+    browser.execute_script("window.scratchcnn.lastResult = null")
+    browser.find_element(By.ID, "upload").send_keys(str(scan))
+    assert wait_until(lambda: browser.execute_script("return window.scratchcnn.lastResult"))
+    assert wait_until(lambda: dark_pixels(browser, "pad") > 500)  # the page, on the pad
+
+
+def dark_pixels(browser, canvas_id: str) -> int:
+    """How many of a canvas's pixels are drawn and dark (not its white or empty background)."""
+    return browser.execute_script(
+        "const c = document.getElementById(arguments[0]);"
+        "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+        "let n = 0;"
+        "for (let i = 0; i < d.length; i += 4) if (d[i + 3] > 0 && d[i] < 128) n++;"
+        "return n;",
+        canvas_id,
+    )
 
 
 def test_read_a_number_held_up_to_the_camera(page_url, browser, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from scratchcnn.app import Classifier
-from scratchcnn.app.photos import load_digit
+from scratchcnn.app.photos import load_digit, read_image
 from scratchcnn.app.server import MAX_BODY, MAX_PIXELS, make_server
 from scratchcnn.data import load
 
@@ -121,20 +121,50 @@ def test_predict_png_bytes_matches_the_python_api(server, trained, digits):
     assert right >= 8
 
 
+def pdf_of(picture: Image.Image) -> bytes:
+    out = io.BytesIO()
+    picture.convert("RGB").save(out, format="PDF", resolution=10)
+    return out.getvalue()
+
+
+def shown_page(answer: dict) -> np.ndarray:
+    """The "page" of an answer: a PNG data URL, as grey values."""
+    header, _, data = answer["page"].partition(",")
+    assert header == "data:image/png;base64"
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("L"))
+
+
 def test_a_scanned_pdf_is_read_like_a_photo(server, trained, digits):
     """A PDF, sent as it is or as a data URL, is read from its first page, as the Python API
-    reads the same file."""
+    reads the same file; the answer brings that page as the reader saw it, a PNG, for the page
+    to draw (a browser draws no PDF), and a whole number's boxes lie on its digits there."""
     png, _ = digits[0]
-    out = io.BytesIO()
-    Image.open(io.BytesIO(png)).convert("RGB").save(out, format="PDF", resolution=10)
-    pdf = out.getvalue()
+    pdf = pdf_of(Image.open(io.BytesIO(png)))
     expected = trained.predict_proba(load_digit(pdf)[None])[0]
+    seen = np.round(read_image(pdf).grey * 255)
     url = "data:application/pdf;base64," + base64.b64encode(pdf).decode()
     for body, kind in ((pdf, "application/pdf"), (json.dumps({"image": url}), "application/json")):
         status, _, data = request(server, "POST", "/api/predict", body, {"Content-Type": kind})
         assert status == 200, data
-        answer = json.loads(data)["probabilities"]
-        np.testing.assert_allclose(answer, expected, rtol=1e-5, atol=1e-7)
+        answer = json.loads(data)
+        np.testing.assert_allclose(answer["probabilities"], expected, rtol=1e-5, atol=1e-7)
+        np.testing.assert_array_equal(shown_page(answer), seen)
+    status, _, data = request(server, "POST", "/api/predict", png, {"Content-Type": "image/png"})
+    assert status == 200 and "page" not in json.loads(data)  # the page has the picture itself
+
+    row = np.hstack([np.asarray(Image.open(io.BytesIO(png)).convert("L")) for png, _ in digits[:3]])
+    url = "data:application/pdf;base64," + base64.b64encode(pdf_of(Image.fromarray(row))).decode()
+    status, _, data = request(
+        server, "POST", "/api/predict", json.dumps({"image": url, "number": True}), JSON
+    )
+    assert status == 200, data
+    answer = json.loads(data)
+    page = shown_page(answer)
+    boxes = [d["box"] for r in answer["rows"] for d in r["digits"]]
+    assert len(boxes) == 3 and page.shape == (342, 1024)  # 1024 on the longer side
+    for left, top, right, bottom in boxes:  # each box holds ink, in the page's own pixels
+        assert 0 <= left < right <= page.shape[1] and 0 <= top < bottom <= page.shape[0]
+        assert page[top:bottom, left:right].min() < 64
 
 
 def test_predict_data_url_json_with_activations(server, digits):

@@ -66,6 +66,16 @@ class Picture:
     size: tuple[int, int]
     scale: float
 
+    def png(self) -> bytes:
+        """The picture as the reader saw it (grey, turned upright by its EXIF), as PNG bytes of
+        the file's ``size``: the pixels a reading's boxes are given in."""
+        img = Image.fromarray(np.round(self.grey * 255).astype(np.uint8))
+        if img.size != self.size:
+            img = img.resize(self.size, Image.Resampling.BILINEAR)
+        buffer = io.BytesIO()
+        img.save(buffer, format="PNG")
+        return buffer.getvalue()
+
 
 # -- 1. reading ---------------------------------------------------------------------------------
 
@@ -85,6 +95,11 @@ def _open(source: str | Path | bytes, label: str):
     return path
 
 
+def is_pdf(data: bytes) -> bool:
+    """Whether a file's bytes (its first five are enough) are a PDF's."""
+    return data[:5] == b"%PDF-"
+
+
 def _pdf_page(stream: io.BytesIO | Path, label: str) -> Image.Image | None:
     """The first page of a PDF (a scan, say), rendered ``WORK_SIDE`` pixels on its longer
     side whatever size the page claims; None when ``stream`` is not a PDF."""
@@ -93,7 +108,7 @@ def _pdf_page(stream: io.BytesIO | Path, label: str) -> Image.Image | None:
             head = file.read(5)
     else:
         head = stream.getvalue()[:5]
-    if head != b"%PDF-":
+    if not is_pdf(head):
         return None
     try:
         pdf = pdfium.PdfDocument(stream if isinstance(stream, Path) else stream.getvalue())
@@ -592,11 +607,12 @@ def load_digit(source: str | Path | bytes, name: str | None = None) -> np.ndarra
 
 
 def find_digit(
-    source: str | Path | bytes, name: str | None = None, max_pixels: int = MAX_PIXELS
+    source: str | Path | bytes | Picture, name: str | None = None, max_pixels: int = MAX_PIXELS
 ) -> Digit:
-    """The digit of a one-digit image: the coherent ink nearest the centre."""
-    label = name or (str(source) if not isinstance(source, bytes) else "image")
-    picture = read_image(source, label, max_pixels)
+    """The digit of a one-digit image (or of a picture already read): the coherent ink
+    nearest the centre."""
+    label = name or (str(source) if not isinstance(source, (bytes, Picture)) else "image")
+    picture = source if isinstance(source, Picture) else read_image(source, label, max_pixels)
     ink = ink_map(picture.grey)
     labels, pieces = ink_components(ink)
     if not pieces:

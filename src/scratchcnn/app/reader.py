@@ -159,12 +159,13 @@ def _classify(clf: Classifier, rows: list[list[Digit]]) -> tuple[list[Row], floa
 
 def read_number(
     clf: Classifier,
-    source: str | Path | bytes,
+    source: str | Path | bytes | Picture,
     name: str | None = None,
     max_pixels: int = MAX_PIXELS,
 ) -> Reading:
-    """Read every digit of an image of a number (or of several rows of numbers)."""
-    picture = read_image(source, name, max_pixels)
+    """Read every digit of an image of a number (or of several rows of numbers), or of a
+    picture already read (``read_image``)."""
+    picture = source if isinstance(source, Picture) else read_image(source, name, max_pixels)
     rows = find_digits(picture, name)
     boxes = [d.box for row in rows for d in row]
     aspect = float(np.median([(b[3] - b[1]) / max(b[2] - b[0], 1) for b in boxes]))

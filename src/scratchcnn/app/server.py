@@ -9,7 +9,8 @@ Inside the network - over this JSON API:
     GET  /api/evaluate          the confusion matrix and the most confident test mistakes
     POST /api/predict           an image in (PNG/JPEG bytes, or {"image": "<data URL>"}):
                                 probabilities, the 28x28 input, "unsure", feature maps on
-                                request; {"number": true} reads a whole number, with boxes
+                                request; {"number": true} reads a whole number, with boxes;
+                                a PDF's first page is read, and comes back as a PNG ("page")
     POST /api/explain           {"image", "class"}: saliency, Grad-CAM, max-pool masks
     POST /api/step              {"image", "label", "lr"}: one SGD step made visible
     POST /api/transform         {"image", "rotate", "scale", ...}: the robustness explorer
@@ -57,7 +58,7 @@ from .classifier import Classifier, default_model
 from .explain import explain, one_step, transform
 from .finetune import LabelledImages, fine_tune
 from .lab import MAX_IMAGES, BusyError, Lab, data_summary, mistakes_summary
-from .photos import find_digit
+from .photos import Digit, Picture, find_digit, is_pdf, read_image
 from .reader import read_number
 
 MAX_BODY = 5 * 1024 * 1024  # bytes: a phone photo fits, a flood does not
@@ -113,6 +114,14 @@ def decode_data_url(text: str) -> bytes:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise RequestError(HTTPStatus.BAD_REQUEST, "image is not valid base64") from None
+
+
+def page_of(image: bytes, picture: Picture) -> dict:
+    """{"page": a PNG data URL of the page read} for a PDF, which a browser cannot draw in an
+    image (the boxes of a reading are in its pixels); {} for a picture the page has itself."""
+    if not is_pdf(image):
+        return {}
+    return {"page": "data:image/png;base64," + base64.b64encode(picture.png()).decode()}
 
 
 def _number(request: dict, key: str, low: float, high: float, default: float) -> float:
@@ -174,17 +183,20 @@ class Service:
             "values": weight.round(4).tolist(),
         }
 
-    def digit(self, image: bytes):
-        """The uploaded image's digit, decoded one at a time per ``DECODERS``."""
+    def digit(self, image: bytes) -> tuple[Digit, dict]:
+        """The uploaded image's digit, decoded one at a time per ``DECODERS``, and what the
+        page needs to show a PDF's page (``page_of``)."""
         with self.decoders:
             try:
-                return find_digit(image, "uploaded image", MAX_PIXELS)
+                picture = read_image(image, "uploaded image", MAX_PIXELS)
+                return find_digit(picture, "uploaded image"), page_of(image, picture)
             except ImageError as err:
                 raise RequestError(HTTPStatus.BAD_REQUEST, str(err)) from None
 
     def predict(self, image: bytes, activations: bool) -> dict:
         clf = self.clf
-        digit = self.digit(image).image
+        found, page = self.digit(image)
+        digit = found.image
         probs = clf.predict_proba(digit[None])[0]
         best = int(probs.argmax())
         answer = {
@@ -194,6 +206,7 @@ class Service:
             "unsure": bool(probs[best] < clf.threshold),
             "classes": clf.classes,
             "input": digit.tolist(),
+            **page,
         }
         if activations:
             outputs = clf.model.activations(clf.prepare(digit[None]))
@@ -206,7 +219,9 @@ class Service:
     def read(self, image: bytes) -> dict:
         with self.decoders:
             try:
-                return read_number(self.clf, image, "uploaded image", MAX_PIXELS).to_json()
+                picture = read_image(image, "uploaded image", MAX_PIXELS)
+                reading = read_number(self.clf, picture, "uploaded image").to_json()
+                return {**reading, **page_of(image, picture)}
             except ImageError as err:
                 raise RequestError(HTTPStatus.BAD_REQUEST, str(err)) from None
 
@@ -226,7 +241,7 @@ class Service:
             raise RequestError(
                 HTTPStatus.BAD_REQUEST, 'JSON needs "image" (a data URL) or "pixels"'
             )
-        return self.digit(decode_data_url(request["image"])).image
+        return self.digit(decode_data_url(request["image"]))[0].image
 
     def _class(self, request: dict, key: str) -> int:
         value, count = request.get(key), len(self.clf.classes)

@@ -389,6 +389,7 @@ function show(result) {
   $("unsure").hidden = !result.unsure;
   bars($("bars"), result.probabilities, result.index);
   drawGrey($("seen"), result.input.flat(), 28, 28);
+  if (result.page) loadImage(result.page).then(fitOnPad, () => {}); // a PDF's page
   $("maps").innerHTML = "";
   (result.activations || []).forEach((layer) => $("maps").appendChild(mapGrid(`layer ${layer.index}, ${layer.layer}`, layer)));
   current = result.input;
@@ -502,23 +503,34 @@ document.querySelectorAll(".sliders input").forEach((s) => s.addEventListener("i
 
 // Photos (an upload or a camera picture): one digit, or (ticked) a whole number whose digits are boxed.
 $("clear").addEventListener("click", clearPad);
+function loadImage(src) {
+  return new Promise((resolve, reject) => {
+    const img = new Image();
+    img.onload = () => resolve(img);
+    img.onerror = () => reject(new Error("the picture could not be shown"));
+    img.src = src;
+  });
+}
+function fitOnPad(img) { // a photo, or a PDF's page, on white, as large as the pad allows
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, pad.width, pad.height);
+  const scale = Math.min(pad.width / img.width, pad.height / img.height);
+  const w = img.width * scale, h = img.height * scale;
+  ctx.drawImage(img, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
+}
 function readPhoto(image) {
   if (image.startsWith("data:application/pdf")) {
-    // A scan as a PDF: the server reads its first page; a browser draws no PDF in an <img>,
-    // so the page shows the digits read, without the picture and its boxes.
+    // A scan as a PDF: the server reads its first page. A browser draws no PDF in an <img>,
+    // so the answer brings the page as the server read it ("page"), drawn when it comes.
     clearPad();
     if ($("number-mode").checked) readNumber(image, null); else send(image);
     return;
   }
-  const img = new Image();
-  img.onload = () => {
+  loadImage(image).then((img) => {
     clearPad();
-    const scale = Math.min(pad.width / img.width, pad.height / img.height);
-    const w = img.width * scale, h = img.height * scale;
-    ctx.drawImage(img, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
+    fitOnPad(img);
     if ($("number-mode").checked) readNumber(image, img);
-  };
-  img.src = image;
+  }, (error) => { $("status").textContent = error.message; });
   if (!$("number-mode").checked) send(image);
 }
 $("upload").addEventListener("change", (event) => {
@@ -579,7 +591,7 @@ async function readNumber(image, img) {
     g.clearRect(0, 0, canvas.width, canvas.height);
     $("number-text").textContent = reading.rows.map((r) => r.text).join(" / ");
     $("number-result").hidden = false;
-    if (!img) return; // a PDF: nothing to draw the boxes on
+    if (!img) img = await loadImage(reading.page); // a PDF: the page the server read
     const scale = Math.min(canvas.width / img.width, canvas.height / img.height);
     g.drawImage(img, 0, 0, img.width * scale, img.height * scale);
     g.lineWidth = 2;
