@@ -26,6 +26,8 @@ from scratchcnn.app.photos import (
     find_digit,
     find_digits,
     load_digit,
+    open_image,
+    page_count,
     paper_sheet,
     read_image,
 )
@@ -398,19 +400,44 @@ def test_blank_and_unreadable_pictures(tmp_path):
     one_clear_line(run("read", str(blank)), "no digits found")
 
 
-def test_a_scanned_pdf_is_read_from_its_first_page(bundled, test_digits, tmp_path):
-    """A scan saved as a PDF: its first page is rendered at the working size and read as a
-    photo is, from the command line too. A page that claims to be 106 inches wide is rendered
-    at that size as well, never at its own; a broken PDF is one line."""
+def test_a_scanned_pdf_is_read_page_by_page(bundled, test_digits, tmp_path):
+    """A scan saved as a PDF: a page is rendered at the working size and read as a photo is
+    (the first by default, any by its index); the command line reads every page, says which
+    each reading is from, is one clear line for a blank page, and boxes each page apart. A page
+    that claims to be 106 inches wide is rendered at the working size too, never at its own; a
+    broken PDF, or a page it does not have, is one line."""
     images, labels = test_digits
-    digits = [images[np.flatnonzero(labels == d)[3]] for d in (3, 1, 4, 1, 5)]
-    scan = Image.open(io.BytesIO(number_photo([digits], seed=14))).convert("RGB")
+
+    def sheet(number: str, seed: int) -> Image.Image:
+        digits = [images[np.flatnonzero(labels == int(d))[3]] for d in number]
+        return Image.open(io.BytesIO(number_photo([digits], seed=seed))).convert("RGB")
+
+    scan, second = sheet("31415", 14), sheet("2718", 15)
     path = tmp_path / "scan.pdf"
     blank = Image.new("RGB", scan.size, "white")
-    scan.save(path, format="PDF", resolution=150, save_all=True, append_images=[blank])
+    scan.save(path, format="PDF", resolution=150, save_all=True, append_images=[second, blank])
+    assert page_count(path) == 3 and page_count(path.read_bytes()) == 3
     assert [row.text for row in read_number(bundled, path).rows] == ["31415"]
-    result = run("read", str(path))
-    assert result.returncode in (0, 3) and "31415" in result.stdout, result.stderr
+    page_two = read_image(path, page=1)
+    assert [row.text for row in read_number(bundled, page_two).rows] == ["2718"]
+    with pytest.raises(ImageError, match="a PDF of 3 page.s. has no page 4"):
+        read_image(path, page=3)
+    png = tmp_path / "scan.png"
+    scan.save(png)
+    assert page_count(png) == 1
+    with pytest.raises(ImageError, match="not a PDF, so it has no page 2"):
+        read_image(png, page=1)
+    with open_image(path, page=1) as shown:  # what --annotate draws on: the page as read
+        assert shown.size == page_two.size
+
+    out = tmp_path / "boxed.png"
+    result = run("read", str(path), "--annotate", str(out))
+    assert result.stdout.count(f"{path} (page ") == 2, result.stdout
+    assert "(page 1):\n  31415" in result.stdout and "(page 2):\n  2718" in result.stdout
+    one_clear_line(result, f"{path} (page 3): no digits found")
+    assert Image.open(out).size[0] == Image.open(tmp_path / "boxed-page2.png").size[0] > 0
+    predicted = json.loads(run("predict", str(path), "--json").stdout)["images"]
+    assert [(p["image"], p["page"]) for p in predicted] == [(str(path), 1), (str(path), 2)]
     huge = io.BytesIO()
     scan.save(huge, format="PDF", resolution=4)  # 423 pixels at 4 per inch
     assert max(read_image(huge.getvalue()).size) == WORK_SIDE  # not 7,600 pixels at 72 dpi

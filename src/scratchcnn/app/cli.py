@@ -12,6 +12,7 @@ import math
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -497,22 +498,39 @@ def describe_model(clf, given: str | None, path: Path) -> str:
     )
 
 
+def pages_of(images: list[str]) -> Iterator[tuple[str, int | None, str]]:
+    """What ``predict`` and ``read`` read: (path, page, label) for each image, and for each
+    page of a PDF of several pages (page from 0; None for a single picture), labelled
+    "scan.pdf (page 2)"."""
+    from .photos import page_count
+
+    for path in images:
+        try:
+            count = page_count(path)
+        except ScratchCNNError:
+            count = 1  # reading it says what is wrong with it, in its turn
+        for page in range(count):
+            yield (path, None, path) if count == 1 else (path, page, f"{path} (page {page + 1})")
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .photos import find_digit, save_png
+    from .photos import find_digit, read_image, save_png
 
     clf, images, described = model_and_images(args)
     if not args.json:
         print(f"Model: {described}")
     results, errors = [], 0
-    for path in images:
+    for path, page, label in pages_of(images):
         try:
-            digit = find_digit(path)
+            digit = find_digit(read_image(path, label, page=page or 0), label)
         except ScratchCNNError as err:
             errors += 1
             print(f"scratchcnn: error: {err}", file=sys.stderr)
             continue
         if args.save_input:
             stem = Path(args.save_input) / Path(path).stem
+            if page is not None:
+                stem = stem.with_name(f"{stem.name}-page{page + 1}")
             save_png(digit.image, stem.with_name(stem.name + ".input.png"))
             save_png(digit.mask.astype(np.uint8) * 255, stem.with_name(stem.name + ".ink.png"))
         probs = clf.predict_proba(digit.image[None])[0]
@@ -521,6 +539,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         results.append(
             {
                 "image": path,
+                **({} if page is None else {"page": page + 1}),
                 "prediction": None if unsure else clf.classes[top[0]],
                 "best_guess": clf.classes[top[0]],
                 "unsure": unsure,
@@ -530,7 +549,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if not args.json:
             ranked = ", ".join(f"{clf.classes[i]} {100 * probs[i]:.1f}%" for i in top)
             answer = f"unsure (maybe {clf.classes[top[0]]})" if unsure else clf.classes[top[0]]
-            print(f"{path}: {answer}   ({ranked})")
+            print(f"{label}: {answer}   ({ranked})")
     if args.json:
         document = {"model": described, "threshold": clf.threshold, "images": results}
         print(json.dumps(document, indent=1, allow_nan=False))
@@ -538,6 +557,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_read(args: argparse.Namespace) -> int:
+    from .photos import read_image
     from .reader import annotate, read_number
 
     clf, images, described = model_and_images(args)
@@ -545,19 +565,24 @@ def cmd_read(args: argparse.Namespace) -> int:
         raise ScratchCNNError("--annotate takes one image at a time")
     if not args.json:
         print(f"Model: {described}")
-    readings, errors = [], 0
-    for path in images:
+    readings, errors, annotated = [], 0, []
+    for path, page, label in pages_of(images):
         try:
-            reading = read_number(clf, path)
+            reading = read_number(clf, read_image(path, label, page=page or 0), label)
         except ScratchCNNError as err:
             errors += 1
             print(f"scratchcnn: error: {err}", file=sys.stderr)
             continue
-        readings.append({"image": path, **reading.to_json()})
-        if args.annotate:
-            annotate(path, reading, args.annotate)
+        page_number = {} if page is None else {"page": page + 1}
+        readings.append({"image": path, **page_number, **reading.to_json()})
+        if args.annotate:  # a PDF's later pages beside the first: OUT-page2.png, ...
+            out = Path(args.annotate)
+            if page:
+                out = out.with_name(f"{out.stem}-page{page + 1}{out.suffix}")
+            annotate(path, reading, out, page or 0)
+            annotated.append(str(out))
         if not args.json:
-            print(f"{path}:")
+            print(f"{label}:")
             for row in reading.rows:
                 sure = ", ".join(
                     f"{d.text} {100 * d.confidence:.1f}%" + (" unsure" if d.unsure else "")
@@ -567,8 +592,8 @@ def cmd_read(args: argparse.Namespace) -> int:
     if args.json:
         document = {"model": described, "threshold": clf.threshold, "images": readings}
         print(json.dumps(document, indent=1, allow_nan=False))
-    if args.annotate and not errors and not args.json:
-        print(f"Annotated: {args.annotate}")
+    if annotated and not errors and not args.json:
+        print(f"Annotated: {', '.join(annotated)}")
     return 1 if errors else UNSURE if any(r["unsure"] for r in readings) else 0
 
 
@@ -777,7 +802,8 @@ def build_parser() -> Parser:
             "inputs",
             nargs="+",
             metavar="IMAGE",
-            help=f"image files, {what} (a model file may come first instead of --model)",
+            help=f"image files, {what}; each page of a PDF is read (a model file may come "
+            "first instead of --model)",
         )
         p.add_argument("--model", help="model file (default: the model bundled with scratchcnn)")
 
@@ -803,7 +829,10 @@ def build_parser() -> Parser:
     )
     images_and_model(r, "each a number or several rows of numbers")
     r.add_argument(
-        "--annotate", metavar="OUT.png", help="draw the boxes and the readings onto a copy"
+        "--annotate",
+        metavar="OUT.png",
+        help="draw the boxes and the readings onto a copy (a PDF's second page onto "
+        "OUT-page2.png, and so on)",
     )
     as_json(r)
     r.set_defaults(func=cmd_read)

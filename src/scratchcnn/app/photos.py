@@ -8,8 +8,8 @@ and grid lines, thin pens and fat markers, several digits. The pipeline, step by
 1. ``read_image``: any image file (PNG, JPEG, ...; every mode converted by scaling: 16-bit,
    palette, CMYK, alpha laid on a background that contrasts with the ink), EXIF rotation
    applied, shrunk to at most ``WORK_SIDE`` pixels *before* any full-size copy is made
-   (JPEGs are decoded at reduced scale), as grey values in [0, 1]; or a PDF's first page
-   (pypdfium2), rendered at that size whatever size the page claims.
+   (JPEGs are decoded at reduced scale), as grey values in [0, 1]; or a page of a PDF (the
+   first, or any: ``page_count``), rendered by pypdfium2 at that size whatever size it claims.
 2. ``ink_map``: which way round the ink is (dark on light, or light on dark); the paper's own
    brightness estimated at a large scale (a grey closing of a downscaled copy) and divided
    out, which flattens shadows and gradients; the ink strength thresholded (Otsu); ruled and
@@ -100,33 +100,70 @@ def is_pdf(data: bytes) -> bool:
     return data[:5] == b"%PDF-"
 
 
-def _pdf_page(stream: io.BytesIO | Path, label: str) -> Image.Image | None:
-    """The first page of a PDF (a scan, say), rendered ``WORK_SIDE`` pixels on its longer
-    side whatever size the page claims; None when ``stream`` is not a PDF."""
+def _head(stream: io.BytesIO | Path) -> bytes:
+    """The first five bytes of an opened source (``_open``): enough to tell a PDF."""
     if isinstance(stream, Path):
         with stream.open("rb") as file:
-            head = file.read(5)
-    else:
-        head = stream.getvalue()[:5]
-    if not is_pdf(head):
-        return None
+            return file.read(5)
+    return stream.getvalue()[:5]
+
+
+def _pdf(stream: io.BytesIO | Path, label: str) -> pdfium.PdfDocument:
     try:
         pdf = pdfium.PdfDocument(stream if isinstance(stream, Path) else stream.getvalue())
     except pdfium.PdfiumError as err:
         raise ImageError(f"{label}: not a readable PDF ({err})") from None
+    if len(pdf) == 0:
+        pdf.close()
+        raise ImageError(f"{label}: a PDF with no pages")
+    return pdf
+
+
+def page_count(source: str | Path | bytes, name: str | None = None) -> int:
+    """How many pages a PDF has (a scan of several sheets); 1 for any other image file."""
+    label = name or (str(source) if not isinstance(source, bytes) else "image")
+    stream = _open(source, label)
+    if not is_pdf(_head(stream)):
+        return 1
+    pdf = _pdf(stream, label)
     try:
-        if len(pdf) == 0:
-            raise ImageError(f"{label}: a PDF with no pages")
-        page = pdf[0]
+        return len(pdf)
+    finally:
+        pdf.close()
+
+
+def _pdf_page(stream: io.BytesIO | Path, label: str, index: int = 0) -> Image.Image | None:
+    """Page ``index`` (from 0) of a PDF (a scan, say), rendered ``WORK_SIDE`` pixels on its
+    longer side whatever size the page claims; None when ``stream`` is not a PDF."""
+    if not is_pdf(_head(stream)):
+        if index:
+            raise ImageError(f"{label}: not a PDF, so it has no page {index + 1}")
+        return None
+    pdf = _pdf(stream, label)
+    try:
+        if not 0 <= index < len(pdf):
+            raise ImageError(f"{label}: a PDF of {len(pdf)} page(s) has no page {index + 1}")
+        page = pdf[index]
         width, height = page.get_size()  # in points
         if not min(width, height) > 0:
-            raise ImageError(f"{label}: its first page is {width}x{height} points")
+            raise ImageError(f"{label}: its page {index + 1} is {width}x{height} points")
         # a copy: the rendered bitmap's memory goes with the document
         return page.render(scale=WORK_SIDE / max(width, height)).to_pil().copy()
     except pdfium.PdfiumError as err:
         raise ImageError(f"{label}: not a readable PDF ({err})") from None
     finally:
         pdf.close()
+
+
+def open_image(source: str | Path | bytes, name: str | None = None, page: int = 0) -> Image.Image:
+    """The file as Pillow opens it, or page ``page`` (from 0) of a PDF, rendered as
+    ``read_image`` renders it: for drawing on (``reader.annotate``)."""
+    label = name or (str(source) if not isinstance(source, bytes) else "image")
+    stream = _open(source, label)
+    try:
+        return _pdf_page(stream, label, page) or Image.open(stream)
+    except (UnidentifiedImageError, OSError) as err:
+        raise ImageError(f"{label}: not a readable image file ({err})") from None
 
 
 def _grey(img: Image.Image) -> Image.Image:
@@ -156,16 +193,20 @@ def _grey(img: Image.Image) -> Image.Image:
 
 
 def read_image(
-    source: str | Path | bytes, name: str | None = None, max_pixels: int = MAX_PIXELS
+    source: str | Path | bytes,
+    name: str | None = None,
+    max_pixels: int = MAX_PIXELS,
+    page: int = 0,
 ) -> Picture:
     """Read an image file (a path or its bytes) as grey values in [0, 1]. A picture of more
-    than ``max_pixels`` pixels is refused before it is decoded. A PDF's first page is read,
-    rendered ``WORK_SIDE`` pixels on its longer side (its ``size``)."""
+    than ``max_pixels`` pixels is refused before it is decoded. Of a PDF, page ``page`` (from
+    0; ``page_count`` says how many) is read, rendered ``WORK_SIDE`` pixels on its longer side
+    (its ``size``)."""
     label = name or (str(source) if not isinstance(source, bytes) else "image")
     stream = _open(source, label)
-    page = _pdf_page(stream, label)
+    rendered = _pdf_page(stream, label, page)
     try:
-        with page or Image.open(stream) as img:
+        with rendered or Image.open(stream) as img:
             size = img.size
             if size[0] * size[1] > max_pixels:
                 raise ImageError(f"{label}: image too large ({size[0]}x{size[1]} pixels)")

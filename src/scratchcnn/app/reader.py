@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import ImageError
 from .classifier import Classifier
-from .photos import MAX_PIXELS, Digit, Picture, find_digits, read_image
+from .photos import MAX_PIXELS, Digit, Picture, find_digits, open_image, read_image
 
 TURN_MARGIN = 0.1  # how much surer (mean confidence) a turned reading of upright digits must be
 
@@ -190,14 +190,15 @@ def read_number(
     return Reading(read, turns)
 
 
-def annotate(source: str | Path, reading: Reading, out: str | Path) -> None:
-    """A copy of the picture with each digit's box and reading drawn on it (unsure ones in
-    orange with a question mark), as a PNG at most 1600 pixels across."""
-    from PIL import Image, ImageDraw, ImageFont, ImageOps
+def annotate(source: str | Path, reading: Reading, out: str | Path, page: int = 0) -> None:
+    """A copy of the picture (of a PDF, page ``page`` from 0, as it was read) with each
+    digit's box and reading drawn on it (unsure ones in orange with a question mark), as a PNG
+    at most 1600 pixels across."""
+    from PIL import ImageDraw, ImageFont, ImageOps
 
     from ..fileio import atomic_write
 
-    with Image.open(source) as img:
+    with open_image(source, page=page) as img:
         img.draft("RGB", (1600, 1600))
         picture = ImageOps.exif_transpose(img).convert("RGB")
     scale = min(1.0, 1600 / max(picture.size))
