@@ -256,6 +256,10 @@ def test_upload_a_photo_of_a_whole_number(page_url, browser, tmp_path, mnist_dir
     assert browser.find_element(By.ID, "number-text").text == from_pdf["rows"][0]["text"]
     assert from_pdf["page"].startswith("data:image/png;base64,")
     assert wait_until(lambda: dark_pixels(browser, "number-canvas") > 500)  # the page, boxed
+    assert wait_until(lambda: dark_pixels(browser, "pad") > 500)  # and on the pad
+    screenshot(browser, tmp_path, "read-pdf")
+    browser.find_element(By.ID, "clear").click()
+    assert dark_pixels(browser, "pad") == 0
     browser.find_element(By.ID, "number-mode").click()  # one digit
     browser.execute_script("window.scratchcnn.lastResult = null")
     browser.find_element(By.ID, "upload").send_keys(str(scan))

@@ -591,7 +591,10 @@ async function readNumber(image, img) {
     g.clearRect(0, 0, canvas.width, canvas.height);
     $("number-text").textContent = reading.rows.map((r) => r.text).join(" / ");
     $("number-result").hidden = false;
-    if (!img) img = await loadImage(reading.page); // a PDF: the page the server read
+    if (!img) { // a PDF: the page the server read, on the pad as a photo would be
+      img = await loadImage(reading.page);
+      fitOnPad(img);
+    }
     const scale = Math.min(canvas.width / img.width, canvas.height / img.height);
     g.drawImage(img, 0, 0, img.width * scale, img.height * scale);
     g.lineWidth = 2;
