@@ -273,7 +273,9 @@ FLOOR_DESK_SINGLE = 0.65
 
 # Numbers on dark ruled paper, turned: 1/12 exact before lines were looked for at a slant (five
 # photos had no digit found, one read as rows of 1s), 7/12 after (misses: one digit unsure,
-# three read as other rows of digits, one with no digit found).
+# three read as other rows of digits, one with no digit found); 8/12 once paper spread over a
+# quarter of the picture, against ink under a tenth, was no longer taken for light ink
+# (``photos.SPREAD``: one photo's strips between its lines had been read as the digits).
 FLOOR_TURNED_LINES = 0.5
 
 # Measured with the bundled model before they were set: 281/300 single digits (4 not found,

@@ -52,6 +52,9 @@ MAX_PIXELS = 80_000_000  # a bigger "image" is a decompression bomb, not a photo
 WORK_SIDE = 1024  # photos are shrunk to this first: a digit needs far fewer pixels
 STROKE = 0.13  # MNIST's stroke width over the longest side of its 20x20 box (~2.6 px)
 BACKGROUND = 0.12  # the background window, a share of the picture's longer side
+# On the real development set, ink covers at most 19% of a picture judged either way; so one
+# side over a quarter while the other is under a tenth is the paper, not the ink (``_ink``).
+SPREAD = 0.25
 NEAR = 0.4  # pieces within this share of a digit's size of it are part of it
 LINE_BRIDGE = 9  # pixels: a ruled line (dilated) is thinner, so a stroke across it is kept
 SLANT, SLANT_STEP = 12.0, 0.25  # degrees: how far turned ruled lines are looked for, how finely
@@ -385,6 +388,11 @@ def _ink(grey: np.ndarray) -> Ink:
     # strokes; when both stand out fully (a clean drawing), the border shows the background.
     if (dark.cover > 0.4) != (light.cover > 0.4):
         dark_ink = light.cover > 0.4
+    elif (dark.cover > SPREAD) != (light.cover > SPREAD) and min(dark.cover, light.cover) < 0.1:
+        # One side spreads over a quarter of the picture and the other is sparse: the spread
+        # one is paper, e.g. the strips between dark ruled lines, which stand out as "light"
+        # against lines as close as the background window is wide.
+        dark_ink = light.cover > SPREAD
     elif abs(dark.contrast - light.contrast) < 0.02:
         border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
         dark_ink = bool(np.median(border) > 0.5)
