@@ -119,10 +119,8 @@ class ConvInferenceOp(Op):
         check_rank(x, 4, self.conv, "(N, H, W, C)")
         conv_shape = self._conv_shapes.get(x.shape[1:])
         if conv_shape is None:  # checked once for each input shape: a batch of one notices
-            conv_shape = self.conv.output_shape(x.shape[1:])
-            if self.pool is not None:
-                self.pool.output_shape(conv_shape)
-            self._conv_shapes[x.shape[1:]] = conv_shape
+            self.output_shape(x.shape[1:])  # checks the input
+            conv_shape = self._conv_shapes[x.shape[1:]] = self.conv.output_shape(x.shape[1:])
         pool = (1, 1) if self.pool is None else self.pool.pool_size
         affine = None if self.norm is None else self.norm.affine()
         x = x.astype(self.conv.dtype, copy=False)
