@@ -1,13 +1,15 @@
-"""Inference speed of two revisions of scratchcnn, timed in one run, interleaved.
+"""The speed of two revisions of scratchcnn, timed in one run, interleaved.
 
-    python benchmarks/inference_revisions.py BEFORE [AFTER]  (git revisions; AFTER: the work tree)
+    python benchmarks/revisions.py [--train] BEFORE [AFTER]  (git revisions; AFTER: the work tree)
 
 Each revision's ``src/`` is checked out into a temporary git worktree (AFTER defaults to this
 checkout's own ``src/``), and each timing runs in a fresh Python process that imports that
-tree: ``Classifier.predict_proba`` on random uint8 images, at batch 1 and 1000, for the
-bench's nets. The processes alternate between the revisions for five rounds, so a slow spell
-hits both; each figure is the median. The table goes to
-benchmarks/results/inference-revisions.txt. Run it on a machine with nothing else running.
+tree. Inference: ``Classifier.predict_proba`` on random uint8 images, at batch 1 and 1000, for
+the bench's nets (table: benchmarks/results/inference-revisions.txt). ``--train``: training
+steps (``compile(model).train_step`` and an SGD step, as ``scratchcnn train`` runs them) at
+batch 128, for the nets of the recipes and the bench (benchmarks/results/training-revisions.txt).
+The processes alternate between the revisions for five rounds, so a slow spell hits both; each
+figure is the median. Run it on a machine with nothing else running.
 """
 
 from __future__ import annotations
@@ -20,9 +22,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "benchmarks" / "results" / "inference-revisions.txt"
-NETS = ("seed", "keras", "user", "fast")
-BATCHES = (1, 1000)
+RESULTS = ROOT / "benchmarks" / "results"
 ROUNDS = 5
 
 # Runs in the child: images per second of predict_proba, best of a few timed loops of ~0.5 s.
@@ -46,11 +46,53 @@ for _ in range(3):
 print(best)
 """
 
+# Runs in the child: images per second of training steps, best of three timed loops.
+TRAINING = """
+import sys, time
+import numpy as np
+from scratchcnn import SGD, SoftmaxCrossEntropy
+from scratchcnn.app.bench import make_model
+from scratchcnn.fast import compile
+arch, batch = sys.argv[1], int(sys.argv[2])
+model = make_model(arch)
+fast, loss = compile(model), SoftmaxCrossEntropy()
+optimizer = SGD(model.parameters(), lr=0.01, momentum=0.9)
+rng = np.random.default_rng(0)
+x = rng.random((batch, 28, 28, 1), dtype=np.float32)
+y = rng.integers(0, 10, batch)
+def step():
+    fast.train_step(x, y, loss)
+    optimizer.step()
+for _ in range(3):
+    step()
+start = time.perf_counter()
+step()
+steps = max(3, int(0.5 / (time.perf_counter() - start)))
+best = 0.0
+for _ in range(3):
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    best = max(best, steps * batch / (time.perf_counter() - start))
+print(best)
+"""
+# mode: (child, nets, batches, results file, what the figures are)
+MODES = {
+    "infer": (
+        TIMING, ("seed", "keras", "user", "fast"), (1, 1000), "inference-revisions.txt",
+        "images/s, Classifier.predict_proba on random uint8 images",
+    ),
+    "train": (
+        TRAINING, ("quick", "fast", "best", "keras", "user"), (128,), "training-revisions.txt",
+        "images/s, compiled train_step + SGD step on random images",
+    ),
+}  # fmt: skip
 
-def rate(src: Path, arch: str, batch: int) -> float:
+
+def rate(child: str, src: Path, arch: str, batch: int) -> float:
     env = dict(os.environ, PYTHONPATH=str(src))
     out = subprocess.run(
-        [sys.executable, "-c", TIMING, arch, str(batch)],
+        [sys.executable, "-c", child, arch, str(batch)],
         env=env, capture_output=True, text=True, check=True, cwd=src,
     )  # fmt: skip
     return float(out.stdout.split()[-1])
@@ -65,8 +107,11 @@ def worktree(revision: str, into: Path) -> Path:
 
 
 def main(argv: list[str]) -> None:
+    mode = "train" if "--train" in argv else "infer"
+    argv = [arg for arg in argv if arg != "--train"]
     if not argv or len(argv) > 2:
         raise SystemExit(__doc__)
+    child, nets, batches, out_name, what = MODES[mode]
     with tempfile.TemporaryDirectory() as tmp:
         trees = {argv[0]: worktree(argv[0], Path(tmp) / "before")}
         if len(argv) == 2:
@@ -75,12 +120,12 @@ def main(argv: list[str]) -> None:
             trees["work tree"] = ROOT / "src"
         try:
             rows = []
-            for arch in NETS:
-                for batch in BATCHES:
+            for arch in nets:
+                for batch in batches:
                     rates: dict[str, list[float]] = {name: [] for name in trees}
                     for _ in range(ROUNDS):
                         for name, src in trees.items():
-                            rates[name].append(rate(src, arch, batch))
+                            rates[name].append(rate(child, src, arch, batch))
                     medians = [statistics.median(values) for values in rates.values()]
                     rows.append((arch, batch, *medians))
                     print(arch, batch, *(f"{m:,.0f}" for m in medians), flush=True)
@@ -93,14 +138,14 @@ def main(argv: list[str]) -> None:
                     )
     before, after = trees
     lines = [
-        f"images/s, Classifier.predict_proba on random uint8 images, median of {ROUNDS} "
-        f"interleaved rounds; before = {before}, after = {after}",
+        f"{what}, median of {ROUNDS} interleaved rounds; before = {before}, after = {after}",
         f"{'net':<6} {'batch':>5} | {'before':>9} {'after':>9} | {'after/before':>12}",
     ]
     lines += [f"{a:<6} {b:>5} | {x:>9,.0f} {y:>9,.0f} | {y / x:>12.2f}" for a, b, x, y in rows]
-    OUT.write_text("\n".join(lines) + "\n")
+    out = RESULTS / out_name
+    out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    print(f"wrote {OUT.relative_to(ROOT)}")
+    print(f"wrote {out.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
