@@ -21,6 +21,7 @@ from scratchcnn import (
     Conv2D,
     Dense,
     Dropout,
+    Flatten,
     MaxPool2D,
     ReLU,
     Sequential,
@@ -242,6 +243,33 @@ def test_plan_fuses_and_reorders_but_computes_every_layer_once():
     ragged = compile(make_net("rgb-ragged-overlap")).ops
     assert any(isinstance(op, MaxPool2D) for op in ragged)  # overlapping: kept as it is
     assert "ConvPoolOp" in compile(build("keras")).describe()
+
+
+def test_a_batch_norm_writes_over_no_array_it_does_not_own():
+    # A norm may write over its input and its incoming gradient only where the op next to it
+    # handed over new memory: never over the caller's batch or gradient.
+    model = Sequential(
+        [BatchNorm2D(1), Conv2D(1, 4, 3), BatchNorm2D(4), ReLU(), Conv2D(4, 4, 3),
+         BatchNorm2D(4), MaxPool2D(3), ReLU(), Flatten(), Dense(16, 6), BatchNorm1D(6)],
+        input_shape=(11, 11, 1), seed=0,
+    )  # fmt: skip
+    norms = [op for op in compile(model).ops if isinstance(op, BatchNormOp)]
+    assert [(op.owns_input, op.owns_grad) for op in norms] == [
+        (False, False), (True, True), (True, True), (False, False)
+    ]  # fmt: skip
+    fast, rng = compile(model, workers=1), np.random.default_rng(0)
+    x, grad = rng.normal(size=(5, 11, 11, 1)).astype(np.float32), rng.normal(size=(5, 6))
+    x_before, grad_before = x.copy(), grad.copy()
+    fast.forward(x)
+    fast.backward(grad.astype(np.float32))
+    fast.forward(x)
+    fast.backward(grad)  # float64: converted, then the copy could be written over
+    np.testing.assert_array_equal(x, x_before)
+    np.testing.assert_array_equal(grad, grad_before)
+    fast.forward(x)
+    grad32 = grad.astype(np.float32)
+    fast.backward(grad32)
+    np.testing.assert_array_equal(grad32, grad_before.astype(np.float32))
 
 
 # -- whole nets ---------------------------------------------------------------------------------
@@ -472,7 +500,7 @@ def test_an_error_in_one_part_surfaces_without_a_deadlock(monkeypatch):
     def broken(*args, **kwargs):
         raise FloatingPointError("part 1 failed")
 
-    monkeypatch.setattr(replica_op.norm, "forward", broken)
+    monkeypatch.setattr(replica_op.norm, "standardize", broken)
     with pytest.raises(FloatingPointError, match="part 1 failed"):
         fast.forward(x)
     monkeypatch.undo()

@@ -22,10 +22,12 @@ one after the other, and it is the largest saving of the fast path:
                dL/dx = the conv's input gradient of G laid out in plain (N, QH*PH, QW*PW, F)
 
 With a batch norm between the two (conv, norm, pool), the norm needs the statistics of every
-conv output before anything can be pooled: the whole conv output is computed in pool order,
-normalised there (the statistics do not depend on the order of the positions), then folded
-offset by offset; backward runs the norm's backward on the unpooled gradients in the same
-order. The pool must then tile the conv output exactly (``pool_tiles``).
+conv output before anything can be pooled: the whole conv output is computed in pool order and
+standardised there, in place (the statistics do not depend on the order of the positions);
+then each offset's slab is scaled and shifted (gamma, beta) into a buffer that stays in cache
+and folded into the maximum, so the norm's output is never stored whole. Backward runs the
+norm's backward on the unpooled gradients in the same order, in their memory. The pool must
+then tile the conv output exactly (``pool_tiles``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from ..errors import ShapeError
 from ..nn.layers import Conv2D, MaxPool2D, ReLU
 from ..nn.layers.base import check_rank
 from ..nn.layers.pooling import first_maximum, winner_dtype
-from .channels import channel_sums, channelwise
+from .channels import along_row, channel_sums, channelwise
 from .inference import conv_inference
 from .ops import BatchNormOp, Op, conv_input_grad
 from .patches import patch_matrix
@@ -100,18 +102,35 @@ class ConvPoolOp(Op):
             conv.params["bias"],
             out=conv_out.reshape(offsets * n, qh, qw, f),
         )
-        if self.norm is not None:  # the statistics do not depend on the order of positions
-            normed = self.norm.forward(conv_out.reshape(offsets * n, qh, qw, f), training)
-            conv_out = normed.reshape(offsets, m, f)
         best = memory.get("pooled", (m, f), dtype)
         winner = memory.get("winner", (m, f), winner_dtype(offsets))
-        first_maximum(conv_out, best, winner, memory.get("beat", (m, f), winner.dtype))
+        candidates = conv_out
+        if self.norm is not None:  # the statistics do not depend on the order of positions
+            xhat = self.norm.standardize(conv_out.reshape(offsets * n, qh, qw, f), overwrite=True)
+            candidates = self._normed_slabs(xhat.reshape(offsets, n, -1), best)
+        first_maximum(candidates, best, winner, memory.get("beat", (m, f), winner.dtype))
         mask = None
         if self.relu is not None:  # as ReLUOp: y = x * [x > 0]
             mask = np.greater(best, 0, out=memory.get("relu_mask", (m, f), bool))
             np.multiply(best, mask, out=best)
         self.save_for_backward(patches, winner, mask, x.shape)
         return best.reshape(n, qh, qw, f).copy()
+
+    def _normed_slabs(self, xhat: np.ndarray, best: np.ndarray):
+        """The norm's output xhat * gamma + beta of each window offset's slab of ``xhat``
+        (offsets, N, QH*QW*F), as (N*QH*QW, F): the first one into ``best``, each later one
+        into one buffer, still in cache when ``first_maximum`` folds it in. The whole normed
+        conv output is never stored."""
+        norm, row = self.norm.norm, xhat.shape[2]
+        gamma = along_row(norm.params["weight"], row, xhat.dtype)
+        beta = along_row(norm.params["bias"], row, xhat.dtype)
+        slab = best
+        for k in range(len(xhat)):
+            rows = slab.reshape(-1, row)
+            np.multiply(xhat[k], gamma, out=rows)
+            np.add(rows, beta, out=rows)
+            yield slab
+            slab = self.workspace.get("normed", best.shape, best.dtype)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
         patches, winner, mask, input_shape = self.saved()
@@ -127,8 +146,9 @@ class ConvPoolOp(Op):
         unpooled = memory.get("unpooled", (offsets, m, f), dtype)
         np.multiply(g, hit, out=unpooled)
         rows = unpooled.reshape(-1, f)  # dL/d(conv output), pool order
-        if self.norm is not None:
-            rows = self.norm.backward(unpooled.reshape(offsets * n, qh, qw, f)).reshape(-1, f)
+        if self.norm is not None:  # unpooled is dead after this: the norm may write over it
+            unpooled = unpooled.reshape(offsets * n, qh, qw, f)
+            rows = self.norm.backward(unpooled, overwrite=True).reshape(-1, f)
         conv.grads = {"weight": conv.weight_grad(patches.T @ rows), "bias": channel_sums(rows)}
         if not conv.needs_input_grad:
             return None

@@ -122,6 +122,10 @@ class BatchNormOp(Op):
         self.norm, self.layers = norm, (norm,)
         self.workspace = Workspace()
         self.sync = None
+        # Set by the plan where the op before hands over a new array that nothing else holds
+        # (a ConvOp's output), and where the op after does so with its gradient (a ReLU's or a
+        # max-pool's): the norm may then write over it instead of into new memory.
+        self.owns_input = self.owns_grad = False
 
     def norm_ops(self) -> list[BatchNormOp]:
         return [self]
@@ -138,16 +142,29 @@ class BatchNormOp(Op):
         return scale, norm.params["bias"] - norm.buffers["running_mean"] * scale
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        if not training:
+            scale, shift = self.affine()
+            out = channelwise(np.multiply, self._checked(x), scale)
+            return channelwise(np.add, out, shift, out=out)
+        xhat = self.standardize(x, overwrite=self.owns_input)
+        out = channelwise(np.multiply, xhat, self.norm.params["weight"])
+        return channelwise(np.add, out, self.norm.params["bias"], out=out)
+
+    def _checked(self, x: np.ndarray) -> np.ndarray:
         norm = self.norm
         if not isinstance(x, np.ndarray) or x.ndim != norm.rank + 1:
             raise ShapeError(f"{norm!r} expects a batch (N, {norm.layout[1:]}, got {np.shape(x)}")
         norm.output_shape(x.shape[1:])
-        x = x.astype(norm.dtype, copy=False)
-        gamma, beta = norm.params["weight"], norm.params["bias"]
-        if not training:
-            scale, shift = self.affine()
-            out = channelwise(np.multiply, x, scale)
-            return channelwise(np.add, out, shift, out=out)
+        return x.astype(norm.dtype, copy=False)
+
+    def standardize(self, x: np.ndarray, overwrite: bool = False) -> np.ndarray:
+        """The first half of a training forward: xhat = (x - mean) / std over the batch (the
+        whole batch, when it is split over threads), saved for backward; the running
+        statistics move. ``overwrite``: xhat may take x's memory (a caller's own buffer of the
+        norm's dtype, dead after this). The caller applies gamma and beta (``forward``, or a
+        fused op slab by slab)."""
+        norm = self.norm
+        x = self._checked(x)
         c = norm.num_features
         flat = x.reshape(-1, c)
         sums_and_count = self._whole_batch(np.append(channel_sums(flat), len(flat)))
@@ -155,7 +172,8 @@ class BatchNormOp(Op):
         mean = (sums_and_count[:-1] / count).astype(x.dtype)
         # Two passes for the variance (mean first, then squared deviations): one pass with
         # E[x^2] - mean^2 loses float32 digits when |mean| is large against the spread.
-        xhat = channelwise(np.subtract, x, mean, out=self.workspace.get("xhat", x.shape, x.dtype))
+        memory = x if overwrite else self.workspace.get("xhat", x.shape, x.dtype)
+        xhat = channelwise(np.subtract, x, mean, out=memory)
         flat_hat = xhat.reshape(-1, c)
         var = (self._whole_batch(np.einsum("ij,ij->j", flat_hat, flat_hat)) / count).astype(x.dtype)
         inv_std = (1.0 / np.sqrt(var + norm.eps)).astype(x.dtype)
@@ -163,10 +181,12 @@ class BatchNormOp(Op):
         if self.sync is None or self.sync.leader:
             norm.update_running_stats(mean, var, count)
         self.save_for_backward(xhat, inv_std, count)
-        out = channelwise(np.multiply, xhat, gamma)
-        return channelwise(np.add, out, beta, out=out)
+        return xhat
 
-    def backward(self, grad_out: np.ndarray) -> np.ndarray:
+    def backward(self, grad_out: np.ndarray, overwrite: bool | None = None) -> np.ndarray:
+        """dL/dx from dL/dy; ``overwrite``: the result may take dL/dy's memory (a caller's
+        own buffer, dead after this; default: ``owns_grad``)."""
+        overwrite = self.owns_grad if overwrite is None else overwrite
         xhat, inv_std, count = self.saved()
         c = self.norm.num_features
         g = np.ascontiguousarray(grad_out, dtype=xhat.dtype)
@@ -177,11 +197,11 @@ class BatchNormOp(Op):
         sum_g, sum_g_hat = np.split(self._whole_batch(np.concatenate([grad_beta, grad_gamma])), 2)
         scale = self.norm.params["weight"] * inv_std
         # scale * (G - mean(G)) - xhat * scale * mean(G * xhat), in whole-sample passes
-        grad = channelwise(np.subtract, g, sum_g / count)
+        grad = channelwise(np.subtract, g, sum_g / count, out=g if overwrite else None)
         channelwise(np.multiply, grad, scale, out=grad)
-        correction = self.workspace.get("correction", g.shape, g.dtype)
-        channelwise(np.multiply, xhat, scale * sum_g_hat / count, out=correction)
-        np.subtract(grad, correction, out=grad)
+        # xhat is used up here (``saved`` hands it out once): the correction takes its memory
+        correction = channelwise(np.multiply, xhat, scale * sum_g_hat / count, out=xhat)
+        np.subtract(grad, correction.reshape(grad.shape), out=grad)
         return grad
 
 

@@ -76,6 +76,10 @@ def plan(model: Sequential) -> list[Layer]:
         else:
             ops.append(single_op(layer, inputs[id(layer)]))
             i += 1
+    for before, op, after in zip([None, *ops], ops, [*ops[1:], None], strict=False):
+        if isinstance(op, BatchNormOp):  # see BatchNormOp.owns_input
+            op.owns_input = isinstance(before, ConvOp)
+            op.owns_grad = isinstance(after, (ReLUOp, MaxPool2D))
     return ops
 
 
