@@ -279,6 +279,81 @@ def dark_pixels(browser, canvas_id: str) -> int:
     )
 
 
+def test_page_through_a_scan_of_several_pages(page_url, browser, tmp_path, mnist_dir):
+    # Three pages, one number each: the page reads the first, says "page 1 of 3", and Next page
+    # and Previous page read the others, as the API reads them, with their pictures on the pad.
+    from selenium.webdriver.common.by import By
+
+    images, labels = load("mnist", "test", mnist_dir)
+    numbers = [[4, 2], [7, 1, 9], [5, 8]]
+    sheets = [
+        Image.open(
+            io.BytesIO(number_photo([[images[np.flatnonzero(labels == d)[2]] for d in n]], seed=i))
+        )
+        for i, n in enumerate(numbers)
+    ]
+    scan = tmp_path / "three-pages.pdf"
+    sheets[0].convert("RGB").save(
+        scan, format="PDF", resolution=150, save_all=True,
+        append_images=[sheet.convert("RGB") for sheet in sheets[1:]],
+    )  # fmt: skip
+    url = "data:application/pdf;base64," + base64.b64encode(scan.read_bytes()).decode()
+    expected = [
+        api(page_url, "api/predict", {"image": url, "number": True, "page_number": k})
+        for k in (1, 2, 3)
+    ]
+    browser.get(page_url)
+    wait_until(lambda: browser.execute_script("return document.body.dataset.ready === '1'"))
+    pager, page = browser.find_element(By.ID, "pdf-pager"), browser.find_element(By.ID, "pdf-page")
+    assert not pager.is_displayed()
+    browser.find_element(By.ID, "number-mode").click()
+    browser.find_element(By.ID, "upload").send_keys(str(scan))
+
+    def reading_of_page(k: int) -> dict:
+        reading = wait_until(
+            lambda: browser.execute_script(
+                "const r = window.scratchcnn.reading;"
+                "return r && r.page_number === arguments[0] ? r : null",
+                k,
+            )
+        )
+        assert reading == expected[k - 1]
+        assert wait_until(lambda: page.text == f"page {k} of 3")
+        text = " / ".join(row["text"] for row in reading["rows"])
+        assert browser.find_element(By.ID, "number-text").text == text
+        assert wait_until(lambda: dark_pixels(browser, "pad") > 200)  # the page, on the pad
+        return reading
+
+    reading_of_page(1)
+    assert pager.is_displayed()
+    prev, next_ = browser.find_element(By.ID, "pdf-prev"), browser.find_element(By.ID, "pdf-next")
+    assert not prev.is_enabled() and next_.is_enabled()
+    next_.click()
+    reading_of_page(2)
+    next_.click()
+    reading_of_page(3)
+    assert prev.is_enabled() and not next_.is_enabled()
+    screenshot(browser, tmp_path, "pdf-page-3")
+    prev.click()
+    reading_of_page(2)
+    browser.find_element(By.ID, "clear").click()  # the pad is a drawing again: no pages
+    assert not pager.is_displayed()
+
+    # One digit at a time: the same pager, over /api/predict's one-digit answers.
+    browser.find_element(By.ID, "number-mode").click()
+    browser.execute_script("window.scratchcnn.lastResult = null")
+    browser.find_element(By.ID, "upload").send_keys(str(scan))
+    wait_until(lambda: page.text == "page 1 of 3")
+    browser.find_element(By.ID, "pdf-next").click()
+    second = wait_until(
+        lambda: browser.execute_script(
+            "const r = window.scratchcnn.lastResult; return r && r.page_number === 2 ? r : null"
+        )
+    )
+    one_digit = api(page_url, "api/predict", {"image": url, "page_number": 2})
+    assert second["probabilities"] == pytest.approx(one_digit["probabilities"], abs=1e-9)
+
+
 def test_read_a_number_held_up_to_the_camera(page_url, browser, tmp_path):
     from selenium.webdriver.common.by import By
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from scratchcnn.app import Classifier
-from scratchcnn.app.photos import load_digit, read_image
+from scratchcnn.app.photos import find_digit, load_digit, read_image
 from scratchcnn.app.server import MAX_BODY, MAX_PIXELS, make_server
 from scratchcnn.data import load
 
@@ -165,6 +165,50 @@ def test_a_scanned_pdf_is_read_like_a_photo(server, trained, digits):
     for left, top, right, bottom in boxes:  # each box holds ink, in the page's own pixels
         assert 0 <= left < right <= page.shape[1] and 0 <= top < bottom <= page.shape[0]
         assert page[top:bottom, left:right].min() < 64
+
+
+def test_a_pdf_of_several_pages_is_read_a_page_at_a_time(server, trained, digits):
+    """ "page_number" (from 1) picks the page of a scan that is read and sent back, with how many
+    there are; a page the PDF does not have, or a page number that is not one, is one error."""
+    pages = [Image.open(io.BytesIO(png)).convert("RGB") for png, _ in digits[:3]]
+    out = io.BytesIO()
+    pages[0].save(out, format="PDF", resolution=10, save_all=True, append_images=pages[1:])
+    pdf = out.getvalue()
+    url = "data:application/pdf;base64," + base64.b64encode(pdf).decode()
+    for number in (1, 2, 3):
+        status, _, data = request(
+            server, "POST", "/api/predict", json.dumps({"image": url, "page_number": number}), JSON
+        )
+        assert status == 200, data
+        answer = json.loads(data)
+        picture = read_image(pdf, page=number - 1)
+        expected = trained.predict_proba(find_digit(picture).image[None])[0]
+        np.testing.assert_allclose(answer["probabilities"], expected, rtol=1e-5, atol=1e-7)
+        np.testing.assert_array_equal(shown_page(answer), np.round(picture.grey * 255))
+        assert (answer["page_number"], answer["pages"]) == (number, 3)
+    body = json.dumps({"image": url, "page_number": 2, "number": True})
+    status, _, data = request(server, "POST", "/api/predict", body, JSON)
+    assert status == 200, data
+    answer = json.loads(data)
+    assert (answer["page_number"], answer["pages"]) == (2, 3)
+    assert [len(row["digits"]) for row in answer["rows"]] == [1]
+    status, _, data = request(
+        server, "POST", "/api/predict", pdf, {"Content-Type": "application/pdf"}
+    )
+    assert status == 200 and (json.loads(data)["page_number"], json.loads(data)["pages"]) == (1, 3)
+
+    png_url = "data:image/png;base64," + base64.b64encode(digits[0][0]).decode()
+    refusals = [
+        ({"image": url, "page_number": 4}, "a PDF of 3 page(s) has no page 4"),
+        ({"image": url, "page_number": 4, "number": True}, "a PDF of 3 page(s) has no page 4"),
+        ({"image": png_url, "page_number": 2}, "not a PDF, so it has no page 2"),
+    ] + [
+        ({"image": url, "page_number": bad}, "page_number must be a whole number from 1")
+        for bad in (0, -1, "2", 1.5, True, None)
+    ]
+    for body, message in refusals:
+        status, _, data = request(server, "POST", "/api/predict", json.dumps(body), JSON)
+        assert status == 400 and message in json.loads(data)["error"], (body, data)
 
 
 def test_predict_data_url_json_with_activations(server, digits):

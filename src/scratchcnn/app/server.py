@@ -10,7 +10,8 @@ Inside the network - over this JSON API:
     POST /api/predict           an image in (PNG/JPEG bytes, or {"image": "<data URL>"}):
                                 probabilities, the 28x28 input, "unsure", feature maps on
                                 request; {"number": true} reads a whole number, with boxes;
-                                a PDF's first page is read, and comes back as a PNG ("page")
+                                of a PDF, page {"page_number": k} (from 1) is read, and
+                                comes back as a PNG ("page", with "pages": how many)
     POST /api/explain           {"image", "class"}: saliency, Grad-CAM, max-pool masks
     POST /api/step              {"image", "label", "lr"}: one SGD step made visible
     POST /api/transform         {"image", "rotate", "scale", ...}: the robustness explorer
@@ -58,7 +59,7 @@ from .classifier import Classifier, default_model
 from .explain import explain, one_step, transform
 from .finetune import LabelledImages, fine_tune
 from .lab import MAX_IMAGES, BusyError, Lab, data_summary, mistakes_summary
-from .photos import Digit, Picture, find_digit, is_pdf, read_image
+from .photos import Digit, Picture, find_digit, is_pdf, page_count, read_image
 from .reader import read_number
 
 MAX_BODY = 5 * 1024 * 1024  # bytes: a phone photo fits, a flood does not
@@ -116,12 +117,14 @@ def decode_data_url(text: str) -> bytes:
         raise RequestError(HTTPStatus.BAD_REQUEST, "image is not valid base64") from None
 
 
-def page_of(image: bytes, picture: Picture) -> dict:
-    """{"page": a PNG data URL of the page read} for a PDF, which a browser cannot draw in an
-    image (the boxes of a reading are in its pixels); {} for a picture the page has itself."""
+def page_of(image: bytes, picture: Picture, number: int = 1) -> dict:
+    """For a PDF, which a browser cannot draw in an image: {"page": a PNG data URL of page
+    ``number`` (from 1) as it was read (the boxes of a reading are in its pixels),
+    "page_number", "pages": how many the PDF has}; {} for a picture the page has itself."""
     if not is_pdf(image):
         return {}
-    return {"page": "data:image/png;base64," + base64.b64encode(picture.png()).decode()}
+    png = "data:image/png;base64," + base64.b64encode(picture.png()).decode()
+    return {"page": png, "page_number": number, "pages": page_count(image)}
 
 
 def _number(request: dict, key: str, low: float, high: float, default: float) -> float:
@@ -183,19 +186,19 @@ class Service:
             "values": weight.round(4).tolist(),
         }
 
-    def digit(self, image: bytes) -> tuple[Digit, dict]:
-        """The uploaded image's digit, decoded one at a time per ``DECODERS``, and what the
-        page needs to show a PDF's page (``page_of``)."""
+    def digit(self, image: bytes, page: int = 1) -> tuple[Digit, dict]:
+        """The uploaded image's digit (of a PDF, on page ``page``, from 1), decoded one at a
+        time per ``DECODERS``, and what the page needs to show a PDF's page (``page_of``)."""
         with self.decoders:
             try:
-                picture = read_image(image, "uploaded image", MAX_PIXELS)
-                return find_digit(picture, "uploaded image"), page_of(image, picture)
+                picture = read_image(image, "uploaded image", MAX_PIXELS, page - 1)
+                return find_digit(picture, "uploaded image"), page_of(image, picture, page)
             except ImageError as err:
                 raise RequestError(HTTPStatus.BAD_REQUEST, str(err)) from None
 
-    def predict(self, image: bytes, activations: bool) -> dict:
+    def predict(self, image: bytes, activations: bool, page: int = 1) -> dict:
         clf = self.clf
-        found, page = self.digit(image)
+        found, page_shown = self.digit(image, page)
         digit = found.image
         probs = clf.predict_proba(digit[None])[0]
         best = int(probs.argmax())
@@ -206,7 +209,7 @@ class Service:
             "unsure": bool(probs[best] < clf.threshold),
             "classes": clf.classes,
             "input": digit.tolist(),
-            **page,
+            **page_shown,
         }
         if activations:
             outputs = clf.model.activations(clf.prepare(digit[None]))
@@ -216,12 +219,13 @@ class Service:
             ]
         return answer
 
-    def read(self, image: bytes) -> dict:
+    def read(self, image: bytes, page: int = 1) -> dict:
+        """The whole number in the uploaded image (of a PDF, on page ``page``, from 1)."""
         with self.decoders:
             try:
-                picture = read_image(image, "uploaded image", MAX_PIXELS)
+                picture = read_image(image, "uploaded image", MAX_PIXELS, page - 1)
                 reading = read_number(self.clf, picture, "uploaded image").to_json()
-                return {**reading, **page_of(image, picture)}
+                return {**reading, **page_of(image, picture, page)}
             except ImageError as err:
                 raise RequestError(HTTPStatus.BAD_REQUEST, str(err)) from None
 
@@ -664,7 +668,7 @@ class Handler(BaseHTTPRequestHandler):
     def _predict(self, url, kind: str, body: bytes) -> None:
         flag = parse_qs(url.query).get("activations", ["0"])[0].lower()
         activations = flag in ("1", "true", "yes")
-        number = False
+        number, page = False, 1
         if kind in IMAGE_TYPES:
             image = body
         elif kind == "application/json":
@@ -674,13 +678,19 @@ class Handler(BaseHTTPRequestHandler):
             image = decode_data_url(request["image"])
             activations = activations or bool(request.get("activations"))
             number = bool(request.get("number"))
+            page = request.get("page_number", 1)
+            if isinstance(page, bool) or not isinstance(page, int) or page < 1:
+                raise RequestError(
+                    HTTPStatus.BAD_REQUEST, "page_number must be a whole number from 1"
+                )
         else:
             raise RequestError(
                 HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
                 f"unsupported Content-Type {kind or '(none)'}: send image/png, image/jpeg "
                 "or application/json",
             )
-        answer = self.service.read(image) if number else self.service.predict(image, activations)
+        service = self.service
+        answer = service.read(image, page) if number else service.predict(image, activations, page)
         self._json(HTTPStatus.OK, answer)
 
 

@@ -9,6 +9,7 @@ let drawing = false;
 let dirty = false;
 let inFlight = false;
 let current = null; // the 28x28 input of the last prediction: what explain/step/transform use
+let pdf = null; // {image, page}: the PDF on the pad, and its page asked for (see readPdfPage)
 window.scratchcnn = { lastImage: null, lastResult: null, requests: 0, explain: null, step: null, transform: null, train: [], tune: null, cameraFrames: 0 };
 
 // -- small helpers ---------------------------------------------------------------------------------
@@ -315,6 +316,8 @@ $("evaluate-run").addEventListener("click", async () => {
 // -- 4. draw, predict and explain ----------------------------------------------------------------------
 
 function clearPad() {
+  pdf = null;
+  $("pdf-pager").hidden = true;
   ctx.fillStyle = "#fff";
   ctx.fillRect(0, 0, pad.width, pad.height);
   $("prediction").textContent = "?";
@@ -331,6 +334,8 @@ function point(event) {
 }
 pad.addEventListener("pointerdown", (event) => {
   drawing = true;
+  pdf = null; // a stroke on a PDF's page: the pad is a drawing now
+  $("pdf-pager").hidden = true;
   pad.setPointerCapture(event.pointerId);
   const [x, y] = point(event);
   ctx.beginPath();
@@ -356,15 +361,17 @@ pad.addEventListener("pointerup", endStroke);
 pad.addEventListener("pointercancel", endStroke);
 setInterval(() => { if (drawing && dirty) send(); }, 150); // the answer follows the pen
 
-async function send(imageOverride) {
+async function send(imageOverride, pageNumber) {
   if (inFlight) { dirty = true; return; }
   const image = imageOverride || pad.toDataURL("image/png");
   dirty = false;
   inFlight = true;
   window.scratchcnn.lastImage = image;
+  const request = { image, activations: true };
+  if (pageNumber) request.page_number = pageNumber;
   try {
     const response = await fetch("/api/predict", {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ image, activations: true }),
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(request),
     });
     const result = await response.json();
     window.scratchcnn.requests += 1;
@@ -389,7 +396,10 @@ function show(result) {
   $("unsure").hidden = !result.unsure;
   bars($("bars"), result.probabilities, result.index);
   drawGrey($("seen"), result.input.flat(), 28, 28);
-  if (result.page) loadImage(result.page).then(fitOnPad, () => {}); // a PDF's page
+  if (result.page) { // a PDF's page
+    loadImage(result.page).then(fitOnPad, () => {});
+    showPager(result);
+  }
   $("maps").innerHTML = "";
   (result.activations || []).forEach((layer) => $("maps").appendChild(mapGrid(`layer ${layer.index}, ${layer.layer}`, layer)));
   current = result.input;
@@ -518,12 +528,28 @@ function fitOnPad(img) { // a photo, or a PDF's page, on white, as large as the 
   const w = img.width * scale, h = img.height * scale;
   ctx.drawImage(img, (pad.width - w) / 2, (pad.height - h) / 2, w, h);
 }
+// A scan as a PDF: the server reads one page of it, the first to begin with. A browser draws no
+// PDF in an <img>, so the answer brings the page as the server read it ("page"), drawn when it
+// comes, and how many pages there are ("pages"): "Next page" asks for the next one.
+function readPdfPage() {
+  const asked = pdf;
+  clearPad(); // which forgets the PDF: the pad is about to show its page
+  pdf = asked;
+  if ($("number-mode").checked) readNumber(pdf.image, null, pdf.page); else send(pdf.image, pdf.page);
+}
+function showPager(answer) {
+  if (!pdf) return;
+  $("pdf-pager").hidden = answer.pages < 2;
+  $("pdf-page").textContent = `page ${answer.page_number} of ${answer.pages}`;
+  $("pdf-prev").disabled = answer.page_number <= 1;
+  $("pdf-next").disabled = answer.page_number >= answer.pages;
+}
+$("pdf-prev").addEventListener("click", () => { if (pdf) { pdf.page -= 1; readPdfPage(); } });
+$("pdf-next").addEventListener("click", () => { if (pdf) { pdf.page += 1; readPdfPage(); } });
 function readPhoto(image) {
   if (image.startsWith("data:application/pdf")) {
-    // A scan as a PDF: the server reads its first page. A browser draws no PDF in an <img>,
-    // so the answer brings the page as the server read it ("page"), drawn when it comes.
-    clearPad();
-    if ($("number-mode").checked) readNumber(image, null); else send(image);
+    pdf = { image, page: 1 };
+    readPdfPage();
     return;
   }
   loadImage(image).then((img) => {
@@ -582,9 +608,11 @@ function stopCamera() {
 }
 $("camera-stop").addEventListener("click", stopCamera);
 
-async function readNumber(image, img) {
+async function readNumber(image, img, pageNumber) {
   try {
-    const reading = await api("/api/predict", { image, number: true });
+    const request = { image, number: true };
+    if (pageNumber) request.page_number = pageNumber;
+    const reading = await api("/api/predict", request);
     window.scratchcnn.reading = reading;
     const canvas = $("number-canvas");
     const g = canvas.getContext("2d");
@@ -594,6 +622,7 @@ async function readNumber(image, img) {
     if (!img) { // a PDF: the page the server read, on the pad as a photo would be
       img = await loadImage(reading.page);
       fitOnPad(img);
+      showPager(reading);
     }
     const scale = Math.min(canvas.width / img.width, canvas.height / img.height);
     g.drawImage(img, 0, 0, img.width * scale, img.height * scale);
