@@ -114,7 +114,8 @@ class Conv2D(Layer):
         x = x.astype(self.dtype, copy=False)
         cols = im2col(x, self.kernel_size, self.stride, self.padding)
         cols = cols.reshape(x.shape[0] * oh * ow, -1)  # (N*OH*OW, KH*KW*C)
-        out = cols @ self.weight_matrix() + self.params["bias"]
+        out = cols @ self.weight_matrix()
+        out += self.params["bias"]  # in place: no second output-sized array
         if training:
             self.save_for_backward(cols, x.shape)
         return out.reshape(x.shape[0], oh, ow, f)

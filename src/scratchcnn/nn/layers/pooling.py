@@ -120,8 +120,13 @@ class MaxPool2D(Layer):
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         winner, input_shape = self.saved()
         grad = np.zeros(input_shape, dtype=grad_out.dtype)
+        overlapping = self.stride[0] < self.pool_size[0] or self.stride[1] < self.pool_size[1]
         for k, (i, j) in enumerate(self.offsets()):
-            self.window_view(grad, i, j, winner.shape[1:3])[...] += grad_out * (winner == k)
+            view = self.window_view(grad, i, j, winner.shape[1:3])
+            if overlapping:  # a pixel in several windows gets the sum of what it won
+                view += grad_out * (winner == k)
+            else:  # each pixel is in one window at most: write its share straight in
+                np.multiply(grad_out, winner == k, out=view)
         return grad
 
     def __repr__(self) -> str:
