@@ -1,13 +1,15 @@
 """The speed of two revisions of scratchcnn, timed in one run, interleaved.
 
-    python benchmarks/revisions.py [--train] BEFORE [AFTER]  (git revisions; AFTER: the work tree)
+    python benchmarks/revisions.py [--train | --plain] BEFORE [AFTER]   (AFTER: the work tree)
 
 Each revision's ``src/`` is checked out into a temporary git worktree (AFTER defaults to this
 checkout's own ``src/``), and each timing runs in a fresh Python process that imports that
 tree. Inference: ``Classifier.predict_proba`` on random uint8 images, at batch 1 and 1000, for
 the bench's nets (table: benchmarks/results/inference-revisions.txt). ``--train``: training
 steps (``compile(model).train_step`` and an SGD step, as ``scratchcnn train`` runs them) at
-batch 128, for the nets of the recipes and the bench (benchmarks/results/training-revisions.txt).
+batch 128, for the nets of the recipes and the bench (benchmarks/results/training-revisions.txt);
+``--plain``: the plain engine's own ``train_step`` at batch 64 and 256, for the bench's nets
+(benchmarks/results/plain-training-revisions.txt).
 The processes alternate between the revisions for five rounds, so a slow spell hits both; each
 figure is the median. Run it on a machine with nothing else running.
 """
@@ -53,9 +55,9 @@ import numpy as np
 from scratchcnn import SGD, SoftmaxCrossEntropy
 from scratchcnn.app.bench import make_model
 from scratchcnn.fast import compile
-arch, batch = sys.argv[1], int(sys.argv[2])
+arch, batch, plain = sys.argv[1], int(sys.argv[2]), len(sys.argv) > 3
 model = make_model(arch)
-fast, loss = compile(model), SoftmaxCrossEntropy()
+fast, loss = (model if plain else compile(model)), SoftmaxCrossEntropy()
 optimizer = SGD(model.parameters(), lr=0.01, momentum=0.9)
 rng = np.random.default_rng(0)
 x = rng.random((batch, 28, 28, 1), dtype=np.float32)
@@ -86,13 +88,17 @@ MODES = {
         TRAINING, ("quick", "fast", "best", "keras", "user"), (128,), "training-revisions.txt",
         "images/s, compiled train_step + SGD step on random images",
     ),
+    "plain": (
+        TRAINING, ("seed", "keras", "user"), (64, 256), "plain-training-revisions.txt",
+        "images/s, the plain engine's train_step + SGD step on random images",
+    ),
 }  # fmt: skip
 
 
-def rate(child: str, src: Path, arch: str, batch: int) -> float:
+def rate(child: str, src: Path, arch: str, batch: int, *extra: str) -> float:
     env = dict(os.environ, PYTHONPATH=str(src))
     out = subprocess.run(
-        [sys.executable, "-c", child, arch, str(batch)],
+        [sys.executable, "-c", child, arch, str(batch), *extra],
         env=env, capture_output=True, text=True, check=True, cwd=src,
     )  # fmt: skip
     return float(out.stdout.split()[-1])
@@ -107,8 +113,13 @@ def worktree(revision: str, into: Path) -> Path:
 
 
 def main(argv: list[str]) -> None:
-    mode = "train" if "--train" in argv else "infer"
-    argv = [arg for arg in argv if arg != "--train"]
+    flags = {"--train": "train", "--plain": "plain"}
+    modes = [flags[arg] for arg in argv if arg in flags]
+    argv = [arg for arg in argv if arg not in flags]
+    if len(modes) > 1:
+        raise SystemExit(__doc__)
+    mode = modes[0] if modes else "infer"
+    extra = ("plain",) if mode == "plain" else ()
     if not argv or len(argv) > 2:
         raise SystemExit(__doc__)
     child, nets, batches, out_name, what = MODES[mode]
@@ -125,7 +136,7 @@ def main(argv: list[str]) -> None:
                     rates: dict[str, list[float]] = {name: [] for name in trees}
                     for _ in range(ROUNDS):
                         for name, src in trees.items():
-                            rates[name].append(rate(child, src, arch, batch))
+                            rates[name].append(rate(child, src, arch, batch, *extra))
                     medians = [statistics.median(values) for values in rates.values()]
                     rows.append((arch, batch, *medians))
                     print(arch, batch, *(f"{m:,.0f}" for m in medians), flush=True)
