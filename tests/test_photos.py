@@ -421,12 +421,13 @@ def test_a_scanned_pdf_is_read_page_by_page(bundled, test_digits, tmp_path):
     assert page_count(path) == 3 and page_count(path.read_bytes()) == 3
     assert [row.text for row in read_number(bundled, path).rows] == ["31415"]
     page_two = read_image(path, page=1)
+    assert page_two.pages == 3  # the count comes with the page, from the one parse
     assert [row.text for row in read_number(bundled, page_two).rows] == ["2718"]
     with pytest.raises(ImageError, match="a PDF of 3 page.s. has no page 4"):
         read_image(path, page=3)
     png = tmp_path / "scan.png"
     scan.save(png)
-    assert page_count(png) == 1
+    assert page_count(png) == 1 and read_image(png).pages == 1
     with pytest.raises(ImageError, match="not a PDF, so it has no page 2"):
         read_image(png, page=1)
     with open_image(path, page=1) as shown:  # what --annotate draws on: the page as read

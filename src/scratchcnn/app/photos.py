@@ -68,6 +68,7 @@ class Picture:
     grey: np.ndarray
     size: tuple[int, int]
     scale: float
+    pages: int = 1  # of the file it was read from: a PDF's page count
 
     def png(self) -> bytes:
         """The picture as the reader saw it (grey, turned upright by its EXIF), as PNG bytes of
@@ -135,9 +136,12 @@ def page_count(source: str | Path | bytes, name: str | None = None) -> int:
         pdf.close()
 
 
-def _pdf_page(stream: io.BytesIO | Path, label: str, index: int = 0) -> Image.Image | None:
+def _pdf_page(
+    stream: io.BytesIO | Path, label: str, index: int = 0
+) -> tuple[Image.Image, int] | None:
     """Page ``index`` (from 0) of a PDF (a scan, say), rendered ``WORK_SIDE`` pixels on its
-    longer side whatever size the page claims; None when ``stream`` is not a PDF."""
+    longer side whatever size the page claims, and the PDF's page count; None when ``stream``
+    is not a PDF."""
     if not is_pdf(_head(stream)):
         if index:
             raise ImageError(f"{label}: not a PDF, so it has no page {index + 1}")
@@ -151,7 +155,7 @@ def _pdf_page(stream: io.BytesIO | Path, label: str, index: int = 0) -> Image.Im
         if not min(width, height) > 0:
             raise ImageError(f"{label}: its page {index + 1} is {width}x{height} points")
         # a copy: the rendered bitmap's memory goes with the document
-        return page.render(scale=WORK_SIDE / max(width, height)).to_pil().copy()
+        return page.render(scale=WORK_SIDE / max(width, height)).to_pil().copy(), len(pdf)
     except pdfium.PdfiumError as err:
         raise ImageError(f"{label}: not a readable PDF ({err})") from None
     finally:
@@ -164,7 +168,8 @@ def open_image(source: str | Path | bytes, name: str | None = None, page: int = 
     label = name or (str(source) if not isinstance(source, bytes) else "image")
     stream = _open(source, label)
     try:
-        return _pdf_page(stream, label, page) or Image.open(stream)
+        rendered = _pdf_page(stream, label, page)
+        return rendered[0] if rendered else Image.open(stream)
     except (UnidentifiedImageError, OSError) as err:
         raise ImageError(f"{label}: not a readable image file ({err})") from None
 
@@ -208,8 +213,9 @@ def read_image(
     label = name or (str(source) if not isinstance(source, bytes) else "image")
     stream = _open(source, label)
     rendered = _pdf_page(stream, label, page)
+    pages = rendered[1] if rendered else 1
     try:
-        with rendered or Image.open(stream) as img:
+        with rendered[0] if rendered else Image.open(stream) as img:
             size = img.size
             if size[0] * size[1] > max_pixels:
                 raise ImageError(f"{label}: image too large ({size[0]}x{size[1]} pixels)")
@@ -238,7 +244,7 @@ def read_image(
     if min(values.shape) < MIN_SIDE:
         raise ImageError(f"{label}: image is {size[0]}x{size[1]} pixels, too thin to hold a digit")
     upright = (size[1], size[0]) if turned else size
-    return Picture(values, upright, values.shape[1] / upright[0])
+    return Picture(values, upright, values.shape[1] / upright[0], pages)
 
 
 # -- 2. ink -------------------------------------------------------------------------------------

@@ -85,7 +85,8 @@ def _turned(picture: Picture, turns: int) -> Picture:
     """The picture turned by ``turns`` quarter turns counter-clockwise."""
     w, h = picture.size
     size = (h, w) if turns % 2 else (w, h)
-    return Picture(np.ascontiguousarray(np.rot90(picture.grey, turns)), size, picture.scale)
+    grey = np.ascontiguousarray(np.rot90(picture.grey, turns))
+    return Picture(grey, size, picture.scale, picture.pages)
 
 
 def _unturn(box: tuple[int, int, int, int], turns: int, size: tuple[int, int]) -> tuple:

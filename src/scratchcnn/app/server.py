@@ -59,7 +59,7 @@ from .classifier import Classifier, default_model
 from .explain import explain, one_step, transform
 from .finetune import LabelledImages, fine_tune
 from .lab import MAX_IMAGES, BusyError, Lab, data_summary, mistakes_summary
-from .photos import Digit, Picture, find_digit, is_pdf, page_count, read_image
+from .photos import Digit, Picture, find_digit, is_pdf, read_image
 from .reader import read_number
 
 MAX_BODY = 5 * 1024 * 1024  # bytes: a phone photo fits, a flood does not
@@ -124,7 +124,7 @@ def page_of(image: bytes, picture: Picture, number: int = 1) -> dict:
     if not is_pdf(image):
         return {}
     png = "data:image/png;base64," + base64.b64encode(picture.png()).decode()
-    return {"page": png, "page_number": number, "pages": page_count(image)}
+    return {"page": png, "page_number": number, "pages": picture.pages}
 
 
 def _number(request: dict, key: str, low: float, high: float, default: float) -> float:
