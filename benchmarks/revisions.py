@@ -27,8 +27,21 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 ROUNDS = 5
 
+# The end of each child: images per second of ``calls`` calls of its ``work()`` on a batch of
+# ``batch``, the best of three timed loops.
+BEST_OF_THREE = """
+best = 0.0
+for _ in range(3):
+    start = time.perf_counter()
+    for _ in range(calls):
+        work()
+    best = max(best, calls * batch / (time.perf_counter() - start))
+print(best)
+"""
+
 # Runs in the child: images per second of predict_proba, best of a few timed loops of ~0.5 s.
-TIMING = """
+TIMING = (
+    """
 import sys, time
 import numpy as np
 from scratchcnn.app.bench import make_model
@@ -36,20 +49,18 @@ from scratchcnn.app.classifier import Classifier
 arch, batch = sys.argv[1], int(sys.argv[2])
 clf = Classifier(make_model(arch), arch)
 images = np.random.default_rng(0).integers(0, 256, (batch, 28, 28), dtype=np.uint8)
+def work():
+    clf.predict_proba(images)
 calls = 2000 if batch == 1 else 6
 for _ in range(calls // 3 + 1):
-    clf.predict_proba(images)
-best = 0.0
-for _ in range(3):
-    start = time.perf_counter()
-    for _ in range(calls):
-        clf.predict_proba(images)
-    best = max(best, calls * batch / (time.perf_counter() - start))
-print(best)
+    work()
 """
+    + BEST_OF_THREE
+)
 
 # Runs in the child: images per second of training steps, best of three timed loops.
-TRAINING = """
+TRAINING = (
+    """
 import sys, time
 import numpy as np
 from scratchcnn import SGD, SoftmaxCrossEntropy
@@ -62,22 +73,17 @@ optimizer = SGD(model.parameters(), lr=0.01, momentum=0.9)
 rng = np.random.default_rng(0)
 x = rng.random((batch, 28, 28, 1), dtype=np.float32)
 y = rng.integers(0, 10, batch)
-def step():
+def work():
     fast.train_step(x, y, loss)
     optimizer.step()
 for _ in range(3):
-    step()
+    work()
 start = time.perf_counter()
-step()
-steps = max(3, int(0.5 / (time.perf_counter() - start)))
-best = 0.0
-for _ in range(3):
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    best = max(best, steps * batch / (time.perf_counter() - start))
-print(best)
+work()
+calls = max(3, int(0.5 / (time.perf_counter() - start)))
 """
+    + BEST_OF_THREE
+)
 # mode: (child, nets, batches, results file, what the figures are)
 MODES = {
     "infer": (
