@@ -329,6 +329,18 @@ def test_augmentation_identity_and_shift():
     assert warped.min() >= 0 and warped.max() <= 1  # bilinear: no new extremes
 
 
+def test_augmentation_warps_a_batch_in_chunks_as_it_would_whole(monkeypatch):
+    from scratchcnn.training import augment
+
+    x = np.random.default_rng(3).random((50, 28, 28, 1), np.float32)  # 3 chunks, the last short
+    assert len(x) > augment.CHUNK_VALUES // x[0].size  # more than one chunk by default
+    chunked = random_affine(x, np.random.default_rng(0), 3, 30, 0.3)
+    monkeypatch.setattr(augment, "CHUNK_VALUES", x.size)  # the whole batch as one chunk
+    whole = random_affine(x, np.random.default_rng(0), 3, 30, 0.3)
+    np.testing.assert_array_equal(chunked, whole)
+    assert not np.array_equal(chunked, x)
+
+
 def test_mirror_flips_and_shifts_without_rotating_and_clothes_adds_erasing():
     x = np.zeros((64, 28, 28, 1), np.float32)
     x[:, 12:16, 2:12] = 1.0  # a flat bar on the left: mirrored, it lies on the right
