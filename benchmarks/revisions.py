@@ -1,6 +1,7 @@
 """The speed of two revisions of scratchcnn, timed in one run, interleaved.
 
-    python benchmarks/revisions.py [--train | --plain] BEFORE [AFTER]   (AFTER: the work tree)
+    python benchmarks/revisions.py [--train | --augment | --plain] BEFORE [AFTER]
+                                                                    (AFTER: the work tree)
 
 Each revision's ``src/`` is checked out into a temporary git worktree (AFTER defaults to this
 checkout's own ``src/``), and each timing runs in a fresh Python process that imports that
@@ -8,6 +9,8 @@ tree. Inference: ``Classifier.predict_proba`` on random uint8 images, at batch 1
 the bench's nets (table: benchmarks/results/inference-revisions.txt). ``--train``: training
 steps (``compile(model).train_step`` and an SGD step, as ``scratchcnn train`` runs them) at
 batch 128, for the nets of the recipes and the bench (benchmarks/results/training-revisions.txt);
+``--augment``: the same, each batch first warped by the ``affine`` policy, as the ``fast`` and
+``best`` recipes train (benchmarks/results/augmented-training-revisions.txt);
 ``--plain``: the plain engine's own ``train_step`` at batch 64 and 256, for the bench's nets
 (benchmarks/results/plain-training-revisions.txt).
 The processes alternate between the revisions for five rounds, so a slow spell hits both; each
@@ -66,7 +69,11 @@ import numpy as np
 from scratchcnn import SGD, SoftmaxCrossEntropy
 from scratchcnn.app.bench import make_model
 from scratchcnn.fast import compile
-arch, batch, plain = sys.argv[1], int(sys.argv[2]), len(sys.argv) > 3
+from scratchcnn.training.augment import POLICIES
+arch, batch, options = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+plain = "plain" in options
+policy = [option.split("=")[1] for option in options if option.startswith("augment=")]
+augment = POLICIES[policy[0]] if policy else None
 model = make_model(arch)
 fast, loss = (model if plain else compile(model)), SoftmaxCrossEntropy()
 optimizer = SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -74,7 +81,7 @@ rng = np.random.default_rng(0)
 x = rng.random((batch, 28, 28, 1), dtype=np.float32)
 y = rng.integers(0, 10, batch)
 def work():
-    fast.train_step(x, y, loss)
+    fast.train_step(x if augment is None else augment(x, rng), y, loss)
     optimizer.step()
 for _ in range(3):
     work()
@@ -93,6 +100,10 @@ MODES = {
     "train": (
         TRAINING, ("quick", "fast", "best", "keras", "user"), (128,), "training-revisions.txt",
         "images/s, compiled train_step + SGD step on random images",
+    ),
+    "augment": (
+        TRAINING, ("quick", "best"), (128,), "augmented-training-revisions.txt",
+        "images/s, affine warps + compiled train_step + SGD step on random images",
     ),
     "plain": (
         TRAINING, ("seed", "keras", "user"), (64, 256), "plain-training-revisions.txt",
@@ -119,13 +130,13 @@ def worktree(revision: str, into: Path) -> Path:
 
 
 def main(argv: list[str]) -> None:
-    flags = {"--train": "train", "--plain": "plain"}
+    flags = {"--train": "train", "--augment": "augment", "--plain": "plain"}
     modes = [flags[arg] for arg in argv if arg in flags]
     argv = [arg for arg in argv if arg not in flags]
     if len(modes) > 1:
         raise SystemExit(__doc__)
     mode = modes[0] if modes else "infer"
-    extra = ("plain",) if mode == "plain" else ()
+    extra = {"plain": ("plain",), "augment": ("augment=affine",)}.get(mode, ())
     if not argv or len(argv) > 2:
         raise SystemExit(__doc__)
     child, nets, batches, out_name, what = MODES[mode]
