@@ -49,7 +49,8 @@ CANDIDATES = {
     # fast's recipe one epoch longer: its three seeds took 72.2 to 77.3 s of the 90 s allowed.
     # It ran on a machine twice as slow (19.4 s an epoch, against the recipe logs' 8.7 s), so
     # its time says nothing of the limit; on validation 99.10% against fe's 99.06%, two images
-    # of 5,000: within the spread of seeds, not taken.
+    # of 5,000: within the spread of seeds, not taken then. Taken later, when faster batch
+    # norms and warps made room for the ninth epoch in 90 s (docs/results.md).
     "fk": ("quick", dict(BASE, lr=0.1, epochs=9, augment="affine", tta=True)),
     # For best (seed 0's run of the recipe: 99.34% on validation after 12 epochs): the
     # PyTorch calibration's net of issue 16, a 128-unit dense layer and no dropout.
