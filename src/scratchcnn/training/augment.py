@@ -16,8 +16,9 @@ pixel p (coordinates relative to the image centre c) it samples the input at
 
     q = R(-r) (p - t) / s + c
 
-with bilinear interpolation; samples falling outside the image read the background. All B*H*W
-coordinates are computed as arrays and gathered in one indexing operation.
+with bilinear interpolation; samples falling outside the image read the background. The
+coordinates of a few images at a time are computed as arrays and gathered in one indexing
+operation.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ from collections.abc import Callable
 
 import numpy as np
 from scipy import ndimage
+
+# Pixel values in one chunk of ``random_affine`` (64 KiB of float32): its temporaries then stay
+# small enough for the C allocator to hand the same memory back chunk after chunk, where arrays
+# the size of a whole batch were fresh pages from the system on each call, a page fault per
+# 4 KiB (benchmarks/results/augmented-training-revisions.txt times the difference).
+CHUNK_VALUES = 16384
 
 
 def random_affine(
@@ -44,17 +51,11 @@ def random_affine(
     cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
     background = x.min()
     out = np.empty_like(x)
-    # A few images at a time: each temporary array then stays small enough for the allocator
-    # to reuse its memory, where a whole batch's would be fresh pages from the system each
-    # call (a page fault per 4 KiB: most of a batch's time, timed on these machines).
     step = max(1, CHUNK_VALUES // (h * w * c))
     for i in range(0, b, step):
         part = slice(i, i + step)
         out[part] = _warp(x[part], cos[part], sin[part], shift[part], background)
     return out
-
-
-CHUNK_VALUES = 16384  # pixel values a chunk of ``random_affine`` holds (64 KiB of float32)
 
 
 def _warp(
@@ -78,7 +79,7 @@ def _warp(
     padded[:, 1:-1, 1:-1] = x
     pixels = padded.reshape(-1, c)  # every padded pixel of the batch, one row each
     # The neighbours' padded rows and columns are clipped while still floats (whole numbers,
-    # exact) and then made int32: NumPy's int64 passes are several times slower.
+    # exact) and then made int32, whose passes NumPy runs faster than int64's.
     index = np.int32 if len(pixels) < 2**31 else np.intp
     first = (np.arange(b, dtype=index) * (h + 2) * (w + 2))[:, None, None]  # image's first row
 
