@@ -14,6 +14,7 @@ from scratchcnn.nn import (
     Softmax,
     SoftmaxCrossEntropy,
 )
+from scratchcnn.nn.im2col import col2im, im2col
 
 from gradcheck import NUMERIC_TOL, numerical_gradient, relative_error, well_separated
 from layer_cases import (
@@ -75,6 +76,21 @@ def test_conv2d(case):
     x = np.random.default_rng(2).normal(size=case[-1])
     errors = check_layer(layer, x)
     assert set(errors) == {"input", "weight", "bias"}
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=[c[0] for c in CONV_CASES])
+def test_col2im_is_the_adjoint_of_im2col(case):
+    # <im2col(x), S> = <x, col2im(S)> for every x and S: col2im sends each patch's gradient
+    # back to the pixels the patch was read from, and nowhere else. S is laid out offset-major
+    # for col2im: (KH, KW, N, OH, OW, C).
+    layer = make_conv(case)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=case[-1])
+    cols = im2col(x, layer.kernel_size, layer.stride, layer.padding)  # (N, OH, OW, KH, KW, C)
+    s = rng.normal(size=cols.shape)
+    back = col2im(s.transpose(3, 4, 0, 1, 2, 5), x.shape, layer.stride, layer.padding)
+    assert back.shape == x.shape
+    assert np.vdot(cols, s) == pytest.approx(np.vdot(x, back), rel=1e-12)
 
 
 @pytest.mark.parametrize("case", POOL_CASES, ids=[c[0] for c in POOL_CASES])

@@ -3,9 +3,9 @@ the gradients in that layer's ``grads`` (the optimizer reads them there), but sp
 on memory:
 
 * ``ConvOp``: patches gathered offset-major for one input channel (long copies instead of
-  runs KH*KW values long); the input gradient as one batched matmul that gives each kernel
-  offset's patch gradients as a contiguous slab, then KH*KW slab additions; the bias gradient
-  as a matrix-vector product; training buffers reused from step to step;
+  runs KH*KW values long); the input gradient as the plain layer's (one batched matmul, then
+  col2im's KH*KW slab additions) into reused memory; the bias gradient as a matrix-vector
+  product; training buffers reused from step to step;
 * ``ReLUOp``: the mask's memory reused from step to step;
 * ``BatchNormOp``: whole-sample per-channel passes (``channels.channelwise``), buffers reused,
   and sums that can be shared with the other parts of a batch split over threads (``sync``);
@@ -21,11 +21,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ShapeError
+from ..nn.im2col import col2im
 from ..nn.layers import BatchNorm1D, BatchNorm2D, Conv2D, Dropout, Layer, ReLU
 from ..nn.layers.base import check_rank
 from ..nn.layers.dropout import dropout_mask
 from .channels import channel_sums, channelwise
-from .patches import col2im_offset_major, patch_matrix
+from .patches import patch_matrix
 from .workspace import FRESH_MEMORY, Workspace
 
 
@@ -57,7 +58,7 @@ def conv_input_grad(
     slabs = workspace.get("patch_grads", (kh * kw, n * oh * ow, conv.in_channels), grad_out.dtype)
     np.matmul(grad_out.reshape(-1, f), per_offset, out=slabs)
     slabs = slabs.reshape(kh, kw, n, oh, ow, -1)
-    return col2im_offset_major(slabs, input_shape, conv.stride, conv.padding)
+    return col2im(slabs, input_shape, conv.stride, conv.padding)
 
 
 class ConvOp(Op):

@@ -1,4 +1,4 @@
-"""im2col and col2im in the layouts the fast ops want (the plain ones are in ``nn/im2col.py``).
+"""im2col in the layouts the fast ops want (the plain one, and col2im, are in ``nn/im2col.py``).
 
 The plain im2col gives cols (N, OH, OW, KH, KW, C): one copy whose contiguous runs are only C
 values long. Two other orders of the same values are cheaper to build or to use:
@@ -18,10 +18,6 @@ r*PW*SW + v, c], ((PH-1)*SH + KH) x ((PW-1)*SW + KW) of them, 36 against 100 pat
 inner axes (n, q, r, c) are contiguous, so the second copy moves long runs. Together they cost
 less than one copy straight from x, whose innermost values are PW*SW apart (the user net's 5x5
 layer: benchmarks/results/profile-infer-user-1000*.txt).
-
-``col2im_offset_major`` takes patch gradients offset-major, (KH, KW, N, OH, OW, C), so each of
-its KH*KW slice-adds reads one contiguous slab: the layout a batched matmul over kernel
-offsets produces for free.
 """
 
 from __future__ import annotations
@@ -29,7 +25,6 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ..nn.im2col import window
 from .workspace import FRESH_MEMORY, Workspace
 
 
@@ -124,21 +119,3 @@ def patch_matrix(
     single = c == 1
     cols = gather_patches(x, kernel, stride, padding, single, pool, workspace)
     return cols.reshape(k, -1).T if single else cols.reshape(-1, k)
-
-
-def col2im_offset_major(
-    slabs: np.ndarray,
-    input_shape: tuple[int, int, int, int],
-    stride: tuple[int, int],
-    padding: tuple[int, int],
-) -> np.ndarray:
-    """slabs (KH, KW, N, OH, OW, C), slab (i, j) the gradient of kernel offset (i, j) of every
-    patch, summed back onto the input grid -> (N, H, W, C)."""
-    n, h, w, c = input_shape
-    (sh, sw), (ph, pw) = stride, padding
-    kh, kw, _, oh, ow, _ = slabs.shape
-    grad = np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=slabs.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            grad[:, window(i, oh, sh), window(j, ow, sw), :] += slabs[i, j]
-    return grad[:, ph : ph + h, pw : pw + w, :] if ph or pw else grad

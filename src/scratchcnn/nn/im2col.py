@@ -10,7 +10,12 @@ one row ("im2col"), and the whole convolution is one matrix product:
 
 with OH = (H + 2*PH - KH) // SH + 1 (and likewise OW). col2im is the adjoint of im2col: given
 the gradient of every patch, it adds each one back onto the input pixels it was read from;
-pixels that several patches overlap get the sum.
+pixels that several patches overlap get the sum. It takes the patch gradients grouped by kernel
+offset, (KH, KW, N, OH, OW, C): slab (i, j) holds, for every patch, the gradient of its value at
+offset (i, j). That is the layout the backward pass makes for free, one product per kernel
+offset (``layers/conv.py``), and each slab lands on the input with one slice-add that reads
+contiguous values, where patch-major gradients (N, OH, OW, KH, KW, C) would be read C values at
+a time.
 
 Neither function loops over samples or pixels. im2col reads the patches through one strided
 view of the padded input (no copy until the final one); col2im loops over the KH*KW kernel
@@ -76,19 +81,18 @@ def im2col(
 
 
 def col2im(
-    cols: np.ndarray,
+    slabs: np.ndarray,
     input_shape: tuple[int, int, int, int],
-    kernel: tuple[int, int],
     stride: tuple[int, int],
     padding: tuple[int, int],
 ) -> np.ndarray:
-    """The adjoint of :func:`im2col`: cols (N, OH, OW, KH, KW, C), the gradient of every
-    patch, summed back onto the input grid -> (N, H, W, C)."""
+    """The adjoint of :func:`im2col`: slabs (KH, KW, N, OH, OW, C), slab (i, j) the gradient
+    of kernel offset (i, j) of every patch, summed back onto the input grid -> (N, H, W, C)."""
     n, h, w, c = input_shape
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    oh, ow = cols.shape[1:3]
-    grad = np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=cols.dtype)
+    (sh, sw), (ph, pw) = stride, padding
+    kh, kw, _, oh, ow, _ = slabs.shape
+    grad = np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=slabs.dtype)
     for i in range(kh):  # kernel offset (i, j) of every patch lands on one strided slice
         for j in range(kw):
-            grad[:, window(i, oh, sh), window(j, ow, sw), :] += cols[:, :, :, i, j, :]
+            grad[:, window(i, oh, sh), window(j, ow, sw), :] += slabs[i, j]
     return grad[:, ph : ph + h, pw : pw + w, :]

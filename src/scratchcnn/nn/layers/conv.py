@@ -11,6 +11,9 @@ Backward, given G = dL/dy as (N*OH*OW, F):
     dL/dW = cols^T @ G                     (K, F)  -> back to (F, C, KH, KW): the "kernel loss"
     dL/db = G summed over its rows         (F,)
     dL/dx = col2im(G @ W^T)                each patch's gradient added back where it was read
+
+G @ W^T is computed one kernel offset at a time, G @ w[:, :, i, j] (N*OH*OW, C) for offset (i, j):
+one batched product whose KH*KW results are the slabs ``col2im`` adds back.
 """
 
 from __future__ import annotations
@@ -128,8 +131,10 @@ class Conv2D(Layer):
         if not self.needs_input_grad:
             return None
         kh, kw = self.kernel_size
-        grad_cols = (g @ self.weight_matrix().T).reshape(n, oh, ow, kh, kw, self.in_channels)
-        return col2im(grad_cols, input_shape, self.kernel_size, self.stride, self.padding)
+        per_offset = self.params["weight"].transpose(2, 3, 0, 1)  # (KH, KW, F, C): w[:, :, i, j]
+        slabs = np.matmul(g, np.ascontiguousarray(per_offset))  # (KH, KW, N*OH*OW, C)
+        slabs = slabs.reshape(kh, kw, n, oh, ow, self.in_channels)
+        return col2im(slabs, input_shape, self.stride, self.padding)
 
     def __repr__(self) -> str:
         kh, kw = self.kernel_size
