@@ -21,7 +21,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ShapeError
-from ..nn.im2col import col2im
 from ..nn.layers import BatchNorm1D, BatchNorm2D, Conv2D, Dropout, Layer, ReLU
 from ..nn.layers.base import check_rank
 from ..nn.layers.dropout import dropout_mask
@@ -47,18 +46,12 @@ class Op(Layer):
 def conv_input_grad(
     conv: Conv2D, grad_out: np.ndarray, input_shape: tuple[int, ...], workspace: Workspace
 ) -> np.ndarray:
-    """dL/dx (input_shape) of ``conv`` from a C-contiguous dL/dy (N, OH', OW', F).
-
-    OH', OW' may be smaller than the conv's output: the pixels past them then get no gradient,
-    as when a max-pool drops a ragged edge. G @ W^T is computed as KH*KW products
-    G @ w[:, :, i, j] (one batched matmul), whose results are the slabs col2im adds."""
-    n, oh, ow, f = grad_out.shape
+    """dL/dx (input_shape) of ``conv`` from a C-contiguous dL/dy (N, OH', OW', F), as
+    ``Conv2D.input_grad`` computes it, its products in memory reused from step to step."""
+    n, oh, ow, _ = grad_out.shape
     kh, kw = conv.kernel_size
-    per_offset = conv.params["weight"].transpose(2, 3, 0, 1).reshape(kh * kw, f, -1)
     slabs = workspace.get("patch_grads", (kh * kw, n * oh * ow, conv.in_channels), grad_out.dtype)
-    np.matmul(grad_out.reshape(-1, f), per_offset, out=slabs)
-    slabs = slabs.reshape(kh, kw, n, oh, ow, -1)
-    return col2im(slabs, input_shape, conv.stride, conv.padding)
+    return conv.input_grad(grad_out, input_shape, slabs)
 
 
 class ConvOp(Op):

@@ -130,9 +130,20 @@ class Conv2D(Layer):
         self.grads = {"weight": self.weight_grad(cols.T @ g), "bias": g.sum(axis=0)}
         if not self.needs_input_grad:
             return None
+        return self.input_grad(grad_out, input_shape)
+
+    def input_grad(
+        self, grad_out: np.ndarray, input_shape: tuple[int, ...], slabs: np.ndarray | None = None
+    ) -> np.ndarray:
+        """dL/dx (input_shape) from dL/dy (N, OH', OW', F): col2im of G @ w[:, :, i, j] for each
+        kernel offset (i, j), one batched product. OH', OW' may be smaller than the output (the
+        pixels past them get no gradient, as when a max-pool drops a ragged edge). ``slabs``:
+        optional memory for the products, (KH*KW, N*OH'*OW', C)."""
+        n, oh, ow, f = grad_out.shape
         kh, kw = self.kernel_size
         per_offset = self.params["weight"].transpose(2, 3, 0, 1)  # (KH, KW, F, C): w[:, :, i, j]
-        slabs = np.matmul(g, np.ascontiguousarray(per_offset))  # (KH, KW, N*OH*OW, C)
+        per_offset = per_offset.reshape(kh * kw, f, self.in_channels)  # a copy: BLAS wants rows
+        slabs = np.matmul(grad_out.reshape(-1, f), per_offset, out=slabs)
         slabs = slabs.reshape(kh, kw, n, oh, ow, self.in_channels)
         return col2im(slabs, input_shape, self.stride, self.padding)
 
