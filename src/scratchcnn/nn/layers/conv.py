@@ -125,8 +125,7 @@ class Conv2D(Layer):
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
         cols, input_shape = self.saved()
-        n, oh, ow, f = grad_out.shape
-        g = grad_out.reshape(-1, f)  # (N*OH*OW, F)
+        g = grad_out.reshape(-1, grad_out.shape[-1])  # (N*OH*OW, F)
         self.grads = {"weight": self.weight_grad(cols.T @ g), "bias": g.sum(axis=0)}
         if not self.needs_input_grad:
             return None
