@@ -56,6 +56,7 @@ BACKGROUND = 0.12  # the background window, a share of the picture's longer side
 # side over a quarter while the other is under a tenth is the paper, not the ink (``_ink``).
 SPREAD = 0.25
 NEAR = 0.4  # pieces within this share of a digit's size of it are part of it
+RULED = 3  # this many separate long lines are ruled paper, not a digit's strokes
 LINE_BRIDGE = 9  # pixels: a ruled line (dilated) is thinner, so a stroke across it is kept
 SLANT, SLANT_STEP = 12.0, 0.25  # degrees: how far turned ruled lines are looked for, how finely
 
@@ -414,7 +415,10 @@ def _ink(grey: np.ndarray) -> Ink:
     mask = strength >= threshold
     lines = _ruled_lines(mask)
     rest = mask & ~lines
-    if lines.any() and rest.sum() >= 0.3 * mask.sum():  # a tall 1 in a tight crop is no line
+    # A tall 1 in a tight crop is no line: lines that are most of the ink stay ink, unless
+    # there are several of them (ruled paper, thin digits) and the rest is more than specks.
+    share = rest.sum() / max(mask.sum(), 1)
+    if lines.any() and (share >= 0.3 or (share >= 0.1 and ndimage.label(lines)[1] >= RULED)):
         # A stroke that crosses a line keeps the line's pixels between its ink on either side.
         across = np.ones((LINE_BRIDGE, 1), bool)
         bridged = ndimage.binary_closing(rest, across) | ndimage.binary_closing(rest, across.T)
