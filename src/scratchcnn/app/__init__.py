@@ -6,6 +6,7 @@ benchmark (``bench``) and the command line (``cli``). The names below are the pu
 command line and the server use; they import nothing from the engine directly.
 """
 
+from ..fast import keep_freed_memory
 from ..nn import OPTIMIZERS
 from ..training import (
     ARCHITECTURES,
@@ -35,4 +36,5 @@ __all__ = [
     "read_checkpoint",
     "save_arrays",
     "default_model",
+    "keep_freed_memory",
 ]

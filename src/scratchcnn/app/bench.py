@@ -30,7 +30,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .. import __version__
-from ..fast import compile
+from ..fast import compile, keep_freed_memory
 from ..fast.convpool import ConvPoolOp
 from ..fileio import atomic_write
 from ..nn import (
@@ -386,6 +386,9 @@ def peak_kib():
 
 arch, batch, lib = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 threads = int(sys.argv[4])
+if sys.argv[5] == "1":
+    from scratchcnn.fast import keep_freed_memory
+    keep_freed_memory()
 train, _ = ours(arch, batch, threads) if lib == "ours" else theirs(arch, batch, threads)
 base = peak_kib()
 for _ in range(5):
@@ -394,11 +397,13 @@ print(peak_kib(), base)
 """
 
 
-def peak_memory(arch: str, batch: int, lib: str, threads: int) -> dict:
+def peak_memory(arch: str, batch: int, lib: str, threads: int, keep_memory: bool = False) -> dict:
     """Peak RSS (MiB) of a fresh process training ``arch``: in all, and above what it had
-    after importing its library and building the net (Linux only)."""
+    after importing its library and building the net (Linux only). ``keep_memory``: with the
+    allocator set as ``keep_freed_memory`` sets it, as the bench's own process is."""
+    flag = str(int(keep_memory))
     out = subprocess.run(
-        [sys.executable, "-c", MEMORY_SNIPPET, arch, str(batch), lib, str(threads)],
+        [sys.executable, "-c", MEMORY_SNIPPET, arch, str(batch), lib, str(threads), flag],
         capture_output=True,
         text=True,
         check=True,
@@ -434,6 +439,7 @@ def run(
     memory: bool = True,
     log: Callable[[str], None] = print,
     onnx: bool | None = None,
+    keep_memory: bool = True,
 ) -> dict:
     if with_torch is None:
         try:
@@ -450,6 +456,8 @@ def run(
             onnx = True
         except ImportError:
             onnx = False
+    # every column (plain, compiled, PyTorch) runs under the allocator `scratchcnn train` has
+    kept = keep_memory and keep_freed_memory()
     blas = blas_info()
     threads = int(blas["threads"] or 1)
     peak = gemm_peak()
@@ -461,11 +469,13 @@ def run(
         "torch": _torch_version() if with_torch else None,
         "python": platform.python_version(),
         "gemm_peak_gflops": peak,
+        "keeps_freed_memory": kept,
         "rows": [],
     }
+    allocator = "malloc keeps freed memory" if kept else "malloc as the system set it"
     log(
         f"{report['machine']['cpu']}, {threads} thread(s), {blas['name']} "
-        f"({blas.get('architecture')}), float32 GEMM peak {peak:.1f} GFLOP/s"
+        f"({blas.get('architecture')}), float32 GEMM peak {peak:.1f} GFLOP/s, {allocator}"
     )
     log(
         "training img/s: plain engine, compiled, PyTorch, and the ratios to PyTorch; %peak: the "
@@ -528,9 +538,9 @@ def run(
                     f"{cell(row, 'ratio_ort', 8, '.2f')} {cell(row, 'ratio_ort_torch', 12, '.2f')}"
                 )
     if memory:
-        report["memory_keras_256"] = {"ours": peak_memory("keras", 256, "ours", threads)}
+        report["memory_keras_256"] = {"ours": peak_memory("keras", 256, "ours", threads, kept)}
         if with_torch:
-            report["memory_keras_256"]["torch"] = peak_memory("keras", 256, "torch", threads)
+            report["memory_keras_256"]["torch"] = peak_memory("keras", 256, "torch", threads, kept)
         mem = report["memory_keras_256"]
         ours_mem = mem["ours"]
         line = (
@@ -594,6 +604,12 @@ def main(argv: list[str] | None = None) -> int:
         "--no-memory", action="store_true", help="skip measuring peak memory while training"
     )
     parser.add_argument(
+        "--system-malloc",
+        action="store_true",
+        help="leave malloc as the system set it (default: keep freed memory for reuse, as "
+        "`scratchcnn train` does; see scratchcnn.fast.allocator)",
+    )
+    parser.add_argument(
         "--json", default="bench.json", help="where to write all figures (default: bench.json)"
     )
     args = parser.parse_args(argv)
@@ -607,6 +623,7 @@ def main(argv: list[str] | None = None) -> int:
         not args.no_epochs,
         not args.no_memory,
         onnx=False if args.no_onnx else None,
+        keep_memory=not args.system_malloc,
     )
     text = json.dumps(report, indent=1).encode()
     atomic_write(args.json, lambda out: out.write(text))  # a half-written file never lands

@@ -29,6 +29,7 @@ from . import (
     SCHEDULES,
     Recipe,
     get_recipe,
+    keep_freed_memory,
     read_checkpoint,
 )
 
@@ -916,6 +917,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
+    if args.func in (cmd_train, cmd_tune):  # a step's arrays reuse the last step's memory
+        keep_freed_memory()
     try:
         return args.func(args)
     except BrokenPipeError:  # output piped into `head` and the like: not an error

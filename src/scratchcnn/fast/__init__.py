@@ -12,13 +12,17 @@ What each piece buys, and where it is:
 * ``parallel.py``   a batch split over worker threads, one copy of the ops per part, summed
                     gradients, batch-norm sums shared across the parts, dropout streams
 * ``compiled.py``   ``CompiledModel``: the same API as Sequential
+* ``allocator.py``  ``keep_freed_memory()``: glibc's malloc set to reuse what a step frees
+                    instead of mapping new pages (process-wide; the command line sets it
+                    for training, for the plain engine as much as the compiled one)
 
 Every rewrite is tested against the plain engine (``tests/test_fast.py``). To switch them off,
 use the model itself instead of ``compile(model)``: ``Trainer(..., fast=False)``,
 ``Classifier.fit(..., fast=False)`` or ``scratchcnn train --plain``.
 """
 
+from .allocator import keep_freed_memory
 from .compiled import CompiledModel, compile
 from .parallel import blas_threads
 
-__all__ = ["CompiledModel", "blas_threads", "compile"]
+__all__ = ["CompiledModel", "blas_threads", "compile", "keep_freed_memory"]
