@@ -13,6 +13,9 @@ probabilities: our ``Classifier.predict_proba`` (compiled path), ONNX Runtime ru
 ``scratchcnn export`` writes for the same net, and (with PyTorch) ONNX Runtime running the
 PyTorch twin exported by ``torch.onnx.export``, and PyTorch itself. ONNX Runtime gets the
 same number of threads.
+
+Every column runs under the allocator ``scratchcnn train`` uses: glibc's malloc set to keep and
+reuse freed memory (``scratchcnn.fast.keep_freed_memory``; ``--system-malloc`` leaves it).
 """
 
 from __future__ import annotations

@@ -1,0 +1,102 @@
+"""Training speed and page faults with malloc as the system set it, and with freed memory kept
+(``scratchcnn.fast.keep_freed_memory``), timed in one run, interleaved.
+
+    python benchmarks/allocator.py [--rounds 5]
+
+Each timing runs in a fresh process (the setting is process-wide and one-way): the plain
+engine's ``train_step``, the compiled one's (``compile(model).train_step``) and PyTorch's twin
+of the net (2 threads, as in ``scratchcnn bench``), each with an SGD step, for the bench's nets
+at batch 64 and 256; then, in the same process, inference of a batch of 1000. The processes
+alternate between the two settings for ``--rounds`` rounds, so a slow spell hits both; each
+figure is the median. Writes ``benchmarks/results/allocator.txt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
+# Runs in the child: images per second and page faults a step, after warm-up steps.
+CHILD = """
+import resource, sys, time
+from scratchcnn.app.bench import ours, theirs
+from scratchcnn.fast import keep_freed_memory
+arch, batch, path, keep = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
+if keep:
+    assert keep_freed_memory()
+if path == "torch":
+    train, infer = theirs(arch, batch, 2)
+else:
+    train, infer = ours(arch, batch, plain=path == "plain")
+for _ in range(5):
+    train()
+steps = max(5, 4096 // batch)
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+start = time.perf_counter()
+for _ in range(steps):
+    train()
+seconds = time.perf_counter() - start
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+infer()
+start = time.perf_counter()
+for _ in range(3):
+    infer()  # a batch of 1000
+print(steps * batch / seconds, faults / steps, 3000 / (time.perf_counter() - start))
+"""
+
+CASES = [(arch, batch) for arch in ("seed", "keras", "user") for batch in (64, 256)]
+PATHS = ("plain", "compiled", "torch")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    runs: dict[tuple, list[tuple[float, ...]]] = {}
+    for round_ in range(args.rounds):
+        for keep in ("0", "1"):
+            for arch, batch in CASES:
+                for path in PATHS:
+                    out = subprocess.run(
+                        [sys.executable, "-c", CHILD, arch, str(batch), path, keep],
+                        capture_output=True, text=True, check=True,
+                        env={**os.environ, "SCRATCHCNN_KEEP_MEMORY": "1"},
+                    ).stdout.split()  # fmt: skip
+                    runs.setdefault((arch, batch, path, keep), []).append(tuple(map(float, out)))
+        print(f"round {round_ + 1} of {args.rounds}", flush=True)
+    lines = [
+        "training images/s (train_step + SGD) and page faults a step, and inference images/s "
+        f"(batch 1000); medians of {args.rounds} interleaved rounds of fresh processes; "
+        "system: malloc as the system set it, kept: keep_freed_memory()",
+        f"{'net':<6} {'batch':>5} {'path':<9}| {'system':>8} {'kept':>8} {'kept/system':>11} | "
+        f"{'faults: system':>14} {'kept':>6} | {'infer: system':>13} {'kept':>8} "
+        f"{'kept/system':>11}",
+    ]
+    for arch, batch in CASES:
+        for path in PATHS:
+            system = runs[(arch, batch, path, "0")]
+            kept = runs[(arch, batch, path, "1")]
+            rate_s, faults_s, infer_s = (
+                statistics.median(col) for col in zip(*system, strict=True)
+            )
+            rate_k, faults_k, infer_k = (statistics.median(col) for col in zip(*kept, strict=True))
+            lines.append(
+                f"{arch:<6} {batch:>5} {path:<9}| {rate_s:>8,.0f} {rate_k:>8,.0f} "
+                f"{rate_k / rate_s:>11.2f} | {faults_s:>14,.0f} {faults_k:>6,.0f} | "
+                f"{infer_s:>13,.0f} {infer_k:>8,.0f} {infer_k / infer_s:>11.2f}"
+            )
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    out = RESULTS / "allocator.txt"
+    out.write_text(text)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
