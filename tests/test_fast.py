@@ -9,6 +9,10 @@ another order), and max-pool ties go to the same winner.
 from __future__ import annotations
 
 import itertools
+import os
+import platform
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -645,10 +649,7 @@ print(kept, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start) / 5)
 
 
 def page_faults(keep: bool, env: dict | None = None) -> tuple[bool, float]:
-    import os
-    import subprocess
-    import sys
-
+    """Run PAGE_FAULTS in a fresh process: (whether malloc was set, page faults a step)."""
     env = {**os.environ, **(env or {})}
     out = subprocess.run(
         [sys.executable, "-c", PAGE_FAULTS, str(int(keep))],
@@ -660,8 +661,6 @@ def page_faults(keep: bool, env: dict | None = None) -> tuple[bool, float]:
 def test_freed_memory_is_reused_once_malloc_keeps_it():
     """With ``keep_freed_memory`` the plain engine's fresh arrays of each step land on memory the
     last step freed: no new pages, so (almost) no page faults."""
-    import platform
-
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         pytest.skip("keep_freed_memory sets glibc's malloc: this is not Linux with glibc")
     kept, faults = page_faults(True)
