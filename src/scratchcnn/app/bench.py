@@ -14,8 +14,9 @@ probabilities: our ``Classifier.predict_proba`` (compiled path), ONNX Runtime ru
 PyTorch twin exported by ``torch.onnx.export``, and PyTorch itself. ONNX Runtime gets the
 same number of threads.
 
-Every column runs under the allocator ``scratchcnn train`` uses: glibc's malloc set to keep and
-reuse freed memory (``scratchcnn.fast.keep_freed_memory``; ``--system-malloc`` leaves it).
+Every column runs under the same allocator: glibc's malloc set to keep and reuse freed memory,
+as ``scratchcnn train --plain`` sets it (``scratchcnn.fast.keep_freed_memory``; it speeds up the
+plain engine and PyTorch alike); ``--system-malloc`` leaves malloc as the system set it.
 """
 
 from __future__ import annotations
@@ -459,7 +460,7 @@ def run(
             onnx = True
         except ImportError:
             onnx = False
-    # every column (plain, compiled, PyTorch) runs under the allocator `scratchcnn train` has
+    # every column (plain, compiled, PyTorch) runs under one allocator: see the docstring
     kept = keep_memory and keep_freed_memory()
     blas = blas_info()
     threads = int(blas["threads"] or 1)
@@ -609,8 +610,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--system-malloc",
         action="store_true",
-        help="leave malloc as the system set it (default: keep freed memory for reuse, as "
-        "`scratchcnn train` does; see scratchcnn.fast.allocator)",
+        help="leave malloc as the system set it (default: keep freed memory for reuse in "
+        "every column, as `scratchcnn train --plain` does; see scratchcnn.fast.allocator)",
     )
     parser.add_argument(
         "--json", default="bench.json", help="where to write all figures (default: bench.json)"

@@ -917,7 +917,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
-    if args.func in (cmd_train, cmd_tune):  # a step's arrays reuse the last step's memory
+    if args.func is cmd_train and args.plain:  # the plain engine makes each step's arrays afresh
         keep_freed_memory()
     try:
         return args.func(args)

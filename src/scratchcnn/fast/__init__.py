@@ -13,8 +13,8 @@ What each piece buys, and where it is:
                     gradients, batch-norm sums shared across the parts, dropout streams
 * ``compiled.py``   ``CompiledModel``: the same API as Sequential
 * ``allocator.py``  ``keep_freed_memory()``: glibc's malloc set to reuse what a step frees
-                    instead of mapping new pages (process-wide; the command line sets it
-                    for training, for the plain engine as much as the compiled one)
+                    instead of mapping new pages (process-wide; for the plain engine, which
+                    makes every array afresh: ``train --plain`` and ``bench`` set it)
 
 Every rewrite is tested against the plain engine (``tests/test_fast.py``). To switch them off,
 use the model itself instead of ``compile(model)``: ``Trainer(..., fast=False)``,
