@@ -8,6 +8,7 @@ another order), and max-pool ties go to the same winner.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import os
 import platform
@@ -602,6 +603,39 @@ def test_conv_inference_op_computes_the_plain_layers(case, norm, relu, monkeypat
         op.forward(x)
     with pytest.raises(RuntimeError, match="inference only"):
         op.backward(expected)
+
+
+def test_a_small_batch_reuses_its_memory_and_gives_what_new_memory_gives(monkeypatch):
+    # A batch that runs as one chunk keeps its padded input, patches and conv maps from one
+    # call to the next (``BatchMemory``): the values are those of new memory, a result is not
+    # overwritten by the next call, a call that finds the memory busy uses new memory, and
+    # the worker threads' copies of the op start with none of it.
+    for case in INFERENCE_CASES:
+        _, cin, cout, k, s, p, pool, shape = case
+        rng = np.random.default_rng(9)
+        conv = Conv2D(cin, cout, k, stride=s, padding=p, rng=rng, dtype=np.float64)
+        op = ConvInferenceOp(conv, None, None if pool is None else MaxPool2D(pool), ReLU())
+        x = rng.normal(size=(2, *shape[1:]))
+        with monkeypatch.context() as switched_off:
+            switched_off.setattr(inference, "MEMORY_SHAPES", 0)
+            expected = [op.forward(x[i : i + 1], training=False) for i in range(2)]
+            assert not op._memories, case[0]
+        first = op.forward(x[:1], training=False)
+        second = op.forward(x[1:], training=False)
+        assert len(op._memories) == 1, case[0]
+        np.testing.assert_array_equal(first, expected[0])
+        np.testing.assert_array_equal(second, expected[1])
+        memory = next(iter(op._memories.values()))
+        with memory.lock:  # another thread's call holds it
+            np.testing.assert_array_equal(op.forward(x[:1], training=False), expected[0])
+        assert not copy.deepcopy(op)._memories
+    for n in range(1, 7):  # a photo's digits come in batches of every size: a few are kept
+        op.forward(np.zeros((n, *shape[1:])), training=False)
+    assert len(op._memories) == inference.MEMORY_SHAPES
+    monkeypatch.setattr(inference, "CHUNK_BYTES", 1)  # chunked batches keep no memory
+    op = ConvInferenceOp(conv)
+    op.forward(x, training=False)
+    assert not op._memories
 
 
 def test_inference_plan_fuses_each_conv_with_its_norm_pool_and_relu():

@@ -16,9 +16,17 @@ fewer values. A negative scale turns maxima into minima, so then the map runs fi
 training op, the pool need not tile the conv output: the outputs a ragged edge drops are never
 computed, with or without a norm. The plain layers round the norm in another order
 (((conv + b) - mean) / std * gamma + beta): the results agree to rounding.
+
+A batch small enough to run as one chunk (one image, a photo's few digits) spends much of a
+call setting up: padding, strided views, new arrays. So for such shapes the op keeps a
+``BatchMemory``, made at the first call: the padded input with its zero border, the patches
+and the views that gather them, the conv maps. Later calls of that shape only copy and
+compute; the values are the same.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
@@ -26,13 +34,60 @@ from ..nn.layers import BatchNorm2D, Conv2D, MaxPool2D, ReLU
 from ..nn.layers.base import check_rank
 from .channels import along_row
 from .ops import BatchNormOp, Op
-from .patches import patch_matrix
+from .patches import PatchGather, patch_matrix
 from .workspace import FRESH_MEMORY, Workspace
 
 # Each chunk's conv output is about this large: small enough to stay in cache, large enough
 # that the Python loop costs little (the sizes timed against each other:
 # benchmarks/results/inference-chunks.txt).
 CHUNK_BYTES = 512 * 1024
+# The input shapes an op keeps a BatchMemory for, at most (the oldest is dropped); 0 turns
+# the memory off.
+MEMORY_SHAPES = 4
+
+
+def chunk_samples(offsets: int, row: int, itemsize: int) -> int:
+    """How many samples a chunk holds: its conv maps (``offsets`` of a sample's ``row``
+    output values each) about CHUNK_BYTES."""
+    return max(1, CHUNK_BYTES // (offsets * itemsize * row))
+
+
+class BatchMemory:
+    """``BatchMemory(shape, dtype, conv, pool)``: what a conv inference over a batch of one
+    input ``shape`` (N, H, W, C) that runs as one chunk reuses from call to call: the padded
+    input, whose zero border is written once; the patches and the strided views that gather
+    them (``PatchGather``); the conv maps (in ``workspace``). ``lock``: one call at a time
+    (the server answers requests on several threads); a call that finds it taken uses new
+    memory instead."""
+
+    def __init__(
+        self, shape: tuple[int, ...], dtype: np.dtype, conv: Conv2D, pool: tuple[int, int]
+    ) -> None:
+        n, h, w, c = shape
+        ph, pw = conv.padding
+        self.padded = np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype)
+        self.inside = self.padded[:, ph : ph + h, pw : pw + w]
+        self.workspace = Workspace()
+        single = c == 1  # one channel: offset-major, as ``patch_matrix`` gathers it
+        self.gather = PatchGather(
+            self.padded, conv.kernel_size, conv.stride, single, pool, self.workspace
+        )
+        self.matrix = self.gather.matrix  # a view of the patches' memory: made once
+        self.lock = threading.Lock()
+
+    def patch_matrix(self, x: np.ndarray) -> np.ndarray:
+        """``patch_matrix(x, ...)`` of a batch of this shape, in this memory."""
+        np.copyto(self.inside, x)
+        self.gather()
+        return self.matrix
+
+
+class BatchMemories(dict):
+    """A ConvInferenceOp's BatchMemory for each input shape. A copy (the worker threads copy
+    the ops) starts empty: the memory belongs to its owner."""
+
+    def __deepcopy__(self, memo: dict) -> BatchMemories:
+        return BatchMemories()
 
 
 def conv_inference(
@@ -42,11 +97,13 @@ def conv_inference(
     affine: tuple[np.ndarray, np.ndarray] | None = None,
     relu: bool = False,
     conv_shape: tuple[int, int, int] | None = None,
+    memory: BatchMemory | None = None,
 ) -> np.ndarray:
     """``relu(maxpool(norm(conv(x))))`` of x (N, H, W, C) -> (N, QH, QW, F), for a pool of
     ``pool`` stepped by its size ((1, 1): none) and a norm given as its inference ``affine``
     (scale, shift) per channel (None: none). ``conv_shape``: the conv's output shape (OH, OW,
-    F) for this input, when the caller has checked it already. See the module's docstring."""
+    F) for this input, when the caller has checked it already. ``memory``: a BatchMemory for
+    x's shape, held by the caller, when x runs as one chunk. See the module's docstring."""
     n, dtype = len(x), x.dtype
     oh, ow, f = conv.output_shape(x.shape[1:]) if conv_shape is None else conv_shape
     qh, qw, offsets = oh // pool[0], ow // pool[1], pool[0] * pool[1]
@@ -64,17 +121,20 @@ def conv_inference(
     shift_row = along_row(shift, width, dtype)  # tiled once for every chunk
     zeros = np.zeros(width, dtype) if relu else None
     out = np.empty((n, row), dtype)
-    step = max(1, CHUNK_BYTES // (offsets * out.itemsize * row))
+    step = n if memory is not None else chunk_samples(offsets, row, out.itemsize)
     # memory reused over the chunks; one chunk asks for new memory, without a workspace's checks
-    memory = Workspace() if step < n else FRESH_MEMORY
+    work = memory.workspace if memory is not None else Workspace() if step < n else FRESH_MEMORY
     weights = conv.weight_matrix()
     for i in range(0, n, step):
         part, y = x[i : i + step], out[i : i + step].reshape(-1, width)
-        patches = patch_matrix(part, conv.kernel_size, conv.stride, conv.padding, pool, memory)
+        if memory is not None:
+            patches = memory.patch_matrix(part)
+        else:
+            patches = patch_matrix(part, conv.kernel_size, conv.stride, conv.padding, pool, work)
         if offsets == 1:
             np.matmul(patches, weights, out=y.reshape(-1, f))
         else:
-            maps = memory.get("conv_out", (offsets, len(y), width), dtype)
+            maps = work.get("conv_out", (offsets, len(y), width), dtype)
             np.matmul(patches, weights, out=maps.reshape(-1, f))
             if map_first:
                 np.multiply(maps, scale_row, out=maps)
@@ -108,6 +168,7 @@ class ConvInferenceOp(Op):
         self.norm = None if norm is None else BatchNormOp(norm)
         self.layers = tuple(layer for layer in (conv, norm, pool, relu) if layer is not None)
         self._conv_shapes: dict[tuple[int, ...], tuple[int, int, int]] = {}  # checked inputs
+        self._memories = BatchMemories()
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         shape = self.conv.output_shape(input_shape)
@@ -124,7 +185,31 @@ class ConvInferenceOp(Op):
         pool = (1, 1) if self.pool is None else self.pool.pool_size
         affine = None if self.norm is None else self.norm.affine()
         x = x.astype(self.conv.dtype, copy=False)
-        return conv_inference(x, self.conv, pool, affine, self.relu is not None, conv_shape)
+        relu = self.relu is not None
+        memory = self._memory(x, conv_shape, pool)
+        if memory is None or not memory.lock.acquire(blocking=False):
+            return conv_inference(x, self.conv, pool, affine, relu, conv_shape)
+        try:
+            return conv_inference(x, self.conv, pool, affine, relu, conv_shape, memory)
+        finally:
+            memory.lock.release()
+
+    def _memory(
+        self, x: np.ndarray, conv_shape: tuple[int, int, int], pool: tuple[int, int]
+    ) -> BatchMemory | None:
+        """The BatchMemory for x's shape, made now if need be; None when x runs in chunks (or
+        MEMORY_SHAPES is 0: the memory switched off)."""
+        oh, ow, f = conv_shape
+        row = (oh // pool[0]) * (ow // pool[1]) * f
+        if MEMORY_SHAPES < 1 or len(x) > chunk_samples(pool[0] * pool[1], row, x.itemsize):
+            return None
+        key = (x.shape, x.dtype)
+        memory = self._memories.get(key)
+        if memory is None:
+            if len(self._memories) >= MEMORY_SHAPES:
+                del self._memories[next(iter(self._memories))]  # the oldest
+            memory = self._memories[key] = BatchMemory(x.shape, x.dtype, self.conv, pool)
+        return memory
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         raise RuntimeError(f"{self!r} runs inference only: it has no backward")

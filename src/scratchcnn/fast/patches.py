@@ -68,39 +68,7 @@ def gather_patches(
     offset-major, (KH, KW, PH, PW, N, QH, QW, C); the two unit axes of the default pool (1, 1)
     are dropped, leaving (N, OH, OW, KH, KW, C) or (KH, KW, N, OH, OW, C). The result is
     C-contiguous and its memory comes from ``workspace``."""
-    xp = pad(x, padding, workspace)
-    n, hp, wp, c = xp.shape
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pool
-    qh = ((hp - kh) // sh + 1) // ph
-    qw = ((wp - kw) // sw + 1) // pw
-    s_n, s_h, s_w, s_c = xp.strides
-    if offset_major and (ph, pw) != (1, 1):  # in two copies: see the module's docstring
-        u, v = (ph - 1) * sh + kh, (pw - 1) * sw + kw
-        phases_view = strided(
-            xp, (u, v, n, qh, qw, c), (s_h, s_w, s_n, ph * sh * s_h, pw * sw * s_w, s_c)
-        )
-        phases = workspace.get("phases", phases_view.shape, x.dtype)
-        np.copyto(phases, phases_view)
-        b_u, b_v, *inner = phases.strides
-        shape = (kh, kw, ph, pw, n, qh, qw, c)
-        views = strided(phases, shape, (b_u, b_v, sh * b_u, sw * b_v, *inner))
-        cols = workspace.get("patches", shape, x.dtype)
-        np.copyto(cols, views)
-        return cols
-    # Pixel (pi, pj, n, q, r) reads x[n, (q*PH + pi)*SH + i, (r*PW + pj)*SW + j, c] for kernel
-    # offset (i, j): every index is linear, so one strided view holds them all.
-    pixels = [(ph, sh * s_h), (pw, sw * s_w), (n, s_n), (qh, ph * sh * s_h), (qw, pw * sw * s_w)]
-    offsets = [(kh, s_h), (kw, s_w)]
-    channel = [(c, s_c)]
-    layout = offsets + pixels + channel if offset_major else pixels + offsets + channel
-    shape, strides = zip(*layout, strict=True)
-    views = strided(xp, shape, strides)
-    cols = workspace.get("patches", shape, x.dtype)
-    np.copyto(cols, views)
-    if ph == pw == 1:  # drop the two unit pool axes
-        unit_axes = 2 if offset_major else 0
-        cols = cols.reshape(shape[:unit_axes] + shape[unit_axes + 2 :])
-    return cols
+    return PatchGather(pad(x, padding, workspace), kernel, stride, offset_major, pool, workspace)()
 
 
 def patch_matrix(
@@ -114,8 +82,73 @@ def patch_matrix(
     """The (M, KH*KW*C) patch matrix of ``x`` with rows in pool order (plain order for the
     default pool). With one input channel the patches are gathered offset-major and the
     matrix is the transpose of that, a free view."""
-    c = x.shape[-1]
-    k = kernel[0] * kernel[1] * c
-    single = c == 1
-    cols = gather_patches(x, kernel, stride, padding, single, pool, workspace)
-    return cols.reshape(k, -1).T if single else cols.reshape(-1, k)
+    single = x.shape[-1] == 1
+    gather = PatchGather(pad(x, padding, workspace), kernel, stride, single, pool, workspace)
+    gather()
+    return gather.matrix
+
+
+class PatchGather:
+    """``PatchGather(xp, kernel, stride, offset_major=False, pool=(1, 1), workspace)``: the
+    copies that gather the patches of a padded input ``xp`` (N, HP, WP, C) into ``workspace``'s
+    memory, laid out as ``gather_patches`` says, worked out once. Calling it makes the copies
+    and returns the patches; ``matrix`` is them as (M, KH*KW*C). A caller that refills ``xp``
+    in place can call it again and again (one image after another: ``inference.py``)."""
+
+    def __init__(
+        self,
+        xp: np.ndarray,
+        kernel: tuple[int, int],
+        stride: tuple[int, int],
+        offset_major: bool = False,
+        pool: tuple[int, int] = (1, 1),
+        workspace: Workspace = FRESH_MEMORY,
+    ) -> None:
+        n, hp, wp, c = xp.shape
+        (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pool
+        qh = ((hp - kh) // sh + 1) // ph
+        qw = ((wp - kw) // sw + 1) // pw
+        s_n, s_h, s_w, s_c = xp.strides
+        self.offset_major, self.channels, self.k = offset_major, c, kh * kw * c
+        self.copies: list[tuple[np.ndarray, np.ndarray]] = []  # (to, from), in order
+        if offset_major and (ph, pw) != (1, 1):  # in two copies: see the module's docstring
+            u, v = (ph - 1) * sh + kh, (pw - 1) * sw + kw
+            phases_view = strided(
+                xp, (u, v, n, qh, qw, c), (s_h, s_w, s_n, ph * sh * s_h, pw * sw * s_w, s_c)
+            )
+            phases = workspace.get("phases", phases_view.shape, xp.dtype)
+            b_u, b_v, *inner = phases.strides
+            shape = (kh, kw, ph, pw, n, qh, qw, c)
+            views = strided(phases, shape, (b_u, b_v, sh * b_u, sw * b_v, *inner))
+            self.cols = workspace.get("patches", shape, xp.dtype)
+            self.copies = [(phases, phases_view), (self.cols, views)]
+            return
+        # Pixel (pi, pj, n, q, r) reads x[n, (q*PH + pi)*SH + i, (r*PW + pj)*SW + j, c] for kernel
+        # offset (i, j): every index is linear, so one strided view holds them all.
+        pixels = [(ph, sh * s_h), (pw, sw * s_w), (n, s_n)]
+        pixels += [(qh, ph * sh * s_h), (qw, pw * sw * s_w)]
+        offsets = [(kh, s_h), (kw, s_w)]
+        channel = [(c, s_c)]
+        layout = offsets + pixels + channel if offset_major else pixels + offsets + channel
+        shape, strides = zip(*layout, strict=True)
+        cols = workspace.get("patches", shape, xp.dtype)
+        self.copies = [(cols, strided(xp, shape, strides))]
+        if ph == pw == 1:  # drop the two unit pool axes
+            unit_axes = 2 if offset_major else 0
+            cols = cols.reshape(shape[:unit_axes] + shape[unit_axes + 2 :])
+        self.cols = cols
+
+    def __call__(self) -> np.ndarray:
+        for to, source in self.copies:
+            np.copyto(to, source)
+        return self.cols
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """The patches as the (M, KH*KW*C) patch matrix, a view: row-major in pool order, or
+        for one channel offset-major, the transpose of a (KH*KW, M) array."""
+        if not self.offset_major:
+            return self.cols.reshape(-1, self.k)
+        if self.channels != 1:
+            raise ValueError("offset-major patches of several channels are no patch matrix")
+        return self.cols.reshape(self.k, -1).T
