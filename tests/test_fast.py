@@ -598,7 +598,14 @@ def test_conv_inference_op_computes_the_plain_layers(case, norm, relu, monkeypat
     assert relative_error(op.forward(x, training=False), expected) < EXACT
     assert relative_error(op.forward(x[:1], training=False), expected[:1]) < EXACT  # untiled
     monkeypatch.setattr(inference, "CHUNK_BYTES", 1)
-    assert relative_error(op.forward(x, training=False), expected) < EXACT
+    # one sample a chunk; with one input channel the patches of all three samples, of two
+    # and then one, or of one are gathered at once
+    oh, ow, _ = conv.output_shape(shape[1:])
+    (ph, pw), (kh, kw) = max_pool.pool_size if max_pool else (1, 1), conv.kernel_size
+    patch_bytes = (oh // ph * ph) * (ow // pw * pw) * kh * kw * cin * x.itemsize  # a sample's
+    for gather_bytes in (inference.GATHER_BYTES, 2 * patch_bytes, 1):
+        monkeypatch.setattr(inference, "GATHER_BYTES", gather_bytes)
+        assert relative_error(op.forward(x, training=False), expected) < EXACT
     with pytest.raises(RuntimeError, match="inference only"):
         op.forward(x)
     with pytest.raises(RuntimeError, match="inference only"):

@@ -41,6 +41,11 @@ from .workspace import FRESH_MEMORY, Workspace
 # that the Python loop costs little (the sizes timed against each other:
 # benchmarks/results/inference-chunks.txt).
 CHUNK_BYTES = 512 * 1024
+# With one input channel a sample's patches are few (K = KH*KW values per output pixel, against
+# F filters), so the patches of many chunks are gathered at once, up to about this many bytes:
+# two long copies instead of two short ones a chunk, which the worker threads overlap much
+# better (benchmarks/results/threads.txt, keras' first op).
+GATHER_BYTES = 2 << 20
 # The input shapes an op keeps a BatchMemory for, at most (the oldest is dropped); 0 turns
 # the memory off.
 MEMORY_SHAPES = 4
@@ -125,27 +130,38 @@ def conv_inference(
     # memory reused over the chunks; one chunk asks for new memory, without a workspace's checks
     work = memory.workspace if memory is not None else Workspace() if step < n else FRESH_MEMORY
     weights = conv.weight_matrix()
-    for i in range(0, n, step):
-        part, y = x[i : i + step], out[i : i + step].reshape(-1, width)
+    k = weights.shape[0]
+    # One input channel: the patches of many chunks are gathered at once (see GATHER_BYTES).
+    span = step
+    if x.shape[-1] == 1 and step < n:
+        span *= max(1, GATHER_BYTES // (step * offsets * qh * qw * k * out.itemsize))
+    for g in range(0, n, span):
+        group = x[g : g + span]
         if memory is not None:
-            patches = memory.patch_matrix(part)
+            patches = memory.patch_matrix(group)
         else:
-            patches = patch_matrix(part, conv.kernel_size, conv.stride, conv.padding, pool, work)
-        if offsets == 1:
-            np.matmul(patches, weights, out=y.reshape(-1, f))
-        else:
-            maps = work.get("conv_out", (offsets, len(y), width), dtype)
-            np.matmul(patches, weights, out=maps.reshape(-1, f))
-            if map_first:
-                np.multiply(maps, scale_row, out=maps)
-                np.add(maps, shift_row, out=maps)
-            np.maximum.reduce(maps, axis=0, out=y)  # np.max, less its Python wrapper
-        if not map_first:
-            if scale_row is not None:
-                np.multiply(y, scale_row, out=y)
-            np.add(y, shift_row, out=y)
-        if zeros is not None:  # a row of zeros: NumPy's maximum with a scalar is 4x slower
-            np.maximum(y, zeros, out=y)
+            patches = patch_matrix(group, conv.kernel_size, conv.stride, conv.padding, pool, work)
+        by_offset = patches.reshape(offsets, -1, k)  # (offsets, samples * QH*QW, K), a view
+        for i in range(0, len(group), step):
+            m = min(step, len(group) - i)
+            y = out[g + i : g + i + m].reshape(-1, width)
+            # a whole group in one product; a chunk of a larger group, one product per offset
+            rows = patches if m == len(group) else by_offset[:, i * qh * qw : (i + m) * qh * qw]
+            if offsets == 1:
+                np.matmul(rows.reshape(-1, k), weights, out=y.reshape(-1, f))
+            else:
+                maps = work.get("conv_out", (offsets, len(y), width), dtype)
+                np.matmul(rows, weights, out=maps.reshape(*rows.shape[:-1], f))
+                if map_first:
+                    np.multiply(maps, scale_row, out=maps)
+                    np.add(maps, shift_row, out=maps)
+                np.maximum.reduce(maps, axis=0, out=y)  # np.max, less its Python wrapper
+            if not map_first:
+                if scale_row is not None:
+                    np.multiply(y, scale_row, out=y)
+                np.add(y, shift_row, out=y)
+            if zeros is not None:  # a row of zeros: NumPy's maximum with a scalar is 4x slower
+                np.maximum(y, zeros, out=y)
     return out.reshape(n, qh, qw, f)
 
 
