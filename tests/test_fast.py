@@ -14,6 +14,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -643,6 +644,30 @@ def test_a_small_batch_reuses_its_memory_and_gives_what_new_memory_gives(monkeyp
     op = ConvInferenceOp(conv)
     op.forward(x, training=False)
     assert not op._memories
+
+
+def test_threads_sharing_an_op_with_kept_memory_get_their_own_results():
+    # The server answers requests on several threads: batches of every size at once, so that
+    # memories are made, found busy and dropped while other threads use them.
+    rng = np.random.default_rng(10)
+    op = ConvInferenceOp(Conv2D(3, 16, 3, padding=1, rng=rng), None, MaxPool2D(2), ReLU())
+    batches = [rng.normal(size=(n, 28, 28, 3)).astype(np.float32) for n in range(1, 9)]
+    expected = [op.forward(b, training=False).copy() for b in batches]
+    failures: list[str] = []
+
+    def client(seed: int) -> None:
+        order = np.random.default_rng(seed).integers(0, len(batches), 200)
+        for i in order:
+            if not np.array_equal(op.forward(batches[i], training=False), expected[i]):
+                failures.append(f"batch of {len(batches[i])}")
+
+    threads = [threading.Thread(target=client, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+    assert len(op._memories) <= inference.MEMORY_SHAPES
 
 
 def test_inference_plan_fuses_each_conv_with_its_norm_pool_and_relu():

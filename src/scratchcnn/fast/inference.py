@@ -27,6 +27,7 @@ compute; the values are the same.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import numpy as np
 
@@ -87,9 +88,33 @@ class BatchMemory:
         return self.matrix
 
 
-class BatchMemories(dict):
-    """A ConvInferenceOp's BatchMemory for each input shape. A copy (the worker threads copy
-    the ops) starts empty: the memory belongs to its owner."""
+class BatchMemories:
+    """A ConvInferenceOp's BatchMemory for each input shape, the last MEMORY_SHAPES of them.
+    Threads may ask at once (the server): making and dropping one takes a lock, finding one
+    does not. A copy (the worker threads copy the ops) starts empty: the memory belongs to its
+    owner."""
+
+    def __init__(self) -> None:
+        self._by_shape: dict[tuple, BatchMemory] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, make: Callable[[], BatchMemory]) -> BatchMemory:
+        """The memory kept under ``key``, made by ``make()`` if there is none."""
+        memory = self._by_shape.get(key)
+        if memory is None:
+            with self._lock:
+                memory = self._by_shape.get(key)
+                if memory is None:
+                    while self._by_shape and len(self._by_shape) >= MEMORY_SHAPES:
+                        del self._by_shape[next(iter(self._by_shape))]  # the oldest
+                    memory = self._by_shape[key] = make()
+        return memory
+
+    def __len__(self) -> int:
+        return len(self._by_shape)
+
+    def values(self) -> list[BatchMemory]:
+        return list(self._by_shape.values())
 
     def __deepcopy__(self, memo: dict) -> BatchMemories:
         return BatchMemories()
@@ -219,13 +244,9 @@ class ConvInferenceOp(Op):
         row = (oh // pool[0]) * (ow // pool[1]) * f
         if MEMORY_SHAPES < 1 or len(x) > chunk_samples(pool[0] * pool[1], row, x.itemsize):
             return None
-        key = (x.shape, x.dtype)
-        memory = self._memories.get(key)
-        if memory is None:
-            if len(self._memories) >= MEMORY_SHAPES:
-                del self._memories[next(iter(self._memories))]  # the oldest
-            memory = self._memories[key] = BatchMemory(x.shape, x.dtype, self.conv, pool)
-        return memory
+        return self._memories.get(
+            (x.shape, x.dtype), lambda: BatchMemory(x.shape, x.dtype, self.conv, pool)
+        )
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         raise RuntimeError(f"{self!r} runs inference only: it has no backward")
