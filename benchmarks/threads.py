@@ -9,7 +9,9 @@ and in two processes at once (each its own arrays; BLAS on one thread):
 * ReLU as ``np.maximum(y, zeros, out=y)`` on float32 arrays from 32 KiB to 32 MiB, called
   until 64 Mi values have gone through;
 * the keras net's two inference ops on 500 images each (``ConvInferenceOp``; two threads:
-  two copies of the op on the two halves of 1,000 images, as the worker threads run them).
+  two copies of the op on the two halves of 1,000 images, as the worker threads run them), the
+  first one also with its patches gathered chunk by chunk (``GATHER_BYTES = 1``), as it was
+  before this was measured.
 
 "ratio" is the time of the pair over the time of one alone: 1.0 is perfect overlap, 2.0 none.
 Each figure is the median of 15 rounds. Writes benchmarks/results/threads.txt.
@@ -89,13 +91,14 @@ def relu_loop(size: int) -> Callable[[], None]:
 
 def row(label: str, one: list[float], pair: list[float]) -> str:
     a, b = statistics.median(one), statistics.median(pair)
-    return f"{label:<40} {a * 1e3:>9.1f} {b * 1e3:>9.1f} {b / a:>6.2f}"
+    return f"{label:<58} {a * 1e3:>9.1f} {b * 1e3:>9.1f} {b / a:>6.2f}"
 
 
 def main() -> None:
     from scratchcnn.app import Classifier
+    from scratchcnn.fast import inference
 
-    lines = [f"{'work':<40} {'alone ms':>9} {'pair ms':>9} {'ratio':>6}"]
+    lines = [f"{'work':<58} {'alone ms':>9} {'pair ms':>9} {'ratio':>6}"]
     with threadpool_limits(1, user_api="blas"):
         for size in (8 << 10, 32 << 10, 256 << 10, 1 << 20, 8 << 20):
             first, second = relu_loop(size), relu_loop(size)
@@ -115,10 +118,12 @@ def main() -> None:
         x = clf.runner.model.check_input(clf.prepare(images))
         ops = clf.runner.inference_ops
         twins = copy.deepcopy(ops)
-        inputs = [x[:500], x[500:]]
-        for index in (0, 1):
+        inputs = outputs = [x[:500], x[500:]]
+        cases = [(0, inference.GATHER_BYTES), (0, 1), (1, inference.GATHER_BYTES)]
+        for index, gather_bytes in cases:
+            inference.GATHER_BYTES = gather_bytes
             op, twin = ops[index], twins[index]
-            first, second = inputs
+            first, second = inputs if index == 0 else outputs
             one, pair = [], []
             for _ in range(ROUNDS):
                 one.append(alone(lambda op=op, x=first: op.forward(x, training=False)))
@@ -128,9 +133,12 @@ def main() -> None:
                         lambda op=twin, x=second: op.forward(x, training=False),
                     )
                 )
-            lines.append(row(f"keras inference op {index + 1}, 500 images", one, pair))
+            how = ", patches chunk by chunk" if gather_bytes == 1 else ""
+            lines.append(row(f"keras inference op {index + 1}, 500 images{how}", one, pair))
             print(lines[-1], flush=True)
-            inputs = [op.forward(half, training=False) for half in inputs]
+            if index == 0:
+                outputs = [op.forward(half, training=False) for half in inputs]
+        inference.GATHER_BYTES = cases[0][1]
     OUT.write_text(
         "time alone and as a pair (two threads or two processes at once), median of "
         f"{ROUNDS} rounds; ratio = pair / alone (1.0: full overlap, 2.0: none)\n"

@@ -44,8 +44,8 @@ from .workspace import FRESH_MEMORY, Workspace
 CHUNK_BYTES = 512 * 1024
 # With one input channel a sample's patches are few (K = KH*KW values per output pixel, against
 # F filters), so the patches of many chunks are gathered at once, up to about this many bytes:
-# two long copies instead of two short ones a chunk, which the worker threads overlap much
-# better (benchmarks/results/threads.txt, keras' first op).
+# two long copies instead of two short ones a chunk, which cost the worker threads less
+# (benchmarks/results/threads.txt and inference-gather.txt).
 GATHER_BYTES = 2 << 20
 # The input shapes an op keeps a BatchMemory for, at most (the oldest is dropped); 0 turns
 # the memory off.
