@@ -23,9 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scratchcnn import Sequential
 from scratchcnn.app import Classifier
-from scratchcnn.app.bench import user_net
+from scratchcnn.app.bench import make_model
 from scratchcnn.fast import inference
 
 OUT = Path(__file__).resolve().parent / "results" / "batch-memory.txt"
@@ -54,10 +53,7 @@ def main() -> None:
         f"{'page faults a call, kept':>24} {'off':>6}",
     ]
     for arch in ("seed", "keras", "user", "fast", "best"):
-        if arch == "user":
-            clf = Classifier(Sequential(user_net(10), seed=0), "user", "mnist")
-        else:
-            clf = Classifier.create(arch, dataset="mnist", seed=0)
+        clf = Classifier(make_model(arch, seed=0), arch)
         for batch in (1, 5):
             images = np.random.default_rng(0).integers(0, 256, (batch, 28, 28), dtype=np.uint8)
             inference.MEMORY_SHAPES = 0

@@ -24,9 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scratchcnn import Sequential
 from scratchcnn.app import Classifier
-from scratchcnn.app.bench import user_net
+from scratchcnn.app.bench import make_model
 from scratchcnn.fast import inference, keep_freed_memory
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -36,18 +35,12 @@ SIZES["whole"] = 1 << 50
 GATHERS = {"off": 1, "2 MiB": 2 << 20, "4 MiB": 4 << 20, "8 MiB": 8 << 20, "16 MiB": 16 << 20}
 
 
-def classifier(arch: str) -> Classifier:
-    if arch == "user":
-        return Classifier(Sequential(user_net(10), seed=0), "user", "mnist")
-    return Classifier.create(arch, dataset="mnist", seed=0)
-
-
 def gather_sizes() -> None:
     keep_freed_memory()
     images = np.random.default_rng(0).integers(0, 256, (1000, 28, 28), dtype=np.uint8)
     lines = ["images/s, predict_proba on 1,000 images, GATHER_BYTES: " + ", ".join(GATHERS)]
     for arch in ("seed", "keras", "user", "fast"):
-        clf = classifier(arch)
+        clf = Classifier(make_model(arch, seed=0), arch)
         rates: dict[str, list[float]] = {name: [] for name in GATHERS}
         for i in range(16):
             for name in list(GATHERS) if i % 2 else list(GATHERS)[::-1]:
@@ -70,7 +63,7 @@ def main() -> None:
     images = np.random.default_rng(0).integers(0, 256, (1000, 28, 28), dtype=np.uint8)
     lines = ["images/s, predict_proba on 1,000 images: " + ", ".join(SIZES)]
     for arch in ("seed", "keras", "user", "fast", "best"):
-        clf = classifier(arch)
+        clf = Classifier(make_model(arch, seed=0), arch)
         rates: dict[str, list[float]] = {name: [] for name in SIZES}
         for _ in range(5):
             for name, size in SIZES.items():

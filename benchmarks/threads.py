@@ -35,14 +35,15 @@ OUT = Path(__file__).resolve().parent / "results" / "threads.txt"
 ROUNDS = 15
 VALUES = 1 << 26
 
-# A child process: the ReLU loop on arrays of argv[1] values, its seconds printed.
+# A child process: the ReLU loop on arrays of argv[1] values until argv[2] values have gone
+# through, its seconds printed.
 RELU_CHILD = """
 import sys, time
 import numpy as np
-size = int(sys.argv[1])
+size, values = int(sys.argv[1]), int(sys.argv[2])
 y, zeros = np.random.rand(size).astype(np.float32), np.zeros(size, np.float32)
 start = time.perf_counter()
-for _ in range(max(1, (1 << 26) // size)):
+for _ in range(max(1, values // size)):
     np.maximum(y, zeros, out=y)
 print(time.perf_counter() - start)
 """
@@ -68,7 +69,7 @@ def alone(work: Callable[[], object]) -> float:
 def in_two_processes(size: int) -> tuple[float, float]:
     """Seconds of the ReLU loop in one child process alone, and in the slower of two children
     started together (each times its own loop, so interpreter start-up is left out)."""
-    command = [sys.executable, "-c", RELU_CHILD, str(size)]
+    command = [sys.executable, "-c", RELU_CHILD, str(size), str(VALUES)]
 
     def slowest(count: int) -> float:
         children = [
