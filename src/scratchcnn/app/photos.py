@@ -16,7 +16,9 @@ and grid lines, thin pens and fat markers, several digits. The pipeline, step by
    grid lines - runs longer than most of the image, level or, on a sheet photographed askew,
    at the slant a Hough transform finds - removed. A sheet of paper held up to a
    camera or lying on a darker, bare desk (``paper_sheet``) has the desk painted over with the
-   paper's nearest brightness first, so that the sheet's edge is not read as ink.
+   paper's nearest brightness first, so that the sheet's edge is not read as ink; a part of
+   the sheet under a hard shadow is brightened to the rest first (``_relit``), so that the
+   shadow's edge does not go on across the painted desk.
 3. ``ink_components``: connected components of the ink, without specks, and without long thin
    shapes or shapes along the border that are paper edges, shadow borders or lines.
 4. ``load_digit`` picks the coherent ink nearest the centre (the component that is large and
@@ -58,6 +60,8 @@ SPREAD = 0.25
 NEAR = 0.4  # pieces within this share of a digit's size of it are part of it
 RULED = 3  # this many separate long lines are ruled paper, not a digit's strokes
 LINE_BRIDGE = 9  # pixels: a ruled line (dilated) is thinner, so a stroke across it is kept
+# A shadowed part of a sheet is dimmer paper: its edge on the desk a smaller step (``paper_sheet``)
+SHADOWED_EDGE = 0.06
 SLANT, SLANT_STEP = 12.0, 0.25  # degrees: how far turned ruled lines are looked for, how finely
 
 
@@ -322,8 +326,27 @@ def paper_sheet(grey: np.ndarray) -> np.ndarray | None:
     bright regions (Otsu's threshold; the hull keeps a stroke that cuts the paper in two). It
     counts only when it is clearly inside the picture, solidly bright (ink covers little of a
     sheet; a chalk digit's hull is mostly board) and its edge a sharp step down to what is
-    around it (a shadow's edge is mostly a slope)."""
-    h, w = grey.shape
+    around it (a shadow's edge is mostly a slope). Paper under a hard shadow beside it is part
+    of the sheet when the two make one convex shape, itself clearly inside the picture with a
+    sharp edge (``_shadowed_part``)."""
+    sheet = _find_sheet(grey)
+    return None if sheet is None else sheet.mask
+
+
+@dataclass
+class _Sheet:
+    """A sheet ``paper_sheet`` found: its pixels ``mask`` (H, W); on ``small``, the grid it
+    was found on (every ``step``-th pixel), its ``lit`` part's hull and its ``shadowed`` part
+    (all False when there is none)."""
+
+    mask: np.ndarray
+    small: np.ndarray
+    step: int
+    lit: np.ndarray
+    shadowed: np.ndarray
+
+
+def _find_sheet(grey: np.ndarray) -> _Sheet | None:
     step = _sheet_step(grey.shape)
     small = grey[::step, ::step]
     bright = small > _otsu(small)
@@ -331,25 +354,80 @@ def paper_sheet(grey: np.ndarray) -> np.ndarray | None:
     if count == 0:
         return None
     areas = np.bincount(labels.ravel())[1:]
-    points = np.argwhere(np.isin(labels, 1 + np.flatnonzero(areas >= 0.02 * bright.size)))
+    paper = np.isin(labels, 1 + np.flatnonzero(areas >= 0.02 * bright.size))
+    lit = _hull(paper)
+    if lit is None or lit.mean() > 0.92:  # no sheet, or nothing around it
+        return None
+    if (bright & lit).sum() < 0.75 * lit.sum() or _edge_step(small, lit, lit) < 0.1:
+        return None
+    shadowed = _shadowed_part(small, lit)
+    # The hull at full size, small's pixel (i, j) the picture's (i * step, j * step), of
+    # paper's pixels: a hull drawn on small's grid may cover a pixel past the paper's edge.
+    sheet = _hull(paper | shadowed, step, grey.shape)
+    if sheet is None or sheet.mean() < 0.2:  # too small
+        return None
+    return _Sheet(sheet, small, step, lit, shadowed)
+
+
+def _hull(
+    region: np.ndarray, step: int = 1, shape: tuple[int, int] | None = None
+) -> np.ndarray | None:
+    """The convex hull of a boolean image's True pixels, as a boolean image of ``shape``
+    (the region's own by default) whose pixels are ``step`` times finer; None when they are
+    too few or all in a line."""
+    points = np.argwhere(region)
     try:
-        corners = points[ConvexHull(points).vertices]
-    except (QhullError, ValueError):  # too few points, or all in a line
+        corners = points[ConvexHull(points).vertices] * step
+    except (QhullError, ValueError):
         return None
-    outline = Image.new("1", (w, h), 0)  # the hull at full size, from (x, y) vertices
-    ImageDraw.Draw(outline).polygon([(int(c[1] * step), int(c[0] * step)) for c in corners], fill=1)
-    sheet = np.asarray(outline, bool)
-    if not 0.2 <= sheet.mean() <= 0.92:  # no sheet, or nothing around it
-        return None
-    on_sheet = sheet[::step, ::step]  # small's pixels
-    if (bright & on_sheet).sum() < 0.75 * on_sheet.sum():
-        return None
+    h, w = shape or region.shape
+    outline = Image.new("1", (w, h), 0)  # drawn from (x, y) vertices
+    ImageDraw.Draw(outline).polygon([(int(c[1]), int(c[0])) for c in corners], fill=1)
+    return np.asarray(outline, bool)
+
+
+def _edge_step(small: np.ndarray, sheet: np.ndarray, along: np.ndarray) -> float:
+    """How sharply ``sheet`` stands out from what is around it where its edge runs next to
+    ``along``: the medians of a thin rim just inside and one just outside, their difference
+    (0 when there is nothing outside)."""
     rim = 2  # small's pixels, about 1.5% of the picture's side
-    inner = on_sheet & ~ndimage.binary_erosion(on_sheet, iterations=rim, border_value=1)
-    outer = ndimage.binary_dilation(on_sheet, iterations=rim) & ~on_sheet
-    if not outer.any() or float(np.median(small[inner]) - np.median(small[outer])) < 0.1:
-        return None
-    return sheet
+    near = ndimage.binary_dilation(along, iterations=2 * rim)
+    inner = sheet & ~ndimage.binary_erosion(sheet, iterations=rim, border_value=1) & near
+    outer = ndimage.binary_dilation(sheet, iterations=rim) & ~sheet & near
+    if not inner.any() or not outer.any():
+        return 0.0
+    return float(np.median(small[inner]) - np.median(small[outer]))
+
+
+def _shadowed_part(small: np.ndarray, lit: np.ndarray) -> np.ndarray:
+    """The paper beside ``lit``, the bright part of a sheet, that lies under a hard shadow
+    (a hand's, a phone's); none (all False) when there is no such paper. Without it the sheet
+    would end at the shadow's edge, and its shadowed part be taken for desk and its edge for
+    ink. That part is a region of what is around ``lit`` (split in two by Otsu's threshold:
+    it may be lighter or darker than the desk) that touches it, a tenth of its size at
+    least, and makes with it one convex shape clearly inside the picture whose edge is a
+    sharp step where it runs along the shadowed part."""
+    rest = ~lit
+    if rest.sum() < 0.05 * rest.size:
+        return np.zeros_like(lit)
+    threshold = _otsu(small[rest])
+    touching = ndimage.binary_dilation(lit, iterations=2) & rest
+    for side in (small > threshold, small <= threshold):
+        labels, _ = ndimage.label(rest & side)
+        for label in np.unique(labels[touching & side]):
+            part = ndimage.binary_fill_holes(labels == label)  # ink in the shadow is paper
+            # less its rim, whose pixels may be blurred into the desk: like the lit part's
+            # hull, the sheet may stop short of the paper's edge, never go past it
+            part = ndimage.binary_erosion(part)
+            if part.sum() < 0.1 * lit.sum():
+                continue
+            union = lit | part
+            sheet = _hull(union)
+            if sheet is None or union.sum() < 0.9 * sheet.sum() or sheet.mean() > 0.92:
+                continue
+            if abs(_edge_step(small, sheet, part & ~lit)) >= SHADOWED_EDGE:
+                return part
+    return np.zeros_like(lit)
 
 
 def _bare_around(grey: np.ndarray, sheet: np.ndarray) -> bool:
@@ -380,10 +458,33 @@ def _painted_around(grey: np.ndarray, sheet: np.ndarray) -> np.ndarray:
 def ink_map(grey: np.ndarray) -> Ink:
     """Find the ink; on a sheet of paper on a darker desk with nothing else on it, the ink
     with the desk painted over as paper (see ``paper_sheet``)."""
-    sheet = paper_sheet(grey)
-    if sheet is not None and _bare_around(grey, sheet):
-        grey = _painted_around(grey, sheet)
+    sheet = _find_sheet(grey)
+    if sheet is not None and _bare_around(grey, sheet.mask):
+        grey = _painted_around(_relit(grey, sheet), sheet.mask)
     return _ink(grey)
+
+
+def _relit(grey: np.ndarray, sheet: _Sheet) -> np.ndarray:
+    """``grey`` with a sheet's shadowed part brightened by the ratio of the lit paper's level
+    to the shadowed paper's beside it, so that the shadow's edge does not go on across the
+    painted desk as a line of ink. The shadow's edge is placed pixel by pixel, near where the
+    grid put it, halfway between the two levels (ink there is brightened too: it stays ink)."""
+    shadowed, small, step = sheet.shadowed, sheet.small, sheet.step
+    if not shadowed.any():
+        return grey
+    lit_beside = ndimage.binary_dilation(shadowed, iterations=3) & sheet.lit
+    if not lit_beside.any():
+        return grey
+    light, shade = float(np.median(small[lit_beside])), float(np.median(small[shadowed]))
+    if not light > shade > 0:
+        return grey
+    h, w = grey.shape
+    core = np.repeat(np.repeat(shadowed, step, axis=0), step, axis=1)[:h, :w]
+    zone = ndimage.maximum_filter(core.view(np.uint8), size=6 * step + 1).view(bool)
+    shade_mask = core | (zone & sheet.mask & (grey < (light + shade) / 2))
+    out = grey.copy()
+    out[shade_mask] = np.minimum(out[shade_mask] * (light / shade), 1)
+    return out
 
 
 def _ink(grey: np.ndarray) -> Ink:
