@@ -446,10 +446,12 @@ def test_every_option_and_positional_of_every_subcommand_says_what_it_is_and_its
                 )
 
 
-def test_plain_training_sets_malloc_to_keep_freed_memory(monkeypatch, tmp_path):
-    """``train --plain`` sets the allocator for the process (``keep_freed_memory``) before it
-    runs: the plain engine makes every array afresh. Compiled training, which reuses its own
-    memory, and the commands that only read, predict or serve leave it as it was."""
+def test_plain_training_and_evaluate_set_malloc_to_keep_freed_memory(monkeypatch, tmp_path):
+    """``train --plain`` and ``evaluate`` set the allocator for the process
+    (``keep_freed_memory``) before they run: the plain engine makes every array afresh, and
+    evaluate's chunks of 1000 images get new inference memory each. Compiled training, which
+    reuses its own memory, and the commands that read, predict or serve a few images at a time
+    leave it as it was."""
     from scratchcnn.app import cli
 
     calls = []
@@ -461,3 +463,5 @@ def test_plain_training_sets_malloc_to_keep_freed_memory(monkeypatch, tmp_path):
     assert calls == []
     assert cli.main(["train", "--plain", "--resume", "--out", out]) != 0
     assert calls == [True]
+    assert cli.main(["evaluate", str(tmp_path / "missing.npz")]) != 0
+    assert calls == [True, True]

@@ -917,7 +917,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
-    if args.func is cmd_train and args.plain:  # the plain engine makes each step's arrays afresh
+    # The plain engine makes each step's arrays afresh; evaluate runs chunk after chunk of
+    # thousands of images through the compiled path, whose inference memory is new each chunk.
+    if (args.func is cmd_train and args.plain) or args.func is cmd_evaluate:
         keep_freed_memory()
     try:
         return args.func(args)

@@ -17,10 +17,14 @@ process keeps its peak memory until it exits, which a training run reaches in it
 anyway. The settings are process-wide and stay for the life of the process; they change where
 arrays live, never a value. Linux with glibc only: elsewhere this does nothing.
 
-The compiled path gains nothing from them: its workspaces reuse their memory already, and in
-the same A/B it came out at 0.88x to 1.05x (training), within this machine's spread. So the
-command line sets them only where the plain engine trains (``train --plain``) and in ``bench``,
-for every library it times alike; the library leaves the allocator alone unless asked.
+The compiled path's training gains nothing from them: its workspaces reuse their memory
+already, and in the same A/B it came out at 0.88x to 1.05x, within this machine's spread. Its
+inference of a large batch makes new arrays chunk by chunk: ``Classifier.evaluate`` of the
+10,000 MNIST test images with the bundled model made 3,573 page faults per 1000 images and then
+49, and ran 1.06x as fast (the median of eight rounds; 0.92x to 1.17x round by round:
+``benchmarks/results/allocator-evaluate.txt``). So the command line sets them where the plain
+engine trains (``train --plain``), in ``evaluate`` and in ``bench``, for every library it times
+alike; the library leaves the allocator alone unless asked.
 ``SCRATCHCNN_KEEP_MEMORY=0`` turns it off.
 """
 
