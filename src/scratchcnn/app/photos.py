@@ -414,7 +414,11 @@ def _shadowed_part(small: np.ndarray, lit: np.ndarray) -> np.ndarray:
     touching = ndimage.binary_dilation(lit, iterations=2) & rest
     for side in (small > threshold, small <= threshold):
         labels, _ = ndimage.label(rest & side)
+        boxes = ndimage.find_objects(labels)
         for label in np.unique(labels[touching & side]):
+            rows, cols = boxes[label - 1]  # not even its box filled would be large enough
+            if (rows.stop - rows.start) * (cols.stop - cols.start) < 0.1 * lit.sum():
+                continue
             part = ndimage.binary_fill_holes(labels == label)  # ink in the shadow is paper
             # less its rim, whose pixels may be blurred into the desk: like the lit part's
             # hull, the sheet may stop short of the paper's edge, never go past it
