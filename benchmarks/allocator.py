@@ -11,9 +11,9 @@ at batch 64 and 256; then, in the same process, inference of a batch of 1000. Th
 alternate between the two settings for ``--rounds`` rounds, so a slow spell hits both; each
 figure is the median. Writes ``benchmarks/results/allocator.txt``.
 
-``--evaluate`` times what ``scratchcnn evaluate`` and ``predict`` run on many images instead:
-the bundled model's ``Classifier.evaluate`` of the 10,000 MNIST test images (chunks of 1000,
-the compiled path), in fresh processes alternating the same way, and writes
+``--evaluate`` times what ``scratchcnn evaluate`` runs instead (and ``Classifier.predict`` on
+many images): the bundled model's ``Classifier.evaluate`` of the 10,000 MNIST test images
+(chunks of 1000, the compiled path), in fresh processes alternating the same way, and writes
 ``benchmarks/results/allocator-evaluate.txt``.
 """
 

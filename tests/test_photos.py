@@ -304,8 +304,9 @@ def test_ones_cropped_tight_are_digits_not_ruled_lines(bundled):
 # 14/30 single digits; after: 9/12 and 22/30 (misses: a hard shadow as well as a desk, a
 # desk about as light as the paper, a sheet whose dim end is left out of it, ruled lines
 # turned far enough to read as strokes). 27/30 single digits once paper under a hard shadow
-# was joined to the sheet and relit (``photos._shadowed_part``, ``photos._relit``): the misses
-# a sheet on grid paper whose shadowed part was not joined, or no sheet found on a light desk.
+# was joined to the sheet and relit (``photos._shadowed_part``, ``photos._relit``); the misses:
+# two sheets whose shadowed paper is about as light as the desk, so not joined, and one on a
+# light desk whose paper is not told from the desk at all.
 FLOOR_DESK_NUMBERS = 0.6
 FLOOR_DESK_SINGLE = 0.8
 
