@@ -11,11 +11,11 @@ copied into shared memory; the child's logits read back from it. The caller's ha
 meanwhile in this process (compiled with one worker, BLAS on one thread). The child is started
 once ("spawn") with BLAS on one thread.
 
-For the bench's nets at batch 1000, interleaved in windows of two calls (the order flipped each
-round): ``compile(model, 1)``, ``compile(model, 2)`` (two threads) and the process split;
-images/s, medians over the rounds; malloc keeps freed memory, as in the bench. Whether the
-split's logits equal those of the two threads bit for bit is checked and printed.
-Writes benchmarks/results/process-split.txt.
+For the bench's nets at batch 1000, interleaved in windows of two calls as
+``benchmarks/workers.py`` interleaves them: ``compile(model, 1)``, ``compile(model, 2)`` (two
+threads) and the process split; images/s, medians over the rounds; malloc keeps freed memory,
+as in the bench. Whether the split's logits equal those of the two threads bit for bit is
+checked and printed. Writes benchmarks/results/process-split.txt.
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ import argparse
 import functools
 import multiprocessing
 import os
-import statistics
-import time
 from collections.abc import Callable
 from multiprocessing import shared_memory
 from pathlib import Path
@@ -35,6 +33,7 @@ import numpy as np
 from scratchcnn.app.bench import make_model
 from scratchcnn.fast import compile, keep_freed_memory
 from scratchcnn.fast.parallel import single_threaded_blas
+from workers import infer, rates, repeat  # this folder's benchmarks/workers.py
 
 OUT = Path(__file__).resolve().parent / "results" / "process-split.txt"
 ARCHS = ("seed", "keras", "user", "fast")
@@ -119,10 +118,6 @@ class ProcessSplit:
             memory.unlink()
 
 
-def infer(net, x: np.ndarray) -> np.ndarray:
-    return net.forward(x, training=False)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=20)
@@ -142,23 +137,14 @@ def main() -> None:
         try:
             threads = compile(model, 2)
             same = np.array_equal(split.forward(x), threads.forward(x, training=False))
-            runs: dict[str, Callable[[], object]] = {
-                "1": functools.partial(infer, compile(model, 1), x),
-                "2": functools.partial(infer, threads, x),
-                "procs": functools.partial(split.forward, x),
+            runs: dict[str, Callable[[int], None]] = {
+                "1": functools.partial(repeat, functools.partial(infer, compile(model, 1), x)),
+                "2": functools.partial(repeat, functools.partial(infer, threads, x)),
+                "procs": functools.partial(repeat, functools.partial(split.forward, x)),
             }
-            seconds: dict[str, list[float]] = {name: [] for name in runs}
-            for run in runs.values():
-                run()
-            for round_ in range(args.rounds):
-                for name in sorted(runs, reverse=round_ % 2 == 1):
-                    start = time.perf_counter()
-                    for _ in range(2):
-                        runs[name]()
-                    seconds[name].append((time.perf_counter() - start) / 2)
+            rate = rates(runs, BATCH, 2, args.rounds)
         finally:
             split.close()
-        rate = {name: BATCH / statistics.median(s) for name, s in seconds.items()}
         line = (
             f"{arch:<6} {rate['1']:>9,.0f} {rate['2']:>10,.0f} {rate['procs']:>9,.0f} "
             f"{rate['procs'] / rate['2']:>13.2f} {'yes' if same else 'no'}"
