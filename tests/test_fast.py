@@ -733,5 +733,7 @@ def test_freed_memory_is_reused_once_malloc_keeps_it():
     _, before = page_faults(False)
     print(f"page faults a plain keras step at batch 64: {before:.0f} as the system set malloc, "
           f"{faults:.0f} with freed memory kept")  # fmt: skip
-    assert kept and faults < 20
+    # 0 to 6 a step was usual, but one CI run on Python 3.12 saw 28 (against 1,600 with malloc
+    # as the system set it): the interpreter's own allocations move a few pages too.
+    assert kept and faults < min(50, before / 10)
     assert page_faults(True, {"SCRATCHCNN_KEEP_MEMORY": "0"})[0] is False  # switched off
