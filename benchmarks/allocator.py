@@ -81,6 +81,17 @@ CASES = [(arch, batch) for arch in ("seed", "keras", "user") for batch in (64, 2
 PATHS = ("plain", "compiled", "torch")
 
 
+def in_fresh_process(code: str, *args: str) -> tuple[float, ...]:
+    """The figures a child program prints, run in a new Python process. The child sets malloc
+    itself, so SCRATCHCNN_KEEP_MEMORY=0 in this process's environment must not reach it."""
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True, text=True, check=True,
+        env={**os.environ, "SCRATCHCNN_KEEP_MEMORY": "1"},
+    ).stdout.split()  # fmt: skip
+    return tuple(map(float, out))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, help="rounds (default: 5, or 8 with --evaluate)")
@@ -96,12 +107,8 @@ def main() -> None:
         for keep in ("0", "1"):
             for arch, batch in CASES:
                 for path in PATHS:
-                    out = subprocess.run(
-                        [sys.executable, "-c", CHILD, arch, str(batch), path, keep],
-                        capture_output=True, text=True, check=True,
-                        env={**os.environ, "SCRATCHCNN_KEEP_MEMORY": "1"},
-                    ).stdout.split()  # fmt: skip
-                    runs.setdefault((arch, batch, path, keep), []).append(tuple(map(float, out)))
+                    figures = in_fresh_process(CHILD, arch, str(batch), path, keep)
+                    runs.setdefault((arch, batch, path, keep), []).append(figures)
         print(f"round {round_ + 1} of {args.rounds}", flush=True)
     lines = [
         "training images/s (train_step + SGD) and page faults a step, and inference images/s "
@@ -136,12 +143,7 @@ def evaluate(rounds: int, data: Path) -> None:
     runs: dict[str, list[tuple[float, ...]]] = {"0": [], "1": []}
     for round_ in range(rounds):
         for keep in ("0", "1") if round_ % 2 == 0 else ("1", "0"):
-            out = subprocess.run(
-                [sys.executable, "-c", CHILD_EVALUATE, str(data), keep],
-                capture_output=True, text=True, check=True,
-                env={**os.environ, "SCRATCHCNN_KEEP_MEMORY": "1"},
-            ).stdout.split()  # fmt: skip
-            runs[keep].append(tuple(map(float, out)))
+            runs[keep].append(in_fresh_process(CHILD_EVALUATE, str(data), keep))
         print(f"round {round_ + 1} of {rounds}", flush=True)
     (rate_s, faults_s), (rate_k, faults_k) = (
         [statistics.median(col) for col in zip(*runs[keep], strict=True)] for keep in "01"
