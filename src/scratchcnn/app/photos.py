@@ -429,7 +429,7 @@ def _shadowed_part(small: np.ndarray, lit: np.ndarray) -> np.ndarray:
             sheet = _hull(union)
             if sheet is None or union.sum() < 0.9 * sheet.sum() or sheet.mean() > 0.92:
                 continue
-            if abs(_edge_step(small, sheet, part & ~lit)) >= SHADOWED_EDGE:
+            if abs(_edge_step(small, sheet, part)) >= SHADOWED_EDGE:  # part lies off lit
                 return part
     return np.zeros_like(lit)
 
