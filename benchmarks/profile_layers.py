@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--infer", action="store_true", help="inference passes, not steps")
     args = parser.parse_args()
     model = make_model(args.arch, seed=0)
-    runner = model if args.plain else compile(model, args.workers)
+    runner = model if args.plain else compile(model, args.workers, processes=False)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.batch, *model.input_shape), dtype=np.float32)
     y = rng.integers(0, 10, args.batch)

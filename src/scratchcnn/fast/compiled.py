@@ -7,13 +7,17 @@
 
 It runs the plan of ``plan.py`` (fused conv + pool, ReLU after the pool, fast ops; in inference
 conv + batch norm + pool + ReLU as one op, ``inference.py``) and splits a large enough batch
-over worker threads (``parallel.py``). It never changes the math: outputs,
+over worker threads (``parallel.py``), or in inference over child processes once it has run
+long enough to be worth starting them (``processes.py``). It never changes the math: outputs,
 losses and gradients are the plain model's but for the order in which sums are rounded (the
 tests hold them to 1e-9 relative in float64), and max-pool ties go to the same winner.
 ``model`` itself stays the plain engine: calling it runs every layer as its file reads.
 """
 
 from __future__ import annotations
+
+import os
+import time
 
 import numpy as np
 
@@ -22,18 +26,28 @@ from ..nn import Layer, Sequential, SoftmaxCrossEntropy, softmax
 from ..nn.layers.base import backward_through, forward_through
 from .parallel import MIN_PART_VALUES, Replicas, blas_threads
 from .plan import inference_plan, plan
+from .processes import SUPPORTED, Processes
 
 
 class CompiledModel:
     """The object :func:`compile` returns: ``forward``, ``backward``, ``train_step``,
     ``predict_proba`` and ``predict`` with the signatures and results of ``Sequential``'s.
-    ``workers`` threads share a batch (1: every batch runs whole, in the calling thread)."""
+    ``workers`` threads share a batch (1: every batch runs whole, in the calling thread);
+    ``processes``: whether large inference batches may go to workers - 1 child processes
+    instead (default: yes on POSIX, unless SCRATCHCNN_PROCESSES=0)."""
 
-    def __init__(self, model: Sequential, workers: int | None = None) -> None:
+    def __init__(
+        self, model: Sequential, workers: int | None = None, processes: bool | None = None
+    ) -> None:
         if not isinstance(model, Sequential):
             raise TypeError(f"compile() takes a Sequential, not {type(model).__name__}")
         self.model = model
         self.workers = blas_threads() if workers is None else max(1, int(workers))
+        if processes is None:
+            processes = os.environ.get("SCRATCHCNN_PROCESSES", "1") != "0"
+        self._processes = (
+            Processes(model, self.workers) if processes and SUPPORTED and self.workers > 1 else None
+        )
         self._signature: list[int] = []
         self._ops: dict[bool, list[Layer]] = {}  # training -> its plan
         self._replicas: dict[bool, Replicas] = {}  # training -> the copies of its plan
@@ -44,6 +58,8 @@ class CompiledModel:
         signature = [id(a) for layer in self.model.layers for a in layer.params.values()]
         if signature != self._signature or not self._ops:
             self._signature, self._replicas = signature, {}
+            if self._processes is not None:
+                self._processes.close()  # its ops were planned for the old arrays
             self._ops = {True: plan(self.model), False: inference_plan(self.model)}
         return self._ops[training]
 
@@ -96,6 +112,18 @@ class CompiledModel:
         """Logits (N, classes) of a batch (N, H, W, C), as ``Sequential.forward``."""
         x = self.model.check_input(x)
         ops = self._plan(training)
+        if not training and self._processes is not None and len(x) > 1:
+            logits = self._processes.forward(x)
+            if logits is not None:
+                return logits
+            start = time.perf_counter()
+            logits = self._forward(x, ops, training)
+            self._processes.record(len(x), time.perf_counter() - start)
+            return logits
+        return self._forward(x, ops, training)
+
+    def _forward(self, x: np.ndarray, ops: list[Layer], training: bool) -> np.ndarray:
+        """``forward`` of a checked batch on the worker threads (or whole, here)."""
         replicas = self._replicas_for(len(x), training) if len(x) > 1 else None
         if training:
             self._discard_pending()  # this forward's backward is the one that counts
@@ -104,6 +132,28 @@ class CompiledModel:
         return forward_through(ops, x, training)
 
     __call__ = forward
+
+    def start_processes(self, batch_size: int = 1000) -> bool:
+        """Start the child processes now, for inference batches of up to ``batch_size``, and
+        wait until they are ready, instead of once inference has run a while. Returns whether
+        they run (False: processes are off, unsupported here, or failed; the threads serve)."""
+        if self._processes is None:
+            return False
+        self._plan(False)
+        parts = self._processes.parts(batch_size)
+        if len(parts) < 2:
+            return False
+        return self._processes.start(max(p.stop - p.start for p in parts), wait=True)
+
+    def process_parts(self, n: int) -> list[slice]:
+        """How an inference batch of ``n`` is split over this process and the children (one
+        slice: it stays on the threads)."""
+        return [slice(0, n)] if self._processes is None else self._processes.parts(n)
+
+    def close(self) -> None:
+        """Stop the child processes (they also stop when this object is collected)."""
+        if self._processes is not None:
+            self._processes.close()
 
     def _discard_pending(self) -> None:
         """Forget a split training forward still waiting for its backward."""
@@ -154,7 +204,11 @@ class CompiledModel:
         return f"compile({type(self.model).__name__}, workers={self.workers}):\n{self.describe()}"
 
 
-def compile(model: Sequential, workers: int | None = None) -> CompiledModel:
+def compile(
+    model: Sequential, workers: int | None = None, processes: bool | None = None
+) -> CompiledModel:
     """The fast twin of ``model``: same parameters, same results (see the module docstring).
-    ``workers``: threads that share a batch (default: as many as BLAS uses)."""
-    return CompiledModel(model, workers)
+    ``workers``: threads that share a batch (default: as many as BLAS uses); ``processes``:
+    whether large inference batches may use child processes instead (default: yes, on POSIX,
+    unless SCRATCHCNN_PROCESSES=0)."""
+    return CompiledModel(model, workers, processes)

@@ -1,0 +1,183 @@
+"""Inference split over child processes (scratchcnn/fast/processes.py): the logits equal the
+worker threads' bit for bit and the plain engine's to rounding; the children see every update
+of the parameters; a child that dies costs nothing but a warning; children stop with the model.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from scratchcnn import SGD, SoftmaxCrossEntropy
+from scratchcnn.fast import compile, compiled, processes
+
+from gradcheck import relative_error
+from layer_cases import NETS, make_net
+
+pytestmark = pytest.mark.skipif(not processes.SUPPORTED, reason="child processes need POSIX")
+EXACT = 1e-9
+
+
+@pytest.fixture(autouse=True)
+def small_parts(monkeypatch):
+    """Parts of a few samples go to the children and the threads alike (the library waits for
+    millions of values), so that the tests' batches stay small."""
+    monkeypatch.setattr(processes, "MIN_PART_VALUES", 1)
+    monkeypatch.setattr(compiled, "MIN_PART_VALUES", 1)
+
+
+def batch(model, n, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, *model.input_shape))
+
+
+def children(fast) -> list:
+    split = fast._processes.split
+    return [] if split is None else split.children
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_the_split_gives_the_threads_logits_bit_for_bit(name):
+    plain, twin = make_net(name), make_net(name)
+    fast, threads = compile(twin, workers=3), compile(twin, workers=3, processes=False)
+    x = batch(plain, 11)
+    assert fast.start_processes(11)
+    assert [(p.start, p.stop) for p in fast.process_parts(11)] == [(0, 3), (3, 7), (7, 11)]
+    assert threads.parallel_parts(11, training=False) == fast.process_parts(11)
+    logits = fast.forward(x, training=False)
+    assert len(children(fast)) == 2 and fast._processes.split.broken is None  # they ran it
+    np.testing.assert_array_equal(logits, threads.forward(x, training=False))
+    assert relative_error(logits, plain.forward(x, training=False)) < EXACT
+    np.testing.assert_array_equal(fast.predict_proba(x), threads.predict_proba(x))
+    fast.close()
+
+
+def test_the_children_see_every_update_of_the_parameters_and_statistics():
+    plain, twin = make_net("best"), make_net("best")  # batch norm: running statistics too
+    fast = compile(twin, workers=2)
+    x = batch(plain, 12)
+    assert fast.start_processes(12)
+    fast.forward(x, training=False)
+    for model, runner in ((plain, plain), (twin, fast)):
+        optimizer = SGD(model.parameters(), lr=0.1)
+        for step in range(2):
+            xb = batch(model, 8, seed=step + 1)
+            runner.train_step(xb, np.arange(8) % 10, SoftmaxCrossEntropy())
+            optimizer.step()
+    logits = fast.forward(x, training=False)
+    assert fast._processes.split.broken is None
+    assert relative_error(logits, plain.forward(x, training=False)) < EXACT
+    fast.close()
+
+
+def test_a_child_that_dies_costs_a_warning_and_nothing_else():
+    plain, twin = make_net("keras"), make_net("keras")
+    fast = compile(twin, workers=2)
+    x = batch(plain, 6)
+    assert fast.start_processes(6)
+    (child,) = children(fast)
+    os.kill(child.process.pid, signal.SIGKILL)
+    child.process.wait()
+    with pytest.warns(RuntimeWarning, match="goes back to threads: the child process exited"):
+        logits = fast.forward(x, training=False)
+    assert relative_error(logits, plain.forward(x, training=False)) < EXACT
+    logits = fast.forward(x, training=False)  # on the threads from now on
+    assert fast._processes.split is None and fast._processes.failed
+    assert relative_error(logits, plain.forward(x, training=False)) < EXACT
+
+
+def test_a_larger_batch_or_a_new_dtype_restarts_the_children():
+    plain, twin = make_net("fast"), make_net("fast")
+    fast = compile(twin, workers=2)
+    assert fast.start_processes(4)
+    (first,) = children(fast)
+    x = batch(plain, 10)
+    logits = fast.forward(x, training=False)  # parts of 5 do not fit: threads, and a restart
+    assert relative_error(logits, plain.forward(x, training=False)) < EXACT
+    assert not alive(first.process.pid)
+    assert fast._processes.split.ready(wait=True)
+    assert relative_error(fast.forward(x, training=False), plain.forward(x, training=False)) < EXACT
+    (second,) = children(fast)
+    for model in (plain, twin):
+        model.astype(np.float32)
+    logits = fast.forward(x, training=False)
+    assert logits.dtype == np.float32 and not alive(second.process.pid)
+    assert fast.start_processes(10)
+    np.testing.assert_allclose(
+        fast.forward(x, training=False), plain.forward(x, training=False), rtol=1e-4, atol=1e-5
+    )
+    fast.close()
+
+
+def test_the_children_start_by_themselves_once_inference_has_run_a_while(monkeypatch):
+    monkeypatch.setattr(processes, "START_AFTER_S", 1e-9)
+    plain, twin = make_net("keras"), make_net("keras")
+    fast = compile(twin, workers=2)
+    x = batch(plain, 6)
+    fast.forward(x[:1], training=False)  # a batch of one never counts
+    assert fast._processes.waited == 0.0
+    fast.forward(x, training=False)  # on the threads, timed
+    assert not children(fast)
+    fast.forward(x, training=False)  # starts them
+    assert fast._processes.split.ready(wait=True)
+    logits = fast.forward(x, training=False)
+    assert fast._processes.split.broken is None
+    assert relative_error(logits, plain.forward(x, training=False)) < EXACT
+    fast.close()
+    assert children(fast) == []
+
+
+def test_the_children_stop_with_the_compiled_model():
+    fast = compile(make_net("seed"), workers=2)
+    assert fast.start_processes(8)
+    pids = [child.process.pid for child in children(fast)]
+    del fast
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in pids)
+
+
+def test_threads_sharing_the_model_get_their_own_results():
+    plain, twin = make_net("keras"), make_net("keras")
+    fast = compile(twin, workers=2)
+    assert fast.start_processes(8)
+    xs = [batch(plain, 8, seed) for seed in range(4)]
+    results: dict[int, np.ndarray] = {}
+
+    def work(i: int) -> None:
+        for _ in range(5):
+            results[i] = fast.forward(xs[i], training=False)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i, x in enumerate(xs):
+        assert relative_error(results[i], plain.forward(x, training=False)) < EXACT
+    fast.close()
+
+
+def test_processes_can_be_switched_off(monkeypatch):
+    model = make_net("keras")
+    assert not compile(model, workers=2, processes=False).start_processes(8)
+    assert not compile(model, workers=1).start_processes(8)
+    monkeypatch.setenv("SCRATCHCNN_PROCESSES", "0")
+    fast = compile(model, workers=2)
+    assert not fast.start_processes(8)
+    assert fast.process_parts(8) == [slice(0, 8)]
