@@ -1,6 +1,7 @@
-"""Inference split over child processes (scratchcnn/fast/processes.py): the logits equal the
-worker threads' bit for bit and the plain engine's to rounding; the children see every update
-of the parameters; a child that dies costs nothing but a warning; children stop with the model.
+"""Batches split over child processes (scratchcnn/fast/processes.py): logits, losses and
+gradients equal the worker threads' bit for bit and the plain engine's to rounding; the
+children see every update of the parameters; a child that dies costs nothing but a warning;
+children stop with the model.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from scratchcnn import SGD, SoftmaxCrossEntropy
+from scratchcnn import SGD, Adam, BatchNorm2D, SoftmaxCrossEntropy
 from scratchcnn.fast import compile, compiled, processes
 
 from gradcheck import relative_error
@@ -29,6 +30,7 @@ def small_parts(monkeypatch):
     """Parts of a few samples go to the children and the threads alike (the library waits for
     millions of values), so that the tests' batches stay small."""
     monkeypatch.setattr(processes, "MIN_PART_VALUES", 1)
+    monkeypatch.setattr(processes, "MIN_TRAIN_PART_VALUES", 1)
     monkeypatch.setattr(compiled, "MIN_PART_VALUES", 1)
 
 
@@ -65,6 +67,88 @@ def test_the_split_gives_the_threads_logits_bit_for_bit(name):
     fast.close()
 
 
+def runs(fast) -> int:
+    """How many batches the children have taken part in."""
+    return fast._processes.split.runs
+
+
+def train_twice(runner, model, optimizer, batches):
+    out = []
+    for x, y in batches:
+        out.append(runner.train_step(x, y, SoftmaxCrossEntropy(label_smoothing=0.1)))
+        optimizer.step()
+    return out
+
+
+WITHOUT_NORM = [n for n in NETS if not any(isinstance(a, BatchNorm2D) for a in make_net(n).layers)]
+
+
+@pytest.mark.parametrize("name", WITHOUT_NORM)
+def test_a_split_training_step_is_the_threads_step_bit_for_bit(name):
+    """Nets without batch norm (with dropout: ``keras``): losses, logits, gradients and the
+    parameters after Adam steps equal the threads' exactly and the plain engine's to
+    rounding."""
+    plain, twin, other = make_net(name), make_net(name), make_net(name)
+    fast = compile(twin, workers=3)
+    threads = compile(other, workers=3, processes=False)
+    assert fast.start_processes(11)
+    assert fast.process_parts(11, training=True) == threads.parallel_parts(11)
+    assert len(fast.process_parts(11, training=True)) == 3
+    rng = np.random.default_rng(1)
+    batches = [(batch(plain, 11, seed), rng.integers(0, 10, 11)) for seed in range(3)]
+    results = {}
+    for key, runner, model in (
+        ("plain", plain, plain),
+        ("fast", fast, twin),
+        ("threads", threads, other),
+    ):
+        results[key] = train_twice(runner, model, Adam(model.parameters(), lr=0.01), batches)
+    assert runs(fast) == 3 and fast._processes.split.broken is None
+    for (loss, logits), (t_loss, t_logits), (p_loss, p_logits) in zip(
+        results["fast"], results["threads"], results["plain"], strict=True
+    ):
+        assert loss == t_loss
+        np.testing.assert_array_equal(logits, t_logits)
+        assert abs(loss - p_loss) <= EXACT * p_loss
+        assert relative_error(logits, p_logits) < EXACT
+    for layer, t_layer, p_layer in zip(twin.layers, other.layers, plain.layers, strict=True):
+        for key in layer.params:
+            np.testing.assert_array_equal(layer.grads[key], t_layer.grads[key])
+            np.testing.assert_array_equal(layer.params[key], t_layer.params[key])
+            assert relative_error(layer.params[key], p_layer.params[key]) < EXACT
+    fast.close()
+
+
+def test_a_net_with_batch_norm_trains_on_the_threads():
+    fast = compile(make_net("best"), workers=2)
+    assert fast.process_parts(8, training=True) == [slice(0, 8)]
+    assert fast.start_processes(8)  # its inference still splits
+    x, y = batch(fast.model, 8), np.arange(8) % 10
+    fast.train_step(x, y, SoftmaxCrossEntropy())
+    assert runs(fast) == 0
+    fast.forward(x, training=False)
+    assert runs(fast) == 1
+    fast.close()
+
+
+def test_a_child_that_dies_mid_training_costs_a_warning_and_nothing_else():
+    plain, twin = make_net("keras"), make_net("keras")
+    fast = compile(twin, workers=2)
+    x, y = batch(plain, 6), np.arange(6) % 10
+    assert fast.start_processes(6)
+    (child,) = children(fast)
+    os.kill(child.process.pid, signal.SIGKILL)
+    child.process.wait()
+    with pytest.warns(RuntimeWarning, match="back to threads: the child process exited"):
+        loss, logits = fast.train_step(x, y, SoftmaxCrossEntropy())
+    p_loss, p_logits = plain.train_step(x, y, SoftmaxCrossEntropy())
+    assert abs(loss - p_loss) <= EXACT * p_loss
+    assert relative_error(logits, p_logits) < EXACT
+    for layer, p_layer in zip(twin.layers, plain.layers, strict=True):
+        for key in layer.params:
+            assert relative_error(layer.grads[key], p_layer.grads[key]) < EXACT
+
+
 def test_the_children_see_every_update_of_the_parameters_and_statistics():
     plain, twin = make_net("best"), make_net("best")  # batch norm: running statistics too
     fast = compile(twin, workers=2)
@@ -91,7 +175,7 @@ def test_a_child_that_dies_costs_a_warning_and_nothing_else():
     (child,) = children(fast)
     os.kill(child.process.pid, signal.SIGKILL)
     child.process.wait()
-    with pytest.warns(RuntimeWarning, match="goes back to threads: the child process exited"):
+    with pytest.warns(RuntimeWarning, match="back to threads: the child process exited"):
         logits = fast.forward(x, training=False)
     assert relative_error(logits, plain.forward(x, training=False)) < EXACT
     logits = fast.forward(x, training=False)  # on the threads from now on
@@ -99,7 +183,8 @@ def test_a_child_that_dies_costs_a_warning_and_nothing_else():
     assert relative_error(logits, plain.forward(x, training=False)) < EXACT
 
 
-def test_a_larger_batch_or_a_new_dtype_restarts_the_children():
+def test_a_larger_batch_or_a_new_dtype_restarts_the_children(monkeypatch):
+    monkeypatch.setattr(processes, "MIN_CAPACITY", 1)  # room for parts of 2 samples only
     plain, twin = make_net("fast"), make_net("fast")
     fast = compile(twin, workers=2)
     assert fast.start_processes(4)

@@ -2,9 +2,15 @@
 SOCKET_FD MEMORY_FD SIZE``.
 
 It receives (model, capacity) once, makes the model's parameters and buffers views into the
-shared state block, compiles it with one worker, says "ready", then for each "run n" computes
-the logits of the n samples in its input block into its logits block and says "done" (or
-("error", reason)). It exits when told to (None) or when its parent is gone (end of file).
+shared state block (``processes.Blocks``), compiles it with one worker and says "ready". Then,
+for each message:
+
+    ("infer", n)                         logits of the n samples in the input block
+    ("train", n, loss, share, streams)   forward, loss and backward of a training part
+                                         (``parallel.part_step``); gradients to the grads block
+
+it writes the logits to the logits block and answers ("done", its share of the loss or None),
+or ("error", reason). It exits when told to (None) or when its parent is gone (end of file).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from multiprocessing.connection import Connection
 
 from .allocator import keep_freed_memory
 from .compiled import compile
+from .parallel import part_step
 from .processes import Blocks, arrays
 
 
@@ -28,23 +35,37 @@ def main(argv: list[str]) -> None:
         for (d, key), block in zip(arrays(model), blocks.state, strict=True):
             d[key] = block  # the parent writes the current values here before each run
         net = compile(model, workers=1)
-        net.forward(blocks.inputs[:1], training=False)  # builds the plan now, not on a call
+        net.forward(blocks.inputs[:1], training=False)  # builds the plans now, not on a call
         conn.send("ready")
     except EOFError:
         return
-    except Exception as error:  # the parent falls back to threads and says why
+    except Exception as error:  # the parent goes back to threads and says why
         conn.send(("error", f"{type(error).__name__}: {error}"))
         return
     while True:
         try:
-            n = conn.recv()
+            message = conn.recv()
         except EOFError:
             return
-        if n is None:
+        if message is None:
             return
         try:
-            blocks.logits[:n] = net.forward(blocks.inputs[:n], training=False)
-            conn.send("done")
+            kind, n, *rest = message
+            value = None
+            x = blocks.inputs[:n]
+            if kind == "infer":
+                blocks.logits[:n] = net.forward(x, training=False)
+            else:
+                loss, share, streams = rest
+                ops = net.ops
+                for j, stream in streams.items():
+                    ops[j].stream = stream
+                logits, value = part_step(ops, x, blocks.labels[:n], loss, share)
+                blocks.logits[:n] = logits
+                for layer, grads in zip(model.layers, blocks.grads, strict=True):
+                    for key, block in grads.items():
+                        block[...] = layer.grads[key]
+            conn.send(("done", value))
         except Exception as error:
             conn.send(("error", f"{type(error).__name__}: {error}"))
 

@@ -7,8 +7,9 @@
 
 It runs the plan of ``plan.py`` (fused conv + pool, ReLU after the pool, fast ops; in inference
 conv + batch norm + pool + ReLU as one op, ``inference.py``) and splits a large enough batch
-over worker threads (``parallel.py``), or in inference over child processes once it has run
-long enough to be worth starting them (``processes.py``). It never changes the math: outputs,
+over worker threads (``parallel.py``), or over child processes once batches have run long
+enough to be worth starting them (``processes.py``; not a training step of a net with batch
+norm). It never changes the math: outputs,
 losses and gradients are the plain model's but for the order in which sums are rounded (the
 tests hold them to 1e-9 relative in float64), and max-pool ties go to the same winner.
 ``model`` itself stays the plain engine: calling it runs every layer as its file reads.
@@ -33,8 +34,8 @@ class CompiledModel:
     """The object :func:`compile` returns: ``forward``, ``backward``, ``train_step``,
     ``predict_proba`` and ``predict`` with the signatures and results of ``Sequential``'s.
     ``workers`` threads share a batch (1: every batch runs whole, in the calling thread);
-    ``processes``: whether large inference batches may go to workers - 1 child processes
-    instead (default: yes on POSIX, unless SCRATCHCNN_PROCESSES=0)."""
+    ``processes``: whether large batches may go to workers - 1 child processes instead
+    (default: yes on POSIX, unless SCRATCHCNN_PROCESSES=0)."""
 
     def __init__(
         self, model: Sequential, workers: int | None = None, processes: bool | None = None
@@ -134,21 +135,23 @@ class CompiledModel:
     __call__ = forward
 
     def start_processes(self, batch_size: int = 1000) -> bool:
-        """Start the child processes now, for inference batches of up to ``batch_size``, and
-        wait until they are ready, instead of once inference has run a while. Returns whether
-        they run (False: processes are off, unsupported here, or failed; the threads serve)."""
+        """Start the child processes now, for batches of up to ``batch_size``, and wait until
+        they are ready, instead of once batches have run a while. Returns whether they run
+        (False: processes are off, unsupported here or failed, or such batches would not
+        split; the threads serve)."""
         if self._processes is None:
             return False
         self._plan(False)
-        parts = self._processes.parts(batch_size)
-        if len(parts) < 2:
-            return False
-        return self._processes.start(max(p.stop - p.start for p in parts), wait=True)
+        parts = [self._processes.parts(batch_size, training) for training in (False, True)]
+        sizes = [p.stop - p.start for each in parts if len(each) > 1 for p in each]
+        return bool(sizes) and self._processes.start(max(sizes), wait=True)
 
-    def process_parts(self, n: int) -> list[slice]:
-        """How an inference batch of ``n`` is split over this process and the children (one
-        slice: it stays on the threads)."""
-        return [slice(0, n)] if self._processes is None else self._processes.parts(n)
+    def process_parts(self, n: int, training: bool = False) -> list[slice]:
+        """How a batch of ``n`` is split over this process and the children (one slice: it
+        stays on the threads)."""
+        if self._processes is None:
+            return [slice(0, n)]
+        return self._processes.parts(n, training)
 
     def close(self) -> None:
         """Stop the child processes (they also stop when this object is collected)."""
@@ -172,13 +175,26 @@ class CompiledModel:
         self, x: np.ndarray, labels: np.ndarray, loss: SoftmaxCrossEntropy
     ) -> tuple[float, np.ndarray]:
         """Forward, loss and backward, as ``Sequential.train_step``; a split batch goes to the
-        threads once, and each part computes its share of the loss."""
+        threads (or the child processes) once, and each part computes its share of the loss."""
         x = self.model.check_input(x)
         labels = np.asarray(labels)
         if labels.shape != (len(x),):  # a part's loss sees only its slice of the labels
             raise ShapeError(f"expected {len(x)} labels, got shape {labels.shape}")
-        replicas = self._replicas_for(len(x))
         self._discard_pending()
+        if self._processes is None:
+            return self._train_step(x, labels, loss)
+        result = self._processes.train_step(x, labels, loss)
+        if result is None:
+            start = time.perf_counter()
+            result = self._train_step(x, labels, loss)
+            self._processes.record(len(x), time.perf_counter() - start, training=True)
+        return result
+
+    def _train_step(
+        self, x: np.ndarray, labels: np.ndarray, loss: SoftmaxCrossEntropy
+    ) -> tuple[float, np.ndarray]:
+        """``train_step`` of a checked batch on the worker threads (or whole, here)."""
+        replicas = self._replicas_for(len(x))
         if replicas is not None:
             return replicas.train_step(x, labels, loss)
         logits = forward_through(self.ops, x, True)
@@ -209,6 +225,6 @@ def compile(
 ) -> CompiledModel:
     """The fast twin of ``model``: same parameters, same results (see the module docstring).
     ``workers``: threads that share a batch (default: as many as BLAS uses); ``processes``:
-    whether large inference batches may use child processes instead (default: yes, on POSIX,
-    unless SCRATCHCNN_PROCESSES=0)."""
+    whether large batches may use child processes instead (default: yes, on POSIX, unless
+    SCRATCHCNN_PROCESSES=0)."""
     return CompiledModel(model, workers, processes)

@@ -180,7 +180,65 @@ def dropout_streams(
     return [Presampled(uniforms[part]) for part in parts]
 
 
+def part_streams(
+    ops: list[Layer], parts: list[slice], dtype: np.dtype
+) -> list[dict[int, Substream | Presampled]]:
+    """For each part of a split training batch, the dropout streams its copy of ``ops`` gets:
+    op index -> stream (see ``dropout_streams``), drawn in the order a whole batch draws."""
+    streams: list[dict[int, Substream | Presampled]] = [{} for _ in parts]
+    for j, op in enumerate(ops):
+        if isinstance(op, DropoutOp) and op.dropout.p > 0:
+            drawn = dropout_streams(op.dropout.rng, op.sample_shape, parts, dtype)
+            for own, stream in zip(streams, drawn, strict=True):
+                own[j] = stream
+    return streams
+
+
+def part_step(
+    ops: list[Layer], x: np.ndarray, labels: np.ndarray, loss: SoftmaxCrossEntropy, share: float
+) -> tuple[np.ndarray, float]:
+    """Forward, loss and backward of one part of a split training batch, the part being
+    ``share`` of the batch: returns its logits and its share of the batch's mean loss.
+
+    A part's mean loss L_r over its n_r samples is n_r/N of the batch mean's share:
+    L = sum_r (n_r / N) L_r, and dL/dlogits_r = (n_r / N) dL_r/dlogits_r."""
+    part_loss = copy.copy(loss)  # its own cache; ``loss`` itself is left as it was
+    logits = forward_through(ops, x, True)
+    value = part_loss.forward(logits, labels)
+    backward_through(ops, part_loss.backward() * logits.dtype.type(share))
+    return logits, value * share
+
+
+def sum_grads(layers: list[Layer], parts_grads: list[list[dict[str, np.ndarray]]]) -> None:
+    """Put into each of ``layers`` with parameters the sum of its gradients over the parts
+    (``parts_grads[r][i]``: part r's gradients of layer i), added in part order."""
+    for i, layer in enumerate(layers):
+        if layer.params:
+            layer.grads = {
+                key: functools.reduce(np.add, (grads[i][key] for grads in parts_grads))
+                for key in parts_grads[0][i]
+            }
+
+
 Replica = tuple[list[Layer], list[Layer]]  # a copy of (declared layers, ops)
+
+
+def replica(layers: list[Layer], ops: list[Layer]) -> Replica:
+    """A copy of the declared ``layers`` and their ``ops`` that shares the parameters, the
+    running statistics and the dropout generators, with its own caches, gradients and
+    workspaces: one part of a split batch runs on it."""
+    # deepcopy returns what the memo already holds: the parameters, the buffer dicts and the
+    # dropout generators stay shared, the layers' pending caches are not copied, and
+    # workspaces copy as empty ones.
+    memo: dict[int, Any] = {}
+    for layer in layers:
+        memo.update((id(a), a) for a in layer.params.values())
+        memo[id(layer.buffers)] = layer.buffers
+        if hasattr(layer, "rng"):
+            memo[id(layer.rng)] = layer.rng
+    for each in [*layers, *ops]:
+        memo[id(each._saved)] = None
+    return copy.deepcopy((layers, ops), memo)
 
 
 class Replicas:
@@ -218,18 +276,7 @@ class Replicas:
 
     def _copies(self, count: int) -> list[Replica]:
         while len(self._replicas) < count:
-            # deepcopy returns what the memo already holds: the parameters, the buffer dicts
-            # (running statistics) and the dropout generators stay shared, the layers' pending
-            # caches are not copied, and workspaces copy as empty ones.
-            memo: dict[int, Any] = {}
-            for layer in self.layers:
-                memo.update((id(a), a) for a in layer.params.values())
-                memo[id(layer.buffers)] = layer.buffers
-                if hasattr(layer, "rng"):
-                    memo[id(layer.rng)] = layer.rng
-            for each in [*self.layers, *self.ops]:
-                memo[id(each._saved)] = None
-            self._replicas.append(copy.deepcopy((self.layers, self.ops), memo))
+            self._replicas.append(replica(self.layers, self.ops))
         return self._replicas[:count]
 
     def _run(
@@ -280,21 +327,15 @@ class Replicas:
                 groups.append(AllReduce(len(parts)))
                 for rank, part_norms in enumerate(norms):
                     part_norms[j].sync = groups[-1].member(rank)
-            for j, op in enumerate(self.ops):
-                if isinstance(op, DropoutOp) and op.dropout.p > 0:
-                    streams = dropout_streams(op.dropout.rng, op.sample_shape, parts, x.dtype)
-                    for stream, (_, ops) in zip(streams, replicas, strict=True):
-                        ops[j].stream = stream
+            for streams, (_, ops) in zip(
+                part_streams(self.ops, parts, x.dtype), replicas, strict=True
+            ):
+                for j, stream in streams.items():
+                    ops[j].stream = stream
         return parts, replicas, groups
 
     def _sum_grads(self, replicas: list[Replica]) -> None:
-        for i, layer in enumerate(self.layers):
-            if layer.params:
-                parts_grads = [layers[i].grads for layers, _ in replicas]
-                layer.grads = {
-                    key: functools.reduce(np.add, (grads[key] for grads in parts_grads))
-                    for key in parts_grads[0]
-                }
+        sum_grads(self.layers, [[layer.grads for layer in layers] for layers, _ in replicas])
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         """Logits of ``x`` (N, ...) computed part by part."""
@@ -328,20 +369,12 @@ class Replicas:
     ) -> tuple[float, np.ndarray]:
         """Forward, loss and backward in one go, each part in its thread: one hand-off to the
         threads instead of two, and the loss runs in parallel too. Returns the batch's mean
-        loss and its logits; gradients land in the declared layers' ``grads``.
-
-        A part's mean loss L_r over its n_r samples is n_r/N of the batch mean's share:
-        L = sum_r (n_r / N) L_r, and dL/dlogits_r = (n_r / N) dL_r/dlogits_r."""
+        loss and its logits; gradients land in the declared layers' ``grads``."""
         n = len(x)
         parts, replicas, groups = self._prepare(x, True)
 
         def work(part: slice, ops: list[Layer]) -> tuple[np.ndarray, float]:
-            share = (part.stop - part.start) / n
-            part_loss = copy.copy(loss)  # its own cache; ``loss`` itself is left as it was
-            logits = forward_through(ops, x[part], True)
-            value = part_loss.forward(logits, labels[part])
-            backward_through(ops, part_loss.backward() * logits.dtype.type(share))
-            return logits, value * share
+            return part_step(ops, x[part], labels[part], loss, (part.stop - part.start) / n)
 
         results = self._run(work, parts, replicas, groups)
         self._sum_grads(replicas)

@@ -43,16 +43,29 @@ import tempfile
 import threading
 import warnings
 import weakref
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 
-from ..nn import Layer, Sequential
+from ..nn import Sequential, SoftmaxCrossEntropy
 from ..nn.layers.base import forward_through
-from .parallel import single_threaded_blas, split
-from .plan import inference_plan
+from .ops import Op
+from .parallel import (
+    MIN_PART_VALUES as MIN_TRAIN_PART_VALUES,
+)
+from .parallel import (
+    Replica,
+    part_step,
+    part_streams,
+    replica,
+    single_threaded_blas,
+    split,
+    sum_grads,
+)
+from .plan import inference_plan, plan
 
 SUPPORTED = os.name == "posix"
 # A part smaller than this many activation values (a sample's layer outputs, times its
@@ -64,6 +77,9 @@ MIN_PART_VALUES = 10_000_000
 # them: starting one takes about a second of a core (a fresh interpreter imports NumPy and
 # scratchcnn), which a one-off evaluation would not win back.
 START_AFTER_S = 2.0
+# Room for parts of at least this many samples: training parts are small, inference parts of
+# 500 common, and a part that does not fit means a restart. Pages never written cost nothing.
+MIN_CAPACITY = 1024
 
 
 def arrays(model: Sequential) -> list[tuple[dict[str, np.ndarray], str]]:
@@ -78,37 +94,34 @@ def layout(model: Sequential) -> tuple[tuple[tuple[int, ...], str], ...]:
 
 
 class Blocks:
-    """The state, input and logits blocks of one child, as NumPy views of one mapping:
-    ``Blocks(model, capacity, memory)`` with room for ``capacity`` samples."""
+    """The blocks a child shares with this process, as NumPy views of one mapping:
+    ``Blocks(model, capacity, memory)`` with room for parts of ``capacity`` samples.
 
-    def __init__(self, model: Sequential, capacity: int, memory: mmap.mmap) -> None:
-        self.capacity = capacity
-        self.state: list[np.ndarray] = []
-        offset = 0
-        for d, key in arrays(model):
-            value = d[key]
-            self.state.append(np.ndarray(value.shape, value.dtype, memory, offset))
-            offset += _aligned(value.nbytes)
+    ``state``  every parameter and buffer (``arrays(model)``), written here before each run
+    ``grads``  the child's gradient of each parameter (``grads[i]``: layer i's, by key)
+    ``inputs`` (capacity, *input_shape), ``labels`` (capacity,) int64,
+    ``logits`` (capacity, classes)
+    Without ``memory`` only ``nbytes`` is worked out."""
+
+    def __init__(self, model: Sequential, capacity: int, memory: mmap.mmap | None = None) -> None:
+        self.capacity, self._memory, self.nbytes = capacity, memory, 0
+        self.state = [self._next(d[key].shape, d[key].dtype) for d, key in arrays(model)]
+        self.grads = [
+            {key: self._next(value.shape, value.dtype) for key, value in layer.params.items()}
+            for layer in model.layers
+        ]
         dtype = np.dtype(model.dtype)
-        self.inputs = np.ndarray((capacity, *model.input_shape), dtype, memory, offset)
-        offset += _aligned(self.inputs.nbytes)
-        self.logits = np.ndarray((capacity, *model.output_shapes[-1]), dtype, memory, offset)
+        self.inputs = self._next((capacity, *model.input_shape), dtype)
+        self.labels = self._next((capacity,), np.dtype(np.int64))
+        self.logits = self._next((capacity, *model.output_shapes[-1]), dtype)
 
-    @staticmethod
-    def size(model: Sequential, capacity: int) -> int:
-        """Bytes the blocks take."""
-        state = sum(_aligned(d[key].nbytes) for d, key in arrays(model))
-        itemsize = np.dtype(model.dtype).itemsize
-        sample = int(np.prod(model.input_shape)) + int(np.prod(model.output_shapes[-1]))
-        return (
-            state
-            + _aligned(capacity * int(np.prod(model.input_shape)) * itemsize)
-            + (capacity * sample * itemsize)
-        )
-
-
-def _aligned(nbytes: int) -> int:
-    return -(-nbytes // 64) * 64
+    def _next(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """The next block (aligned to 64 bytes), or an empty stand-in when only counting."""
+        offset, nbytes = self.nbytes, int(np.prod(shape)) * dtype.itemsize
+        self.nbytes += -(-nbytes // 64) * 64
+        if self._memory is None:
+            return np.empty(0, dtype)
+        return np.ndarray(shape, dtype, self._memory, offset)
 
 
 class ChildError(RuntimeError):
@@ -119,7 +132,7 @@ class Child:
     """One child process (``python -m scratchcnn.fast.child``) and its blocks."""
 
     def __init__(self, model: Sequential, capacity: int) -> None:
-        size = Blocks.size(model, capacity)
+        size = Blocks(model, capacity).nbytes
         # An unnamed file in memory: nothing to clean up if this process is killed.
         with tempfile.TemporaryFile(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as f:
             f.truncate(size)
@@ -162,20 +175,40 @@ class Child:
             self.ready = self._answer() == "ready"
         return self.ready
 
-    def start(self, model: Sequential, x: np.ndarray) -> None:
-        """Hand the child the current state and ``x`` (n, ...), and let it run."""
+    def infer(self, model: Sequential, x: np.ndarray) -> None:
+        """Hand the child the current state and ``x`` (n, ...) to run inference on."""
+        self._put(model, x)
+        self._send(("infer", len(x)))
+
+    def train(
+        self,
+        model: Sequential,
+        x: np.ndarray,
+        labels: np.ndarray,
+        loss: SoftmaxCrossEntropy,
+        share: float,
+        streams: dict,
+    ) -> None:
+        """Hand the child the current state and a part of a training batch (``share`` of
+        it, with its dropout ``streams``) to run forward, loss and backward on."""
+        self._put(model, x)
+        self.blocks.labels[: len(x)] = labels
+        self._send(("train", len(x), loss, share, streams))
+
+    def _put(self, model: Sequential, x: np.ndarray) -> None:
         for value, block in zip(
             (d[key] for d, key in arrays(model)), self.blocks.state, strict=True
         ):
             np.copyto(block, value)
         self.blocks.inputs[: len(x)] = x
-        self._send(len(x))
 
-    def finish(self, n: int) -> np.ndarray:
-        """The logits of the part handed over by ``start``."""
-        if self._answer() != "done":
+    def finish(self, n: int) -> tuple[np.ndarray, float | None]:
+        """The logits of the part handed over (a view of the block) and, for a training
+        part, its share of the loss (its gradients are in ``blocks.grads``)."""
+        answer = self._answer()
+        if not (isinstance(answer, tuple) and answer[:1] == ("done",)):
             raise ChildError("the child process answered out of turn")
-        return self.blocks.logits[:n]
+        return self.blocks.logits[:n], answer[1]
 
     def _send(self, message: object) -> None:
         try:
@@ -222,22 +255,24 @@ def _stop(process: subprocess.Popen, conn: Connection, errors: IO[bytes]) -> Non
 
 
 class ProcessSplit:
-    """``ProcessSplit(model, local_ops, children, capacity)``: inference of a batch over this
-    process (``local_ops``, the ops of ``compile(model, 1)``'s inference plan) and
-    ``children`` child processes, with room for ``capacity`` samples a part.
+    """``ProcessSplit(model, children, capacity)``: batches split over this process and
+    ``children`` child processes, with room for parts of ``capacity`` samples.
 
-    ``ready()`` says whether every child has started; ``forward(x, parts)`` returns the logits
-    of x, part 0 computed here and part i by child i-1; ``close()`` stops the children.
+    ``ready()`` says whether every child has started; ``forward(x, parts)`` and
+    ``train_step(x, labels, loss, parts)`` run part 0 here and part i in child i - 1;
+    ``close()`` stops the children. ``runs`` counts the batches the children took part in.
     """
 
-    def __init__(
-        self, model: Sequential, local_ops: list[Layer], children: int, capacity: int
-    ) -> None:
-        self.model, self.local_ops, self.capacity = model, local_ops, capacity
+    def __init__(self, model: Sequential, children: int, capacity: int) -> None:
+        self.model, self.capacity = model, capacity
         self.layout = layout(model)
+        self.infer_ops = inference_plan(model)  # part 0's, and a failed child's part's
+        self.train_copy = replica(model.layers, plan(model))  # part 0's in training
+        self._spare: Replica | None = None  # a failed child's training part's
         self.children: list[Child] = []
         self.lock = threading.Lock()  # one batch at a time; another thread uses the threads
         self.broken: str | None = None
+        self.runs = 0
         try:
             for _ in range(children):
                 self.children.append(Child(model, capacity))
@@ -268,31 +303,100 @@ class ProcessSplit:
         )
 
     def forward(self, x: np.ndarray, parts: list[slice]) -> np.ndarray:
-        """Logits (N, classes) of ``x``: part 0 here, the others in the children."""
+        """Logits (N, classes) of ``x`` in inference."""
+        handed = self._hand_out(lambda child, r: child.infer(self.model, x[parts[r]]), parts)
+        with single_threaded_blas():
+            outputs = [forward_through(self.infer_ops, x[parts[0]], False)]
+            for part, result in zip(parts[1:], self._collect(handed, parts), strict=True):
+                if result is None:  # the child's part, computed here instead
+                    outputs.append(forward_through(self.infer_ops, x[part], False))
+                else:
+                    outputs.append(result[0])
+        return np.concatenate(outputs)  # copies the children's logits out of their blocks
+
+    def train_step(
+        self, x: np.ndarray, labels: np.ndarray, loss: SoftmaxCrossEntropy, parts: list[slice]
+    ) -> tuple[float, np.ndarray]:
+        """Forward, loss and backward of a training batch, as the worker threads make them
+        (``parallel.Replicas.train_step``): the same parts, dropout streams and shares of the
+        loss, and the gradients summed in part order into the model's layers. Returns the
+        batch's mean loss and its logits."""
+        n = len(x)
+        shares = [(p.stop - p.start) / n for p in parts]
+        layers, ops = self.train_copy
+        streams = part_streams(ops, parts, x.dtype)
+
+        def give(child: Child, r: int) -> None:
+            child.train(self.model, x[parts[r]], labels[parts[r]], loss, shares[r], streams[r])
+
+        handed = self._hand_out(give, parts)
+        with single_threaded_blas():
+            results = [
+                self._train_here(self.train_copy, x, labels, loss, parts, shares, streams, 0)
+            ]
+            collected = self._collect(handed, parts)
+            for r, result in enumerate(collected, start=1):
+                if result is None:  # the child's part, computed here instead
+                    if self._spare is None:
+                        self._spare = replica(self.model.layers, plan(self.model))
+                    part = self._train_here(self._spare, x, labels, loss, parts, shares, streams, r)
+                    results.append(part)
+                else:
+                    grads = [dict(g) for g in handed[r - 1].blocks.grads]
+                    results.append((result[0], result[1], grads))
+        sum_grads(self.model.layers, [grads for _, _, grads in results])
+        value = float(sum(value for _, value, _ in results))
+        return value, np.concatenate([logits for logits, _, _ in results])
+
+    @staticmethod
+    def _train_here(
+        copy_: Replica,
+        x: np.ndarray,
+        labels: np.ndarray,
+        loss: SoftmaxCrossEntropy,
+        parts: list[slice],
+        shares: list[float],
+        streams: list[dict],
+        r: int,
+    ) -> tuple[np.ndarray, float, list[dict[str, np.ndarray]]]:
+        """Part r of a training batch run here on a copy of the layers and ops: its logits,
+        share of the loss and gradients (copied: the copy may run another part next)."""
+        layers, ops = copy_
+        for j, stream in streams[r].items():
+            ops[j].stream = stream
+        logits, value = part_step(ops, x[parts[r]], labels[parts[r]], loss, shares[r])
+        return logits, value, [{k: g.copy() for k, g in layer.grads.items()} for layer in layers]
+
+    def _hand_out(self, give: Callable[[Child, int], None], parts: list[slice]) -> list[Child]:
+        """``give(child, r)`` part r to child r - 1, for every child; the children handed a
+        part (the ones before a failure)."""
         handed: list[Child] = []
         try:
-            for child, part in zip(self.children, parts[1:], strict=True):
-                child.start(self.model, x[part])
+            for r, child in enumerate(self.children, start=1):
+                give(child, r)
                 handed.append(child)
         except ChildError as error:
             self._fail(error)
-        with single_threaded_blas():
-            outputs = [forward_through(self.local_ops, x[parts[0]], False)]
+        self.runs += 1
+        return handed
+
+    def _collect(self, handed: list[Child], parts: list[slice]) -> list[tuple | None]:
+        """What each child answered for its part: (logits, share of the loss), or None where
+        it failed (the caller computes that part itself)."""
+        results: list[tuple | None] = []
         for i, part in enumerate(parts[1:]):
-            logits = None
+            result = None
             if self.broken is None and i < len(handed):
                 try:
-                    logits = handed[i].finish(part.stop - part.start)
+                    result = handed[i].finish(part.stop - part.start)
                 except ChildError as error:
                     self._fail(error)
-            if logits is None:  # the child's part, computed here instead
-                logits = forward_through(self.local_ops, x[part], False)
-            outputs.append(logits)
-        return np.concatenate(outputs)  # copies the children's logits out of their blocks
+            results.append(result)
+        return results
 
     def _fail(self, error: ChildError) -> None:
         self.broken = str(error)
-        warnings.warn(f"inference goes back to threads: {error}", RuntimeWarning, stacklevel=4)
+        warnings.warn(f"back to threads: {error}", RuntimeWarning, stacklevel=5)
         self.close()
 
     def close(self) -> None:
@@ -312,66 +416,106 @@ def _stop_all(handles: list[tuple[subprocess.Popen, Connection, IO[bytes]]]) -> 
 
 
 class Processes:
-    """When a compiled model's inference goes to child processes: ``Processes(model, workers)``
-    for W workers (W - 1 children). ``forward(x)`` returns the logits, or None when the batch
-    is to run on the threads: too small to split, the children not started or not ready yet,
-    or another thread using them. The children start by themselves once the threads have spent
-    ``START_AFTER_S`` on batches they could take (``record``), or at once with ``start``."""
+    """When a compiled model's batches go to child processes: ``Processes(model, workers)`` for
+    W workers (W - 1 children). ``forward(x)`` and ``train_step(x, labels, loss)`` return their
+    results, or None when the batch is to run on the threads: too small to split, a training
+    batch of a net with batch norm (its sums are shared mid-pass), the children not started or
+    not ready yet, or another thread using them. The children start by themselves once the
+    threads have spent ``START_AFTER_S`` on batches they could take (``record``), or at once
+    with ``start``."""
 
     def __init__(self, model: Sequential, workers: int) -> None:
         self.model, self.workers = model, workers
         values = sum(int(np.prod(shape)) for shape in model.output_shapes)  # a sample's
-        self.min_part = -(-MIN_PART_VALUES // values)
+        self.min_part = {
+            False: -(-MIN_PART_VALUES // values),
+            True: -(-MIN_TRAIN_PART_VALUES // values),
+        }
         self.split: ProcessSplit | None = None
         self.failed: str | None = None  # why a split stopped; none is started again
         self.waited = 0.0  # seconds the threads spent on batches the children could take
         self.wanted = False  # children were started: a restart (larger parts) starts at once
+        self._trainable: bool | None = None
 
-    def parts(self, n: int) -> list[slice]:
-        """How a batch of n is split (one slice: it is too small for the children)."""
-        return split(n, self.workers, self.min_part)
+    def parts(self, n: int, training: bool = False) -> list[slice]:
+        """How a batch of n is split (one slice: it stays on the threads)."""
+        if training and not self.trainable:
+            return [slice(0, n)]
+        return split(n, self.workers, self.min_part[training])
+
+    @property
+    def trainable(self) -> bool:
+        """Whether training steps can split: no batch norm in the training plan."""
+        if self._trainable is None:
+            self._trainable = not any(
+                op.norm_ops() for op in plan(self.model) if isinstance(op, Op)
+            )
+        return self._trainable
 
     def forward(self, x: np.ndarray) -> np.ndarray | None:
         parts = self.parts(len(x))
-        if len(parts) < 2 or self.failed is not None:
-            return None
-        running = self.split
-        if running is not None and running.broken is not None:
-            self.failed, self.split = running.broken, None
-            return None
-        if running is not None and not running.fits(parts):  # a larger batch, another dtype
-            self.close()
-            running = None
+        running = self._running(parts)
         if running is None:
-            if self.wanted or self.waited >= START_AFTER_S:
-                self.start(max(p.stop - p.start for p in parts))
-            return None
-        if not running.ready() or not running.lock.acquire(blocking=False):
             return None
         try:
             return running.forward(x, parts)
         finally:
             running.lock.release()
 
-    def record(self, n: int, seconds: float) -> None:
+    def train_step(
+        self, x: np.ndarray, labels: np.ndarray, loss: SoftmaxCrossEntropy
+    ) -> tuple[float, np.ndarray] | None:
+        parts = self.parts(len(x), training=True)
+        running = self._running(parts)
+        if running is None:
+            return None
+        try:
+            return running.train_step(x, labels, loss, parts)
+        finally:
+            running.lock.release()
+
+    def _running(self, parts: list[slice]) -> ProcessSplit | None:
+        """The split to run these parts on, ready and locked for the caller; or None (and
+        the children started, or restarted larger, when it is time)."""
+        if len(parts) < 2 or self.failed is not None:
+            return None
+        running = self.split
+        if running is not None and running.broken is not None:
+            self.failed, self.split = running.broken, None
+            return None
+        largest = max(p.stop - p.start for p in parts)
+        if running is not None and not running.fits(parts):  # a larger batch, another dtype
+            largest = max(largest, running.capacity)
+            self.close()
+            running = None
+        if running is None:
+            if self.wanted or self.waited >= START_AFTER_S:
+                self.start(largest)
+            return None
+        if not running.ready() or not running.lock.acquire(blocking=False):
+            return None
+        return running
+
+    def record(self, n: int, seconds: float, training: bool = False) -> None:
         """The threads took ``seconds`` on a batch of ``n``."""
-        if len(self.parts(n)) > 1:
+        if len(self.parts(n, training)) > 1:
             self.waited += seconds
 
     def start(self, capacity: int, wait: bool = False) -> bool:
-        """Start the children, with room for parts of ``capacity`` samples (unless running
-        with room enough); with ``wait``, until they are ready. Returns whether they are."""
+        """Start the children, with room for parts of ``capacity`` samples (at least
+        ``MIN_CAPACITY``) unless running with room enough; with ``wait``, until they are
+        ready. Returns whether they are."""
         self.wanted = True
         running = self.split
         if running is None or running.broken is not None or running.capacity < capacity:
             self.close()
             try:
                 running = self.split = ProcessSplit(
-                    self.model, inference_plan(self.model), self.workers - 1, capacity
+                    self.model, self.workers - 1, max(capacity, MIN_CAPACITY)
                 )
             except OSError as error:
                 self.failed = f"the child processes could not start: {error}"
-                warnings.warn(f"inference stays on threads: {self.failed}", RuntimeWarning, 3)
+                warnings.warn(f"batches stay on threads: {self.failed}", RuntimeWarning, 3)
                 return False
         return running.ready(wait)
 
