@@ -1,4 +1,4 @@
-"""Inference split over two processes instead of two threads, timed.
+"""Batches split over two processes instead of two threads, timed.
 
     python benchmarks/process_split.py [--rounds 20]
 
@@ -6,32 +6,73 @@
 take turns with the GIL) and bounded what two processes could give. This times the library's
 split over a child process (``scratchcnn.fast.processes``, started before the timing), with
 every exchange it makes on each call: the parameters and buffers copied into shared memory,
-the child's part of the batch copied there and its logits read back.
+the child's part of the batch (and labels) copied there, its logits (and loss and gradients)
+read back, the gradients summed.
 
-For the bench's nets at batch 1000, interleaved in windows of two calls as
-``benchmarks/workers.py`` interleaves them: ``compile(model, 1)``, ``compile(model, 2,
-processes=False)`` (two threads) and ``compile(model, 2)`` (this process and a child); images/s,
-medians over the rounds; malloc keeps freed memory, as in the bench. Whether the split's logits
-equal those of the two threads bit for bit is checked and printed. Writes
-benchmarks/results/process-split.txt.
+For the bench's nets, training steps (``train_step`` and an SGD step) at batch 64 and 256 and
+inference at batch 1000, interleaved in windows of two calls as ``benchmarks/workers.py``
+interleaves them: ``compile(model, 1)``, ``compile(model, 2, processes=False)`` (two threads)
+and ``compile(model, 2)`` (this process and a child); images/s, medians over the rounds; malloc
+keeps freed memory, as in the bench. Whether the split's logits equal those of the two threads
+bit for bit is checked and printed (in training, for the first step from the same
+parameters). Writes benchmarks/results/process-split.txt.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from scratchcnn import SGD, SoftmaxCrossEntropy
 from scratchcnn.app.bench import make_model
 from scratchcnn.fast import compile, keep_freed_memory
-from workers import infer, rates, repeat  # this folder's benchmarks/workers.py
+from workers import infer, rates, repeat, train_step  # this folder's benchmarks/workers.py
 
 OUT = Path(__file__).resolve().parent / "results" / "process-split.txt"
 ARCHS = ("seed", "keras", "user", "fast")
 BATCH = 1000
+
+
+def case(arch: str, what: str, batch: int, rounds: int) -> tuple[dict, bool, bool]:
+    """Rates of one worker, two threads and two processes for one net and batch; whether the
+    batch split over the processes, and whether its logits equal the threads'."""
+    model = make_model(arch, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, *model.input_shape), model.dtype)
+    nets = {
+        "1": compile(model, 1),
+        "2": compile(model, 2, processes=False),
+        "procs": compile(model, 2),
+    }
+    nets["procs"].start_processes(batch)
+    split = len(nets["procs"].process_parts(batch, training=what == "train")) > 1
+    try:
+        if what == "infer":
+            same = np.array_equal(
+                nets["procs"].forward(x, training=False), nets["2"].forward(x, training=False)
+            )
+            work = {name: functools.partial(infer, net, x) for name, net in nets.items()}
+        else:
+            y, loss = rng.integers(0, 10, batch), SoftmaxCrossEntropy()
+            twin = copy.deepcopy(model)
+            threads = compile(twin, 2, processes=False).train_step(x, y, loss)[1]
+            same = np.array_equal(nets["procs"].train_step(x, y, loss)[1], threads)
+            optimizer = SGD(model.parameters(), lr=1e-3, momentum=0.9)
+            work = {
+                name: functools.partial(train_step, net, x, y, loss, optimizer)
+                for name, net in nets.items()
+            }
+        runs: dict[str, Callable[[int], None]] = {
+            name: functools.partial(repeat, run) for name, run in work.items()
+        }
+        return rates(runs, batch, 2, rounds), split, same
+    finally:
+        nets["procs"].close()
 
 
 def main() -> None:
@@ -40,36 +81,23 @@ def main() -> None:
     args = parser.parse_args()
     keep_freed_memory()
     lines = [
-        f"inference of {BATCH} images, images/s: one worker thread (BLAS on 2 threads), two "
-        "worker threads, and this process with a child process (scratchcnn.fast.processes); "
-        f"medians of {args.rounds} interleaved rounds",
-        f"{'net':<6} {'1 worker':>9} {'2 threads':>10} {'2 procs':>9} {'procs/threads':>13} "
-        "same logits",
+        "images/s: one worker thread (BLAS on 2 threads), two worker threads, and this process "
+        f"with a child process (scratchcnn.fast.processes); medians of {args.rounds} "
+        "interleaved rounds",
+        f"{'net':<6} {'what':<10} {'1 worker':>9} {'2 threads':>10} {'2 procs':>9} "
+        f"{'procs/threads':>13} same logits",
     ]
     for arch in ARCHS:
-        model = make_model(arch, seed=0)
-        x = np.random.default_rng(0).standard_normal((BATCH, *model.input_shape), model.dtype)
-        split, threads = compile(model, 2), compile(model, 2, processes=False)
-        try:
-            if not split.start_processes(BATCH):
-                print(f"{arch}: the batch is too small to split over processes; threads only")
-            same = np.array_equal(
-                split.forward(x, training=False), threads.forward(x, training=False)
+        for what, batch in (("train", 64), ("train", 256), ("infer", BATCH)):
+            rate, split, same = case(arch, what, batch, args.rounds)
+            note = "" if split else "  (not split over processes: threads)"
+            line = (
+                f"{arch:<6} {what + ' ' + str(batch):<10} {rate['1']:>9,.0f} {rate['2']:>10,.0f} "
+                f"{rate['procs']:>9,.0f} {rate['procs'] / rate['2']:>13.2f} "
+                f"{'yes' if same else 'no'}{note}"
             )
-            runs: dict[str, Callable[[int], None]] = {
-                "1": functools.partial(repeat, functools.partial(infer, compile(model, 1), x)),
-                "2": functools.partial(repeat, functools.partial(infer, threads, x)),
-                "procs": functools.partial(repeat, functools.partial(infer, split, x)),
-            }
-            rate = rates(runs, BATCH, 2, args.rounds)
-        finally:
-            split.close()
-        line = (
-            f"{arch:<6} {rate['1']:>9,.0f} {rate['2']:>10,.0f} {rate['procs']:>9,.0f} "
-            f"{rate['procs'] / rate['2']:>13.2f} {'yes' if same else 'no'}"
-        )
-        print(line, flush=True)
-        lines.append(line)
+            print(line, flush=True)
+            lines.append(line)
     OUT.write_text("\n".join(lines) + "\n")
     print(f"wrote {OUT}")
 
