@@ -266,3 +266,14 @@ def test_processes_can_be_switched_off(monkeypatch):
     fast = compile(model, workers=2)
     assert not fast.start_processes(8)
     assert fast.process_parts(8) == [slice(0, 8)]
+
+
+def test_children_that_cannot_start_leave_the_threads_serving(monkeypatch):
+    plain, twin = make_net("keras"), make_net("keras")
+    fast = compile(twin, workers=2)
+    monkeypatch.setattr(processes.sys, "executable", "/nonexistent/python")
+    with pytest.warns(RuntimeWarning, match="could not start"):
+        assert not fast.start_processes(6)
+    x = batch(plain, 6)
+    assert relative_error(fast.forward(x, training=False), plain.forward(x, training=False)) < EXACT
+    assert fast._processes.split is None

@@ -133,41 +133,42 @@ class Child:
 
     def __init__(self, model: Sequential, capacity: int) -> None:
         size = Blocks(model, capacity).nbytes
+        env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        # The child imports this very package, wherever it was imported from here.
+        package_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(
+            [package_root, *filter(None, [os.environ.get("PYTHONPATH")])]
+        )
+        self.errors = tempfile.TemporaryFile()  # the child's stderr, for a failure's reason
+        ours, theirs = socket.socketpair()
         # An unnamed file in memory: nothing to clean up if this process is killed.
-        with tempfile.TemporaryFile(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as f:
-            f.truncate(size)
-            self.memory = mmap.mmap(f.fileno(), size)
-            ours, theirs = socket.socketpair()
-            self.errors = tempfile.TemporaryFile()  # the child's stderr, for a failure's reason
-            env = dict(
-                os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"
-            )
-            # The child imports this very package, wherever it was imported from here.
-            package_root = str(Path(__file__).resolve().parents[2])
-            env["PYTHONPATH"] = os.pathsep.join(
-                [package_root, *filter(None, [os.environ.get("PYTHONPATH")])]
-            )
-            with theirs:
+        shm = "/dev/shm" if Path("/dev/shm").is_dir() else None
+        try:
+            with tempfile.TemporaryFile(dir=shm) as f, theirs:
+                f.truncate(size)
+                self.memory = mmap.mmap(f.fileno(), size)
+                fds = (theirs.fileno(), f.fileno())
                 self.process = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "scratchcnn.fast.child",
-                        str(theirs.fileno()),
-                        str(f.fileno()),
-                        str(size),
-                    ],
-                    pass_fds=(theirs.fileno(), f.fileno()),
+                    [sys.executable, "-m", "scratchcnn.fast.child", *map(str, fds), str(size)],
+                    pass_fds=fds,
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=self.errors,
                     env=env,
                     start_new_session=True,  # a Ctrl-C at the terminal is for the parent
                 )
-        self.conn = Connection(ours.detach())
+            self.conn = Connection(ours.detach())
+        except BaseException:
+            ours.close()
+            self.errors.close()
+            raise
         self.blocks = Blocks(model, capacity, self.memory)
-        self.conn.send((model, capacity))
         self.ready = False
+        try:
+            self.conn.send((model, capacity))
+        except BaseException:  # the net does not pickle, or the child is gone already
+            self.close()
+            raise
 
     def poll_ready(self, wait: bool = False) -> bool:
         """Whether the child has started (waiting for it when ``wait``)."""
@@ -513,7 +514,8 @@ class Processes:
                 running = self.split = ProcessSplit(
                     self.model, self.workers - 1, max(capacity, MIN_CAPACITY)
                 )
-            except OSError as error:
+            except Exception as error:  # no interpreter to run, no memory, a net that
+                # does not pickle: the threads serve, as they did
                 self.failed = f"the child processes could not start: {error}"
                 warnings.warn(f"batches stay on threads: {self.failed}", RuntimeWarning, 3)
                 return False
