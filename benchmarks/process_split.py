@@ -10,8 +10,8 @@ the child's part of the batch (and labels) copied there, its logits (and loss an
 read back, the gradients summed.
 
 For the bench's nets, training steps (``train_step`` and an SGD step) at batch 64 and 256 and
-inference at batch 1000, interleaved in windows of two calls as ``benchmarks/workers.py``
-interleaves them: ``compile(model, 1)``, ``compile(model, 2, processes=False)`` (two threads)
+inference at batch 1000, interleaved in windows of ``WINDOW`` calls (with
+``benchmarks/workers.py``'s ``rates``): ``compile(model, 1)``, ``compile(model, 2, processes=False)`` (two threads)
 and ``compile(model, 2)`` (this process and a child); images/s, medians over the rounds; malloc
 keeps freed memory, as in the bench. Whether the split's logits equal those of the two threads
 bit for bit is checked and printed (in training, for the first step from the same
@@ -36,6 +36,11 @@ from workers import infer, rates, repeat, train_step  # this folder's benchmarks
 OUT = Path(__file__).resolve().parent / "results" / "process-split.txt"
 ARCHS = ("seed", "keras", "user", "fast")
 BATCH = 1000
+# Calls in a row of one variant. In windows of two calls the split timed 0.91x to 1.02x the
+# threads at batch 64, in windows of four 1.2x to 1.38x (ad hoc): what ran just before (likely
+# OpenBLAS's threads still spinning, the other variants' memory in the cache) weighs more in a
+# short window.
+WINDOW = 5
 
 
 def case(arch: str, what: str, batch: int, rounds: int) -> tuple[dict, bool, bool]:
@@ -70,7 +75,7 @@ def case(arch: str, what: str, batch: int, rounds: int) -> tuple[dict, bool, boo
         runs: dict[str, Callable[[int], None]] = {
             name: functools.partial(repeat, run) for name, run in work.items()
         }
-        return rates(runs, batch, 2, rounds), split, same
+        return rates(runs, batch, WINDOW, rounds), split, same
     finally:
         nets["procs"].close()
 
