@@ -11,11 +11,11 @@ read back, the gradients summed.
 
 For the bench's nets, training steps (``train_step`` and an SGD step) at batch 64 and 256 and
 inference at batch 1000, interleaved in windows of ``WINDOW`` calls (with
-``benchmarks/workers.py``'s ``rates``): ``compile(model, 1)``, ``compile(model, 2, processes=False)`` (two threads)
-and ``compile(model, 2)`` (this process and a child); images/s, medians over the rounds; malloc
-keeps freed memory, as in the bench. Whether the split's logits equal those of the two threads
-bit for bit is checked and printed (in training, for the first step from the same
-parameters). Writes benchmarks/results/process-split.txt.
+``benchmarks/workers.py``'s ``rates``): ``compile(model, 1)``, ``compile(model, 2,
+processes=False)`` (two threads) and ``compile(model, 2)`` (this process and a child);
+images/s, medians over the rounds; malloc keeps freed memory, as in the bench. Whether the
+split's logits equal those of the two threads bit for bit is checked and printed (in training,
+for the first step from the same parameters). Writes benchmarks/results/process-split.txt.
 """
 
 from __future__ import annotations

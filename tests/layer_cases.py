@@ -167,3 +167,13 @@ def make_net(name: str, seed: int = 3, dtype=np.float64) -> Sequential:
 
 
 NETS = ["seed", "keras", "fast", "best", *user_nets()]
+
+
+def no_effect_params(model: Sequential) -> set[str]:
+    """Biases right before a batch norm: the norm removes the mean, so their gradient is 0
+    and what either engine computes for it is rounding noise (~1e-16)."""
+    names = set()
+    for i, (layer, after) in enumerate(zip(model.layers[:-1], model.layers[1:], strict=True)):
+        if isinstance(layer, (Conv2D, Dense)) and isinstance(after, (BatchNorm1D, BatchNorm2D)):
+            names.add(f"{i}.bias")
+    return names

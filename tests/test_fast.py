@@ -53,19 +53,10 @@ from layer_cases import (
     make_conv,
     make_conv_pool,
     make_net,
+    no_effect_params,
 )
 
 EXACT = 1e-9  # float64, relative: the same math summed in another order
-
-
-def no_effect_params(model: Sequential) -> set[str]:
-    """Biases right before a batch norm: the norm removes the mean, so their gradient is 0
-    and what either engine computes for it is rounding noise (~1e-16)."""
-    names = set()
-    for i, (layer, after) in enumerate(zip(model.layers[:-1], model.layers[1:], strict=True)):
-        if isinstance(layer, (Conv2D, Dense)) and isinstance(after, (BatchNorm1D, BatchNorm2D)):
-            names.add(f"{i}.bias")
-    return names
 
 
 def assert_same_grads(plain: Sequential, fast_model: Sequential) -> None:

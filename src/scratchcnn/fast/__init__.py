@@ -11,11 +11,11 @@ What each piece buys, and where it is:
 * ``patches.py``, ``channels.py``, ``workspace.py``   the array helpers those use
 * ``parallel.py``   a batch split over worker threads, one copy of the ops per part, summed
                     gradients, batch-norm sums shared across the parts, dropout streams
-* ``processes.py``  a large batch (inference, or training without batch norm) split over
-                    this process and child processes (``child.py`` is their program), which,
-                    unlike threads, do not take turns with the GIL; they start once such
-                    batches have run two seconds (``start_processes()``: at once;
-                    ``compile(model, processes=False)`` or SCRATCHCNN_PROCESSES=0: never)
+* ``processes.py``  a large batch split over this process and child processes
+                    (``child.py`` is their program), which, unlike threads, do not take
+                    turns with the GIL; they start once such batches have run two seconds
+                    (``start_processes()``: at once; ``compile(model, processes=False)`` or
+                    SCRATCHCNN_PROCESSES=0: never)
 * ``compiled.py``   ``CompiledModel``: the same API as Sequential
 * ``allocator.py``  ``keep_freed_memory()``: glibc's malloc set to reuse what a step frees
                     instead of mapping new pages (process-wide; for the plain engine, which

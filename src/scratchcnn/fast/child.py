@@ -7,7 +7,9 @@ for each message:
 
     ("infer", n)                         logits of the n samples in the input block
     ("train", n, loss, share, streams)   forward, loss and backward of a training part
-                                         (``parallel.part_step``); gradients to the grads block
+                                         (``parallel.part_step``); gradients to the grads block;
+                                         each batch norm sends ("sums", array) and waits for
+                                         ("total", array), the whole batch's
 
 it writes the logits to the logits block and answers ("done", its share of the loss or None),
 or ("error", reason). It exits when told to (None) or when its parent is gone (end of file).
@@ -19,10 +21,30 @@ import mmap
 import sys
 from multiprocessing.connection import Connection
 
+import numpy as np
+
 from .allocator import keep_freed_memory
 from .compiled import compile
+from .ops import Op
 from .parallel import part_step
 from .processes import Blocks, arrays
+
+
+class ParentSums:
+    """What the child's batch norms get as ``sync``: their part's sums go to the parent, the
+    whole batch's come back. Not the ``leader``: the parent moves the running statistics."""
+
+    leader = False
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def total(self, array: np.ndarray) -> np.ndarray:
+        self.conn.send(("sums", array))
+        kind, total = self.conn.recv()
+        if kind != "total":
+            raise RuntimeError(f"expected the batch's sums, got {kind!r}")
+        return total
 
 
 def main(argv: list[str]) -> None:
@@ -36,6 +58,9 @@ def main(argv: list[str]) -> None:
             d[key] = block  # the parent writes the current values here before each run
         net = compile(model, workers=1)
         net.forward(blocks.inputs[:1], training=False)  # builds the plans now, not on a call
+        for op in net.ops:
+            for norm in op.norm_ops() if isinstance(op, Op) else []:
+                norm.sync = ParentSums(conn)
         conn.send("ready")
     except EOFError:
         return

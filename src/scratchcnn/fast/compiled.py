@@ -8,8 +8,7 @@
 It runs the plan of ``plan.py`` (fused conv + pool, ReLU after the pool, fast ops; in inference
 conv + batch norm + pool + ReLU as one op, ``inference.py``) and splits a large enough batch
 over worker threads (``parallel.py``), or over child processes once batches have run long
-enough to be worth starting them (``processes.py``; not a training step of a net with batch
-norm). It never changes the math: outputs,
+enough to be worth starting them (``processes.py``). It never changes the math: outputs,
 losses and gradients are the plain model's but for the order in which sums are rounded (the
 tests hold them to 1e-9 relative in float64), and max-pool ties go to the same winner.
 ``model`` itself stays the plain engine: calling it runs every layer as its file reads.

@@ -1,39 +1,44 @@
-"""Inference split over processes: the second core, without the GIL.
+"""Batches split over processes: the second core, without the GIL.
 
 Why not threads: the worker threads of ``parallel.py`` overlap BLAS calls well, but the short
 NumPy passes between them (gathers, folds, casts) take turns with the GIL, so on two cores two
-threads ran inference at 0.92x to 1.20x the rate of one (``benchmarks/results/workers.txt``).
-A child process has its own interpreter: the same split over one child ran at 1.51x to 1.58x
-the rate of the two threads for the keras, fast and user-style nets at batch 1000
-(``benchmarks/results/process-split.txt``).
+worker threads ran at 0.89x to 1.20x the rate of one (``benchmarks/results/workers.txt``). A
+child process has its own interpreter (``benchmarks/results/process-split.txt`` times the
+split below against the threads).
 
 How, for ``workers`` = W (W - 1 children, each started once with BLAS on one thread):
 
-    the child gets a pickled copy of the model once, then its parameters and buffers are
-    views into memory it shares with this process: a state block, an input block and a
-    logits block, as one file that lives only in memory
+    the child gets a pickled copy of the model once; its parameters and buffers are then
+    views into memory it shares with this process, one file that lives only in memory,
+    with its part's inputs, labels, logits and gradients (``Blocks``)
 
     per call, x (N, ...) split as the threads split it, parts[0] .. parts[W-1]:
-        for each child c:  copy every parameter and buffer into c's state block
-                           (the model may have trained since), x[parts[c]] into its input
-                           block, and send "run n"
-        meanwhile:         logits[parts[0]] computed here (one BLAS thread)
-        then:              read each child's logits from its block (it answers "done")
+        for each child c:  copy every parameter and buffer into c's blocks (the optimizer
+                           may have moved them), x[parts[c]] (and labels) too, and send
+                           ("infer", n), or ("train", n, loss, share, dropout streams)
+        meanwhile:         part 0 here (one BLAS thread)
+        then:              each child's logits (and share of the loss, and gradients, summed
+                           in part order) from its blocks, when it answers ("done", ...)
+
+    a batch norm in training needs the whole batch's sums: the child sends its part's
+    sums mid-pass, part 0's norm adds them in part order and sends back the total
+    (``ChildSums``, the processes' ``parallel.AllReduce``)
 
 Each part runs the same ops (``compile(model, 1)``) on the same slice as a worker thread does,
-so the logits equal the threads' bit for bit (``tests/test_processes.py``). Only inference:
-a training step would also need the gradients summed and batch-norm sums and dropout streams
-shared across processes.
+with the same dropout streams and share of the loss, so logits, losses and gradients equal the
+threads' bit for bit (``tests/test_processes.py``).
 
 Nothing is lost when a child fails: a child that dies, or answers with an error, has its part
-computed here instead; the split then stops (a warning says why) and inference goes back to
-threads. Children stop with the compiled model (or ``close()``, or at exit); a child whose
-parent dies reads end-of-file and exits. POSIX only (the memory and socket are handed to the
-child as file descriptors); elsewhere inference uses threads.
+computed here instead (a step of a net with batch norm, whose part 0 needed the child's sums,
+is undone and run again on the threads); the split then stops, a warning says why, and the
+threads take over. Children stop with the compiled model (or ``close()``, or at exit); a child
+whose parent dies reads end-of-file and exits. POSIX only (the memory and socket are handed to
+the child as file descriptors); elsewhere the threads serve.
 """
 
 from __future__ import annotations
 
+import functools
 import mmap
 import os
 import socket
@@ -211,6 +216,16 @@ class Child:
             raise ChildError("the child process answered out of turn")
         return self.blocks.logits[:n], answer[1]
 
+    def sums(self) -> np.ndarray:
+        """The per-channel sums the child's batch norm sent in the middle of its part."""
+        answer = self._answer()
+        if not (isinstance(answer, tuple) and answer[:1] == ("sums",)):
+            raise ChildError("the child process answered out of turn")
+        return answer[1]
+
+    def send_total(self, total: np.ndarray) -> None:
+        self._send(("total", total))
+
     def _send(self, message: object) -> None:
         try:
             self.conn.send(message)
@@ -253,6 +268,58 @@ def _stop(process: subprocess.Popen, conn: Connection, errors: IO[bytes]) -> Non
         process.kill()
         process.wait()
     errors.close()
+
+
+class ChildSums:
+    """What part 0's batch norms get as ``sync`` in a step split over processes (the
+    processes' ``parallel.AllReduce``): ``total(array)`` adds to this part's per-channel sums
+    those of the same norm in each child, received in part order, and sends them the total.
+    This part is the ``leader`` that moves the running statistics."""
+
+    leader = True
+
+    def __init__(self, children: list[Child]) -> None:
+        self.children = children
+
+    def total(self, array: np.ndarray) -> np.ndarray:
+        result = functools.reduce(np.add, [array, *(c.sums() for c in self.children)])
+        for child in self.children:
+            child.send_total(result)
+        return result
+
+
+class Snapshot:
+    """The state a training step moves besides the gradients: the running statistics and the
+    dropout generators. A step of a net with batch norm that a child fails in the middle of is
+    undone (``restore``) and run again on the threads."""
+
+    def __init__(self, model: Sequential) -> None:
+        self.buffers = [(d, {k: v.copy() for k, v in d.items()}) for d in _buffers(model)]
+        self.rngs = [(r, r.bit_generator.state) for r in _generators(model)]
+
+    def restore(self) -> None:
+        for d, saved in self.buffers:
+            for key, value in saved.items():
+                np.copyto(d[key], value)
+        for rng, state in self.rngs:
+            rng.bit_generator.state = state
+
+
+def _buffers(model: Sequential) -> list[dict[str, np.ndarray]]:
+    return [layer.buffers for layer in model.layers if layer.buffers]
+
+
+def _generators(model: Sequential) -> list[np.random.Generator]:
+    return [
+        layer.rng
+        for layer in model.layers
+        if isinstance(getattr(layer, "rng", None), np.random.Generator)
+    ]
+
+
+class StepUndoneError(Exception):
+    """A split training step could not finish; what it moved is put back, for the threads
+    to run it."""
 
 
 class ProcessSplit:
@@ -325,6 +392,8 @@ class ProcessSplit:
         n = len(x)
         shares = [(p.stop - p.start) / n for p in parts]
         layers, ops = self.train_copy
+        norms = [norm for op in ops if isinstance(op, Op) for norm in op.norm_ops()]
+        before = Snapshot(self.model) if norms else None
         streams = part_streams(ops, parts, x.dtype)
 
         def give(child: Child, r: int) -> None:
@@ -332,19 +401,33 @@ class ProcessSplit:
 
         handed = self._hand_out(give, parts)
         with single_threaded_blas():
-            results = [
-                self._train_here(self.train_copy, x, labels, loss, parts, shares, streams, 0)
-            ]
+            try:
+                if before is not None:  # part 0's norms add up the children's sums
+                    if self.broken is not None:  # not every child has its part
+                        raise ChildError(self.broken)
+                    for norm in norms:
+                        norm.sync = ChildSums(handed)
+                results = [
+                    self._train_here(self.train_copy, x, labels, loss, parts, shares, streams, 0)
+                ]
+            except ChildError as error:  # only where part 0 waits for the children's sums
+                if self.broken is None:
+                    self._fail(error)
+                before.restore()
+                raise StepUndoneError from None
             collected = self._collect(handed, parts)
             for r, result in enumerate(collected, start=1):
-                if result is None:  # the child's part, computed here instead
+                if result is not None:
+                    grads = [dict(g) for g in handed[r - 1].blocks.grads]
+                    results.append((result[0], result[1], grads))
+                elif before is not None:  # its sums were in part 0's: the step is undone
+                    before.restore()
+                    raise StepUndoneError
+                else:  # the child's part, computed here instead
                     if self._spare is None:
                         self._spare = replica(self.model.layers, plan(self.model))
                     part = self._train_here(self._spare, x, labels, loss, parts, shares, streams, r)
                     results.append(part)
-                else:
-                    grads = [dict(g) for g in handed[r - 1].blocks.grads]
-                    results.append((result[0], result[1], grads))
         sum_grads(self.model.layers, [grads for _, _, grads in results])
         value = float(sum(value for _, value, _ in results))
         return value, np.concatenate([logits for logits, _, _ in results])
@@ -419,9 +502,9 @@ def _stop_all(handles: list[tuple[subprocess.Popen, Connection, IO[bytes]]]) -> 
 class Processes:
     """When a compiled model's batches go to child processes: ``Processes(model, workers)`` for
     W workers (W - 1 children). ``forward(x)`` and ``train_step(x, labels, loss)`` return their
-    results, or None when the batch is to run on the threads: too small to split, a training
-    batch of a net with batch norm (its sums are shared mid-pass), the children not started or
-    not ready yet, or another thread using them. The children start by themselves once the
+    results, or None when the batch is to run on the threads: too small to split, the children
+    not started or not ready yet, another thread using them, or a step of a net with batch norm
+    undone when a child failed in its middle. The children start by themselves once the
     threads have spent ``START_AFTER_S`` on batches they could take (``record``), or at once
     with ``start``."""
 
@@ -436,22 +519,10 @@ class Processes:
         self.failed: str | None = None  # why a split stopped; none is started again
         self.waited = 0.0  # seconds the threads spent on batches the children could take
         self.wanted = False  # children were started: a restart (larger parts) starts at once
-        self._trainable: bool | None = None
 
     def parts(self, n: int, training: bool = False) -> list[slice]:
         """How a batch of n is split (one slice: it stays on the threads)."""
-        if training and not self.trainable:
-            return [slice(0, n)]
         return split(n, self.workers, self.min_part[training])
-
-    @property
-    def trainable(self) -> bool:
-        """Whether training steps can split: no batch norm in the training plan."""
-        if self._trainable is None:
-            self._trainable = not any(
-                op.norm_ops() for op in plan(self.model) if isinstance(op, Op)
-            )
-        return self._trainable
 
     def forward(self, x: np.ndarray) -> np.ndarray | None:
         parts = self.parts(len(x))
@@ -472,6 +543,8 @@ class Processes:
             return None
         try:
             return running.train_step(x, labels, loss, parts)
+        except StepUndoneError:
+            return None
         finally:
             running.lock.release()
 
