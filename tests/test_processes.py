@@ -303,3 +303,43 @@ def test_children_that_cannot_start_leave_the_threads_serving(monkeypatch):
     x = batch(plain, 6)
     assert relative_error(fast.forward(x, training=False), plain.forward(x, training=False)) < EXACT
     assert fast._processes.split is None
+
+
+def test_a_trainer_moves_to_the_children_by_itself_and_trains_as_on_the_threads(monkeypatch):
+    """The default path end to end: ``Trainer`` (as ``scratchcnn train`` and
+    ``Classifier.fit`` run it) starts the children once steps have taken START_AFTER_S, and
+    the trained net is the one the threads train, bit for bit: dropout, batch norm, and the
+    validation passes between epochs included."""
+    from scratchcnn import build
+    from scratchcnn.training.trainer import Trainer
+
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (96, 28, 28), dtype=np.uint8), rng.integers(0, 10, 96)
+    val = (images[:40], labels[:40])
+    monkeypatch.setattr(processes, "START_AFTER_S", 1e-9)  # started at the second step
+    ready = processes.ProcessSplit.ready  # and waited for (it takes a second), not skipped
+    monkeypatch.setattr(
+        processes.ProcessSplit, "ready", lambda split, wait=False: ready(split, wait=True)
+    )
+    nets = {}
+    for key, value in (("processes", "1"), ("threads", "0")):
+        monkeypatch.setenv("SCRATCHCNN_PROCESSES", value)
+        model = build("fast", seed=0)
+        trainer = Trainer(
+            model,
+            SGD(model.parameters(), lr=0.05, momentum=0.9),
+            (images, labels),
+            2,
+            16,
+            0.1,
+            0.3,
+            val=val,
+        )
+        trainer.run()
+        nets[key] = (model, trainer.runner)
+    runner = nets["processes"][1]
+    assert runner._processes.split.runs >= 10  # 12 steps and 2 validation passes, less one
+    runner.close()
+    assert nets["threads"][1]._processes is None
+    for key, value in nets["processes"][0].state_dict().items():
+        np.testing.assert_array_equal(value, nets["threads"][0].state_dict()[key], err_msg=key)
