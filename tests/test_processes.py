@@ -316,6 +316,7 @@ def test_a_trainer_moves_to_the_children_by_itself_and_trains_as_on_the_threads(
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (96, 28, 28), dtype=np.uint8), rng.integers(0, 10, 96)
     val = (images[:40], labels[:40])
+    monkeypatch.setattr(compiled, "blas_threads", lambda: 2)  # two workers, as on 2 cores
     monkeypatch.setattr(processes, "START_AFTER_S", 1e-9)  # started at the second step
     ready = processes.ProcessSplit.ready  # and waited for (it takes a second), not skipped
     monkeypatch.setattr(

@@ -57,10 +57,8 @@ import numpy as np
 
 from ..nn import Sequential, SoftmaxCrossEntropy
 from ..nn.layers.base import forward_through
+from . import parallel
 from .ops import Op
-from .parallel import (
-    MIN_PART_VALUES as MIN_TRAIN_PART_VALUES,
-)
 from .parallel import (
     Replica,
     part_step,
@@ -73,14 +71,17 @@ from .parallel import (
 from .plan import inference_plan, plan
 
 SUPPORTED = os.name == "posix"
-# A part smaller than this many activation values (a sample's layer outputs, times its
-# samples) is not worth a hand-off to a process: the seed net (13,530 values a sample) ran
-# at 0.91x the threads' rate in parts of 500 samples (6.8 million values), the keras net
-# (69,498 a sample) at 1.51x (benchmarks/results/process-split.txt).
+# An inference part smaller than this many activation values (a sample's layer outputs, times
+# its samples) is not worth a hand-off to a process: a prototype of the split ran the seed
+# net (13,530 values a sample) at 0.91x the threads' rate in parts of 500 samples (6.8 million
+# values), the keras net (69,498 a sample) at 1.51x (ad hoc, a run since overwritten).
 MIN_PART_VALUES = 10_000_000
-# Children start once the model has spent this long in inference batches that could use
-# them: starting one takes about a second of a core (a fresh interpreter imports NumPy and
-# scratchcnn), which a one-off evaluation would not win back.
+# A training part: as for the threads (at batch 64, 32-sample parts of the keras and user nets
+# ran at 1.42x and 1.43x the threads' rate: benchmarks/results/process-split.txt).
+MIN_TRAIN_PART_VALUES = parallel.MIN_PART_VALUES
+# Children start once the model has spent this long on batches that could use them: starting
+# one takes about a second of a core (a fresh interpreter imports NumPy and scratchcnn), which
+# a one-off evaluation would not win back.
 START_AFTER_S = 2.0
 # Room for parts of at least this many samples: training parts are small, inference parts of
 # 500 common, and a part that does not fit means a restart. Pages never written cost nothing.
