@@ -728,35 +728,3 @@ def test_freed_memory_is_reused_once_malloc_keeps_it():
     # as the system set it): the interpreter's own allocations move a few pages too.
     assert kept and faults < min(50, before / 10)
     assert page_faults(True, {"SCRATCHCNN_KEEP_MEMORY": "0"})[0] is False  # switched off
-
-
-def test_single_threaded_blas_in_crossing_threads_puts_the_count_back():
-    """Thread A limits BLAS, B limits it too, A leaves, B leaves: BLAS has its threads again
-    (each restoring what it found left it at one thread for the rest of the process)."""
-    from scratchcnn.fast.parallel import _blas_threads_now, blas_threads, single_threaded_blas
-
-    before = _blas_threads_now()
-    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
-    inside: list[tuple[int, int]] = []
-
-    def a() -> None:
-        with single_threaded_blas():
-            a_in.set()
-            b_in.wait()
-        a_out.set()
-
-    def b() -> None:
-        a_in.wait()
-        with single_threaded_blas():
-            b_in.set()
-            a_out.wait()
-            inside.append((_blas_threads_now(), blas_threads()))
-
-    threads = [threading.Thread(target=a), threading.Thread(target=b)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    # while B is inside: limited, but a model compiled then still counts the threads
-    assert inside == [(1, before)]
-    assert _blas_threads_now() == before

@@ -51,6 +51,29 @@ def alive(pid: int) -> bool:
         return False
 
 
+def kill_the_child(fast) -> None:
+    (child,) = children(fast)
+    os.kill(child.process.pid, signal.SIGKILL)
+    child.process.wait()
+
+
+def assert_same_step(step, model, plain_step, plain) -> None:
+    """Loss, logits, gradients and running statistics of a step equal the plain engine's to
+    rounding (a bias right before a batch norm, whose gradient is rounding noise, to 1e-12)."""
+    (loss, logits), (p_loss, p_logits) = step, plain_step
+    assert abs(loss - p_loss) <= EXACT * p_loss
+    assert relative_error(logits, p_logits) < EXACT
+    quiet = no_effect_params(plain)
+    for i, (layer, p_layer) in enumerate(zip(model.layers, plain.layers, strict=True)):
+        for key in layer.params:
+            if f"{i}.{key}" in quiet:
+                assert np.abs(layer.grads[key] - p_layer.grads[key]).max() < 1e-12
+            else:
+                assert relative_error(layer.grads[key], p_layer.grads[key]) < EXACT
+        for key in layer.buffers:
+            assert relative_error(layer.buffers[key], p_layer.buffers[key]) < EXACT
+
+
 @pytest.mark.parametrize("name", NETS)
 def test_the_split_gives_the_threads_logits_bit_for_bit(name):
     plain, twin = make_net(name), make_net(name)
@@ -137,24 +160,11 @@ def test_a_child_that_dies_in_a_step_with_batch_norm_has_the_step_run_on_the_thr
     fast.train_step(x, y, SoftmaxCrossEntropy())  # one step on the processes
     plain.train_step(x, y, SoftmaxCrossEntropy())
     assert runs(fast) == 1
-    (child,) = children(fast)
-    os.kill(child.process.pid, signal.SIGKILL)
-    child.process.wait()
+    kill_the_child(fast)
     with pytest.warns(RuntimeWarning, match="back to threads: the child process"):
-        loss, logits = fast.train_step(x, y, SoftmaxCrossEntropy())
-    p_loss, p_logits = plain.train_step(x, y, SoftmaxCrossEntropy())
+        step = fast.train_step(x, y, SoftmaxCrossEntropy())
     assert fast._processes.split is None or fast._processes.split.broken
-    assert abs(loss - p_loss) <= EXACT * p_loss
-    assert relative_error(logits, p_logits) < EXACT
-    quiet = no_effect_params(plain)  # gradients of rounding noise
-    for i, (layer, p_layer) in enumerate(zip(twin.layers, plain.layers, strict=True)):
-        for key in layer.params:
-            if f"{i}.{key}" in quiet:
-                assert np.abs(layer.grads[key] - p_layer.grads[key]).max() < 1e-12
-            else:
-                assert relative_error(layer.grads[key], p_layer.grads[key]) < EXACT
-        for key in layer.buffers:
-            assert relative_error(layer.buffers[key], p_layer.buffers[key]) < EXACT
+    assert_same_step(step, twin, plain.train_step(x, y, SoftmaxCrossEntropy()), plain)
 
 
 def test_a_child_that_dies_mid_training_costs_a_warning_and_nothing_else():
@@ -162,17 +172,10 @@ def test_a_child_that_dies_mid_training_costs_a_warning_and_nothing_else():
     fast = compile(twin, workers=2)
     x, y = batch(plain, 6), np.arange(6) % 10
     assert fast.start_processes(6)
-    (child,) = children(fast)
-    os.kill(child.process.pid, signal.SIGKILL)
-    child.process.wait()
+    kill_the_child(fast)
     with pytest.warns(RuntimeWarning, match="back to threads: the child process exited"):
-        loss, logits = fast.train_step(x, y, SoftmaxCrossEntropy())
-    p_loss, p_logits = plain.train_step(x, y, SoftmaxCrossEntropy())
-    assert abs(loss - p_loss) <= EXACT * p_loss
-    assert relative_error(logits, p_logits) < EXACT
-    for layer, p_layer in zip(twin.layers, plain.layers, strict=True):
-        for key in layer.params:
-            assert relative_error(layer.grads[key], p_layer.grads[key]) < EXACT
+        step = fast.train_step(x, y, SoftmaxCrossEntropy())
+    assert_same_step(step, twin, plain.train_step(x, y, SoftmaxCrossEntropy()), plain)
 
 
 def test_the_children_see_every_update_of_the_parameters_and_statistics():
@@ -198,9 +201,7 @@ def test_a_child_that_dies_costs_a_warning_and_nothing_else():
     fast = compile(twin, workers=2)
     x = batch(plain, 6)
     assert fast.start_processes(6)
-    (child,) = children(fast)
-    os.kill(child.process.pid, signal.SIGKILL)
-    child.process.wait()
+    kill_the_child(fast)
     with pytest.warns(RuntimeWarning, match="back to threads: the child process exited"):
         logits = fast.forward(x, training=False)
     assert relative_error(logits, plain.forward(x, training=False)) < EXACT
