@@ -392,7 +392,7 @@ class ProcessSplit:
         batch's mean loss and its logits."""
         n = len(x)
         shares = [(p.stop - p.start) / n for p in parts]
-        layers, ops = self.train_copy
+        _, ops = self.train_copy
         norms = [norm for op in ops if isinstance(op, Op) for norm in op.norm_ops()]
         before = Snapshot(self.model) if norms else None
         streams = part_streams(ops, parts, x.dtype)
