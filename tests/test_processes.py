@@ -345,3 +345,23 @@ def test_a_trainer_moves_to_the_children_by_itself_and_trains_as_on_the_threads(
     assert nets["threads"][1]._processes is None
     for key, value in nets["processes"][0].state_dict().items():
         np.testing.assert_array_equal(value, nets["threads"][0].state_dict()[key], err_msg=key)
+
+
+def test_parameter_arrays_replaced_after_the_start_are_the_ones_used():
+    """A parameter array swapped for a new one (not written in place) must not leave part 0
+    computing with the old one while the children get the new."""
+    plain, twin = make_net("keras"), make_net("keras")
+    fast = compile(twin, workers=2)
+    x, y = batch(plain, 8), np.arange(8) % 10
+    assert fast.start_processes(8)
+    fast.train_step(x, y, SoftmaxCrossEntropy())
+    plain.train_step(x, y, SoftmaxCrossEntropy())  # the same dropout draws
+    for model in (plain, twin):
+        model.layers[0].params["weight"] = model.layers[0].params["weight"] * 1.5
+    step = fast.train_step(x, y, SoftmaxCrossEntropy())  # on the threads: children restart
+    assert_same_step(step, twin, plain.train_step(x, y, SoftmaxCrossEntropy()), plain)
+    assert fast._processes.split.ready(wait=True)
+    step = fast.train_step(x, y, SoftmaxCrossEntropy())
+    assert runs(fast) == 1
+    assert_same_step(step, twin, plain.train_step(x, y, SoftmaxCrossEntropy()), plain)
+    fast.close()

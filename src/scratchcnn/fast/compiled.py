@@ -180,6 +180,7 @@ class CompiledModel:
         if labels.shape != (len(x),):  # a part's loss sees only its slice of the labels
             raise ShapeError(f"expected {len(x)} labels, got shape {labels.shape}")
         self._discard_pending()
+        self._plan(True)  # new parameter arrays: new plans, and the children restart
         if self._processes is None:
             return self._train_step(x, labels, loss)
         result = self._processes.train_step(x, labels, loss)
