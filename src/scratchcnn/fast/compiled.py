@@ -17,14 +17,13 @@ tests hold them to 1e-9 relative in float64), and max-pool ties go to the same w
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 
 from ..errors import ShapeError
 from ..nn import Layer, Sequential, SoftmaxCrossEntropy, softmax
 from ..nn.layers.base import backward_through, forward_through
-from .parallel import MIN_PART_VALUES, Replicas, blas_threads
+from .parallel import MIN_PART_VALUES, Replicas, blas_threads, samples_holding
 from .plan import inference_plan, plan
 from .processes import SUPPORTED, Processes
 
@@ -88,8 +87,7 @@ class CompiledModel:
             return None
         replicas = self._replicas.get(training)
         if replicas is None or replicas.workers != self.workers:
-            values = sum(int(np.prod(shape)) for shape in self.model.output_shapes)  # a sample
-            min_part = -(-MIN_PART_VALUES // values)
+            min_part = samples_holding(self.model, MIN_PART_VALUES)
             replicas = self._replicas[training] = Replicas(
                 self.model.layers, ops, self.workers, min_part
             )
@@ -114,11 +112,8 @@ class CompiledModel:
         ops = self._plan(training)
         if not training and self._processes is not None and len(x) > 1:
             logits = self._processes.forward(x)
-            if logits is not None:
-                return logits
-            start = time.perf_counter()
-            logits = self._forward(x, ops, training)
-            self._processes.record(len(x), time.perf_counter() - start)
+            if logits is None:
+                logits = self._processes.on_threads(len(x), False, self._forward, x, ops, False)
             return logits
         return self._forward(x, ops, training)
 
@@ -185,9 +180,7 @@ class CompiledModel:
             return self._train_step(x, labels, loss)
         result = self._processes.train_step(x, labels, loss)
         if result is None:
-            start = time.perf_counter()
-            result = self._train_step(x, labels, loss)
-            self._processes.record(len(x), time.perf_counter() - start, training=True)
+            result = self._processes.on_threads(len(x), True, self._train_step, x, labels, loss)
         return result
 
     def _train_step(

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from ..nn import Layer, SoftmaxCrossEntropy
+from ..nn import Layer, Sequential, SoftmaxCrossEntropy
 from ..nn.layers.base import backward_through, forward_through
 from .ops import DropoutOp, Op
 
@@ -104,6 +104,13 @@ def blas_threads() -> int:
 def single_threaded_blas() -> AbstractContextManager:
     """A context in which BLAS uses one thread (the worker threads are the parallelism)."""
     return _single_threaded()
+
+
+def samples_holding(model: Sequential, values: int) -> int:
+    """The fewest samples whose activations (the model's layer outputs, summed) hold at least
+    ``values`` values: the smallest part worth handing over."""
+    per_sample = sum(int(np.prod(shape)) for shape in model.output_shapes)
+    return -(-values // per_sample)
 
 
 def split(n: int, workers: int, min_part: int = 1) -> list[slice]:

@@ -46,12 +46,13 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import warnings
 import weakref
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 import numpy as np
 
@@ -64,12 +65,14 @@ from .parallel import (
     part_step,
     part_streams,
     replica,
+    samples_holding,
     single_threaded_blas,
     split,
     sum_grads,
 )
 from .plan import inference_plan, plan
 
+T = TypeVar("T")
 SUPPORTED = os.name == "posix"
 # An inference part smaller than this many activation values (a sample's layer outputs, times
 # its samples) is not worth a hand-off to a process: a prototype of the split ran the seed
@@ -110,7 +113,7 @@ class Blocks:
     Without ``memory`` only ``nbytes`` is worked out."""
 
     def __init__(self, model: Sequential, capacity: int, memory: mmap.mmap | None = None) -> None:
-        self.capacity, self._memory, self.nbytes = capacity, memory, 0
+        self._memory, self.nbytes = memory, 0
         self.state = [self._next(d[key].shape, d[key].dtype) for d, key in arrays(model)]
         self.grads = [
             {key: self._next(value.shape, value.dtype) for key, value in layer.params.items()}
@@ -506,15 +509,14 @@ class Processes:
     results, or None when the batch is to run on the threads: too small to split, the children
     not started or not ready yet, another thread using them, or a step of a net with batch norm
     undone when a child failed in its middle. The children start by themselves once the
-    threads have spent ``START_AFTER_S`` on batches they could take (``record``), or at once
+    threads have spent ``START_AFTER_S`` on batches they could take (``on_threads``), or at once
     with ``start``."""
 
     def __init__(self, model: Sequential, workers: int) -> None:
         self.model, self.workers = model, workers
-        values = sum(int(np.prod(shape)) for shape in model.output_shapes)  # a sample's
         self.min_part = {
-            False: -(-MIN_PART_VALUES // values),
-            True: -(-MIN_TRAIN_PART_VALUES // values),
+            False: samples_holding(model, MIN_PART_VALUES),
+            True: samples_holding(model, MIN_TRAIN_PART_VALUES),
         }
         self.split: ProcessSplit | None = None
         self.failed: str | None = None  # why a split stopped; none is started again
@@ -571,10 +573,14 @@ class Processes:
             return None
         return running
 
-    def record(self, n: int, seconds: float, training: bool = False) -> None:
-        """The threads took ``seconds`` on a batch of ``n``."""
+    def on_threads(self, n: int, training: bool, run: Callable[..., T], *args: object) -> T:
+        """``run(*args)``, a batch of ``n`` on the threads, timed: its seconds count towards
+        starting the children when they could have taken it."""
+        start = time.perf_counter()
+        result = run(*args)
         if len(self.parts(n, training)) > 1:
-            self.waited += seconds
+            self.waited += time.perf_counter() - start
+        return result
 
     def start(self, capacity: int, wait: bool = False) -> bool:
         """Start the children, with room for parts of ``capacity`` samples (at least
