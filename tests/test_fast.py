@@ -35,7 +35,7 @@ from scratchcnn import (
     SoftmaxCrossEntropy,
     build,
 )
-from scratchcnn.fast import compile, inference
+from scratchcnn.fast import compile, inference, winograd
 from scratchcnn.fast.convpool import ConvPoolOp
 from scratchcnn.fast.inference import ConvInferenceOp
 from scratchcnn.fast.ops import BatchNormOp, ConvOp, DropoutOp, ReLUOp
@@ -635,6 +635,91 @@ def test_a_small_batch_reuses_its_memory_and_gives_what_new_memory_gives(monkeyp
     op = ConvInferenceOp(conv)
     op.forward(x, training=False)
     assert not op._memories
+
+
+# Winograd F(2x2, 3x3) for a 3x3 conv of stride 1 and a 2x2 pool, in inference
+WINOGRAD_CASES = [
+    # id,                     in, out, padding, input (N, H, W, C)
+    ("exact-tiles", 3, 4, 0, (3, 6, 8, 3)),
+    ("ragged-nonsquare", 2, 3, 0, (2, 7, 10, 2)),
+    ("pad1-odd", 4, 2, 1, (3, 9, 7, 4)),
+    ("one-channel-batch1", 1, 5, 1, (1, 6, 6, 1)),
+]
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["", "relu"])
+@pytest.mark.parametrize("norm", ["", "norm", "norm-negative-scale"])
+@pytest.mark.parametrize("case", WINOGRAD_CASES, ids=[c[0] for c in WINOGRAD_CASES])
+def test_winograd_inference_computes_the_plain_layers(case, norm, relu, monkeypatch):
+    # Every channel count takes the Winograd path here, in a batch run as one chunk without a
+    # kept memory, and in chunks of one sample; a kept memory keeps the patches.
+    monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
+    tiles_made = []
+    maps = winograd.PooledWinograd.maps
+    monkeypatch.setattr(
+        winograd.PooledWinograd, "maps", lambda self, *a: tiles_made.append(1) or maps(self, *a)
+    )
+    _, cin, cout, padding, shape = case
+    rng = np.random.default_rng(11)
+    conv = Conv2D(cin, cout, 3, padding=padding, rng=rng, dtype=np.float64)
+    conv.params["bias"][...] = rng.normal(0, 0.5, cout)
+    layers, batch_norm = [conv], None
+    if norm:
+        batch_norm = BatchNorm2D(cout, dtype=np.float64)
+        low = -0.8 if norm == "norm-negative-scale" else 0.2
+        batch_norm.params["weight"][...] = np.linspace(low, 1.5, cout)
+        batch_norm.buffers["running_mean"][...] = rng.normal(0, 1, cout)
+        batch_norm.buffers["running_var"][...] = rng.uniform(0.2, 3, cout)
+        layers.append(batch_norm)
+    relu_layer = ReLU() if relu else None
+    layers += [layer for layer in (relu_layer, MaxPool2D(2)) if layer is not None]
+    op = ConvInferenceOp(conv, batch_norm, layers[-1], relu_layer)
+    x = rng.normal(size=shape)
+    expected = x
+    for layer in layers:
+        expected = layer.forward(expected, training=False)
+    assert relative_error(op.forward(x, training=False), expected) < EXACT  # kept memory
+    assert len(op._memories) == 1 and not tiles_made
+    monkeypatch.setattr(inference, "MEMORY_SHAPES", 0)
+    assert relative_error(op.forward(x, training=False), expected) < EXACT  # one chunk
+    monkeypatch.setattr(winograd, "CHUNK_BYTES", 1)
+    assert relative_error(op.forward(x, training=False), expected) < EXACT  # chunks of one
+    assert len(tiles_made) == 1 + len(x)
+
+
+def test_winograd_applies_only_where_it_computes_the_same_and_pays():
+    def conv(cin=32, cout=64, k=3, **kw):
+        return Conv2D(cin, cout, k, **kw)
+
+    assert winograd.applies(conv(), (2, 2)) and winograd.applies(conv(cout=5), (2, 2))
+    assert not winograd.applies(conv(cin=16), (2, 2))  # too few channels
+    for other in (conv(k=5), conv(k=(3, 2)), conv(stride=2)):
+        assert not winograd.applies(other, (2, 2))
+    for pool in ((1, 1), (3, 3), (2, 1)):
+        assert not winograd.applies(conv(), pool)
+    original = winograd.ENABLED
+    try:
+        winograd.ENABLED = False
+        assert not winograd.applies(conv(), (2, 2))
+    finally:
+        winograd.ENABLED = original
+
+
+def test_winograd_in_float32_is_as_close_to_float64_as_the_plain_layers():
+    # The keras net's second conv runs as Winograd for a batch run in chunks: in float32 its
+    # probabilities stay as close to the float64 net's as the plain float32 engine's do.
+    reference = build("keras", seed=3).astype(np.float64)
+    model = build("keras", seed=3)
+    x = np.random.default_rng(12).random((64, 28, 28, 1), dtype=np.float32)
+    want = reference.predict_proba(x.astype(np.float64))
+    plain_error = np.abs(model.predict_proba(x) - want).max()
+    fast = compile(model, workers=1)
+    assert any(
+        isinstance(op, ConvInferenceOp) and winograd.applies(op.conv, op.pool.pool_size)
+        for op in fast.inference_ops
+    )
+    fast_error = np.abs(fast.predict_proba(x) - want).max()
+    assert fast_error <= max(2 * plain_error, 1e-6), (fast_error, plain_error)
 
 
 def test_threads_sharing_an_op_with_kept_memory_get_their_own_results():

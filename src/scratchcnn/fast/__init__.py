@@ -6,6 +6,10 @@ What each piece buys, and where it is:
                     norm) + max-pool fused; everything else keeps its own op
 * ``convpool.py``   the fused conv + pool: patches in pool order, the max folded offset by
                     offset in cache, no conv outputs a ragged pool edge drops
+* ``inference.py``  inference through a conv (+ batch norm + max-pool + ReLU) as one op, a few
+                    samples at a time, nothing kept for a backward pass
+* ``winograd.py``   in it, a 3x3 conv + 2x2 pool with 32 or more input channels in 2.25x
+                    fewer multiplications (Winograd's F(2x2, 3x3); SCRATCHCNN_WINOGRAD=0: off)
 * ``ops.py``        single-layer ops: offset-major patches, a batched-matmul input gradient,
                     whole-sample per-channel passes, reused buffers
 * ``patches.py``, ``channels.py``, ``workspace.py``   the array helpers those use

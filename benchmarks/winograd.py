@@ -1,0 +1,149 @@
+"""Whether inference through a 3x3 conv + 2x2 max-pool should run as Winograd's F(2x2, 3x3)
+(``src/scratchcnn/fast/winograd.py``), from how many input channels, and in chunks of what size.
+
+    python benchmarks/winograd.py
+
+Times ``Classifier.predict_proba`` on 1,000 random uint8 images for the nets with such a
+layer, with Winograd off and on (from 32 input channels, at several ``CHUNK_BYTES``; and from
+16 channels, which adds the bench's user net's second conv), in alternating order over 12
+rounds of two calls each; the median rate of each. Then batches small enough to run as one
+chunk: single layers (conv + ReLU + pool) of several shapes at batch 1 and 4, and whole nets
+at batch 1, with the memory such a batch keeps (patches), or new memory and patches, or new
+memory and Winograd, interleaved. On worker threads, not child processes:
+the settings are this process's module constants. Writes benchmarks/results/winograd.txt.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["SCRATCHCNN_PROCESSES"] = "0"  # the children would not see the settings below
+
+import functools  # noqa: E402
+import itertools  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from scratchcnn import Conv2D, MaxPool2D, ReLU  # noqa: E402
+from scratchcnn.app import Classifier  # noqa: E402
+from scratchcnn.app.bench import make_model  # noqa: E402
+from scratchcnn.fast import blas_threads, inference, keep_freed_memory, winograd  # noqa: E402
+from scratchcnn.fast.inference import ConvInferenceOp  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "results" / "winograd.txt"
+# name -> (ENABLED, MIN_CHANNELS, CHUNK_BYTES)
+SETTINGS = {
+    "off": (False, 32, 1 << 20),
+    "32ch 256K": (True, 32, 256 << 10),
+    "32ch 512K": (True, 32, 512 << 10),
+    "32ch 1M": (True, 32, 1 << 20),
+    "32ch 2M": (True, 32, 2 << 20),
+    "16ch 1M": (True, 16, 1 << 20),
+}
+ROUNDS = 12
+# (in, out, input size) of a conv 3x3 + ReLU + max-pool 2: the keras net's second conv, the
+# photo net's second and fourth, the user net's second (padded in that net)
+LAYERS = [(32, 64, 13), (32, 32, 26), (64, 64, 10), (16, 32, 16)]
+
+
+def median_call_us(call, repeats: int, settings: dict, rounds: int = 10) -> dict[str, float]:
+    """Median microseconds a call of ``call()`` under each of ``settings`` (name -> a
+    function that applies it), over ``rounds`` rounds of ``repeats`` calls in alternating
+    order."""
+    times: dict[str, list[float]] = {name: [] for name in settings}
+    for i in range(rounds):
+        for name in list(settings) if i % 2 else list(settings)[::-1]:
+            settings[name]()
+            start = time.perf_counter()
+            for _ in range(repeats):
+                call()
+            times[name].append((time.perf_counter() - start) / repeats * 1e6)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def one_at_a_time(clf: Classifier, images: np.ndarray):
+    """A call that reads the next of ``images`` (round and round) alone."""
+    singles = itertools.cycle(images[:, None])
+    return lambda: clf.predict_proba(next(singles))
+
+
+def setting(memory_shapes: int, enabled: bool):
+    def apply() -> None:
+        inference.MEMORY_SHAPES, winograd.ENABLED = memory_shapes, enabled
+
+    return apply
+
+
+# A batch that runs as one chunk: with its kept memory (patches: what runs), or in new memory
+# each call, with patches or with Winograd (what it could run instead).
+ONE_CHUNK = {
+    "kept patches": setting(inference.MEMORY_SHAPES, False),
+    "new patches": setting(0, False),
+    "new Winograd": setting(0, True),
+}
+
+
+def one_chunk(lines: list[str]) -> None:
+    """Batches small enough to run as one chunk, each way of ``ONE_CHUNK``."""
+    lines.append(
+        "batches run as one chunk, microseconds a call (median of 10 interleaved rounds): "
+        + ", ".join(ONE_CHUNK)
+    )
+    winograd.MIN_CHANNELS, winograd.CHUNK_BYTES = 16, 1 << 20
+    rng = np.random.default_rng(0)
+    for cin, cout, size in LAYERS:
+        op = ConvInferenceOp(Conv2D(cin, cout, 3), None, MaxPool2D(2), ReLU())
+        for n in (1, 4):
+            x = rng.random((n, size, size, cin), dtype=np.float32)
+            us = median_call_us(functools.partial(op.forward, x, training=False), 200, ONE_CHUNK)
+            row = "".join(f"{t:8.1f}" for t in us.values())
+            lines.append(f"conv {cin:>2} -> {cout:>2} on {size}x{size}, batch {n}: {row}")
+            print(lines[-1], flush=True)
+    winograd.MIN_CHANNELS = 32
+    images = rng.integers(0, 256, (300, 28, 28), dtype=np.uint8)
+    for arch in ("keras", "fast", "photo"):
+        clf = Classifier(make_model(arch, seed=0), arch)
+        us = median_call_us(one_at_a_time(clf, images), 300, ONE_CHUNK)
+        row = "".join(f"{t:8.1f}" for t in us.values())
+        lines.append(f"{arch:<5} predict_proba of one image:     {row}")
+        print(lines[-1], flush=True)
+    ONE_CHUNK["kept patches"]()
+
+
+def main() -> None:
+    keep_freed_memory()  # as the bench runs
+    images = np.random.default_rng(0).integers(0, 256, (1000, 28, 28), dtype=np.uint8)
+    lines = [
+        f"images/s, predict_proba on 1,000 images, {blas_threads()} worker thread(s), "
+        f"median of {ROUNDS} interleaved rounds; Winograd off, or on from N input channels "
+        "with chunks of M about CHUNK_BYTES; last column: the best 'on' over 'off'",
+        "net   " + "".join(f"{name:>11}" for name in SETTINGS),
+    ]
+    for arch in ("keras", "fast", "user", "photo"):
+        clf = Classifier(make_model(arch, seed=0), arch)
+        expected = clf.predict_proba(images)
+        rates: dict[str, list[float]] = {name: [] for name in SETTINGS}
+        for i in range(ROUNDS):
+            for name in list(SETTINGS) if i % 2 else list(SETTINGS)[::-1]:
+                winograd.ENABLED, winograd.MIN_CHANNELS, winograd.CHUNK_BYTES = SETTINGS[name]
+                clf.predict_proba(images[:100])
+                start = time.perf_counter()
+                clf.predict_proba(images)
+                got = clf.predict_proba(images)
+                rates[name].append(2 * len(images) / (time.perf_counter() - start))
+                assert np.abs(got - expected).max() < 1e-4, (arch, name)
+        medians = {name: statistics.median(r) for name, r in rates.items()}
+        best = max(rate for name, rate in medians.items() if name != "off")
+        row = "".join(f"{rate:11,.0f}" for rate in medians.values())
+        lines.append(f"{arch:<6}{row}   {best / medians['off']:.2f}")
+        print(lines[-1], flush=True)
+    one_chunk(lines)
+    OUT.write_text("\n".join(lines) + "\n")
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
