@@ -9,8 +9,11 @@ layer, with Winograd off and on (from 32 input channels, at several ``CHUNK_BYTE
 rounds of two calls each; the median rate of each. Then batches small enough to run as one
 chunk: single layers (conv + ReLU + pool) of several shapes at batch 1 and 4, and whole nets
 at batch 1, with the memory such a batch keeps (patches), or new memory and patches, or new
-memory and Winograd, interleaved. On worker threads, not child processes:
-the settings are this process's module constants. Writes benchmarks/results/winograd.txt.
+memory and Winograd, interleaved. All that on worker threads, not child processes: the
+settings are this process's module constants. Last, training (where only the backward pass
+runs as Winograd) on the default path, this process and a child process, with and without
+Winograd (two compiled twins, their children started with SCRATCHCNN_WINOGRAD set each way),
+alternating over 10 rounds of four steps. Writes benchmarks/results/winograd.txt.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import os
 
 os.environ["SCRATCHCNN_PROCESSES"] = "0"  # the children would not see the settings below
+# (training() turns them on for its own twins)
 
 import functools  # noqa: E402
 import itertools  # noqa: E402
@@ -27,10 +31,16 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from scratchcnn import Conv2D, MaxPool2D, ReLU  # noqa: E402
+from scratchcnn import Conv2D, MaxPool2D, ReLU, SoftmaxCrossEntropy  # noqa: E402
 from scratchcnn.app import Classifier  # noqa: E402
 from scratchcnn.app.bench import make_model  # noqa: E402
-from scratchcnn.fast import blas_threads, inference, keep_freed_memory, winograd  # noqa: E402
+from scratchcnn.fast import (  # noqa: E402
+    blas_threads,
+    compile,
+    inference,
+    keep_freed_memory,
+    winograd,
+)
 from scratchcnn.fast.inference import ConvInferenceOp  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "winograd.txt"
@@ -113,6 +123,42 @@ def one_chunk(lines: list[str]) -> None:
     ONE_CHUNK["kept patches"]()
 
 
+def training(lines: list[str]) -> None:
+    """Training steps on the default path, Winograd's backward on (children started with it)
+    and off, alternating."""
+    lines.append(
+        "training images/s, train_step on the default path (this process and a child), "
+        "median of 10 alternating rounds of 4 steps: Winograd's backward off, on, on / off"
+    )
+    rng = np.random.default_rng(0)
+    loss = SoftmaxCrossEntropy()
+    for arch in ("keras", "photo"):
+        twins = {}
+        for on in (False, True):
+            os.environ["SCRATCHCNN_WINOGRAD"] = "1" if on else "0"  # the children's setting
+            twins[on] = compile(make_model(arch, seed=0), processes=True)
+            twins[on].start_processes(256)
+        os.environ.pop("SCRATCHCNN_WINOGRAD")
+        for batch in (64, 256):
+            x = rng.random((batch, 28, 28, 1), dtype=np.float32)
+            y = rng.integers(0, 10, batch)
+            rates: dict[bool, list[float]] = {False: [], True: []}
+            for i in range(10):
+                for on in (False, True) if i % 2 else (True, False):
+                    winograd.ENABLED = on  # this process's part
+                    twins[on].train_step(x, y, loss)
+                    start = time.perf_counter()
+                    for _ in range(4):
+                        twins[on].train_step(x, y, loss)
+                    rates[on].append(4 * batch / (time.perf_counter() - start))
+            off, on = (statistics.median(rates[flag]) for flag in (False, True))
+            lines.append(f"{arch:<6} batch {batch:>3}: {off:8,.0f} {on:8,.0f}   {on / off:.2f}")
+            print(lines[-1], flush=True)
+        for twin in twins.values():
+            twin.close()
+    winograd.ENABLED = True
+
+
 def main() -> None:
     keep_freed_memory()  # as the bench runs
     images = np.random.default_rng(0).integers(0, 256, (1000, 28, 28), dtype=np.uint8)
@@ -141,6 +187,7 @@ def main() -> None:
         lines.append(f"{arch:<6}{row}   {best / medians['off']:.2f}")
         print(lines[-1], flush=True)
     one_chunk(lines)
+    training(lines)
     OUT.write_text("\n".join(lines) + "\n")
     print(f"wrote {OUT}")
 

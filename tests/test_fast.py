@@ -35,11 +35,17 @@ from scratchcnn import (
     SoftmaxCrossEntropy,
     build,
 )
-from scratchcnn.fast import compile, inference, winograd
+from scratchcnn.fast import compile, convpool, inference, winograd
 from scratchcnn.fast.convpool import ConvPoolOp
 from scratchcnn.fast.inference import ConvInferenceOp
 from scratchcnn.fast.ops import BatchNormOp, ConvOp, DropoutOp, ReLUOp
-from scratchcnn.fast.parallel import Presampled, Substream, dropout_streams, split
+from scratchcnn.fast.parallel import (
+    Presampled,
+    Substream,
+    dropout_streams,
+    single_threaded_blas,
+    split,
+)
 from scratchcnn.fast.patches import gather_patches
 from scratchcnn.fast.workspace import Workspace
 from scratchcnn.nn.im2col import im2col
@@ -685,6 +691,52 @@ def test_winograd_inference_computes_the_plain_layers(case, norm, relu, monkeypa
     monkeypatch.setattr(winograd, "CHUNK_BYTES", 1)
     assert relative_error(op.forward(x, training=False), expected) < EXACT  # chunks of one
     assert len(tiles_made) == 1 + len(x)
+
+
+def tiles_even(case) -> bool:
+    """Whether a 2x2 pool tiles the 3x3 conv output of a WINOGRAD_CASES case (a batch norm may
+    come in between)."""
+    _, _, _, padding, (_, h, w, _) = case
+    return (h + 2 * padding - 2) % 2 == 0 and (w + 2 * padding - 2) % 2 == 0
+
+
+TRAINING_CASES = [(case, norm) for case in WINOGRAD_CASES for norm in (False, True)]
+TRAINING_CASES = [(case, norm) for case, norm in TRAINING_CASES if tiles_even(case) or not norm]
+
+
+@pytest.mark.parametrize(
+    "case,norm", TRAINING_CASES, ids=[c[0] + ("-norm" if n else "") for c, n in TRAINING_CASES]
+)
+def test_winograd_backward_gives_the_plain_gradients(case, norm, monkeypatch):
+    # In training the fused conv + pool's backward runs as Winograd where BLAS has one thread
+    # (every channel count here): the forward's winners, the plain layers' gradients; in
+    # chunks of one sample (dU summed over them); for a first layer (no input gradient) too.
+    monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(winograd, "CHUNK_BYTES", 1)
+    calls = []
+    backward = winograd.PooledWinograd.backward
+    monkeypatch.setattr(
+        winograd.PooledWinograd, "backward", lambda self, *a: calls.append(1) or backward(self, *a)
+    )
+    _, cin, cout, padding, shape = case
+    op = make_conv_pool(("", cin, cout, 3, 1, padding, 2, shape), norm=norm, relu=True)
+    x = np.random.default_rng(13).normal(size=shape)
+    with single_threaded_blas():
+        # the conv bias before a norm has a zero gradient: rounding noise on both sides
+        assert_op_matches(list(op.layers), op, x, atol=1e-13 if norm else 0.0)
+        assert len(calls) == 1
+        expected = copy.deepcopy(op.conv.grads)
+        op.conv.needs_input_grad = False
+        op.forward(x)
+        upstream = np.random.default_rng(1).normal(size=(len(x), *op.output_shape(shape[1:])))
+        assert op.backward(upstream) is None
+    assert len(calls) == 2
+    for name, value in expected.items():
+        assert np.abs(op.conv.grads[name] - value).max() <= max(EXACT * np.abs(value).max(), 1e-13)
+    monkeypatch.setattr(convpool, "blas_on_one_thread", lambda: False)  # BLAS on threads
+    op.forward(x)
+    op.backward(np.ones((len(x), *op.output_shape(shape[1:]))))
+    assert len(calls) == 2  # the patch products
 
 
 def test_winograd_applies_only_where_it_computes_the_same_and_pays():

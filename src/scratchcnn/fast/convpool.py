@@ -38,10 +38,12 @@ from ..errors import ShapeError
 from ..nn.layers import Conv2D, MaxPool2D, ReLU
 from ..nn.layers.base import check_rank
 from ..nn.layers.pooling import first_maximum, winner_dtype
+from . import winograd
 from .channels import along_row, channel_sums, channelwise
 from .inference import conv_inference
 from .ops import BatchNormOp, Op, conv_input_grad
-from .patches import patch_matrix
+from .parallel import blas_on_one_thread
+from .patches import pad, patch_matrix
 from .workspace import Workspace
 
 
@@ -113,7 +115,13 @@ class ConvPoolOp(Op):
         if self.relu is not None:  # as ReLUOp: y = x * [x > 0]
             mask = np.greater(best, 0, out=memory.get("relu_mask", (m, f), bool))
             np.multiply(best, mask, out=best)
-        self.save_for_backward(patches, winner, mask, x.shape)
+        # The backward pass may run as Winograd's F(2x2, 3x3), from the input: where BLAS has
+        # one thread (a part of a split batch), as its 16 small products a chunk gain little
+        # from more, where the patch products do.
+        fewer_products = None
+        if winograd.applies(conv, pool) and blas_on_one_thread():
+            fewer_products = winograd.PooledWinograd(conv, dtype)
+        self.save_for_backward(patches, x, fewer_products, winner, mask)
         return best.reshape(n, qh, qw, f).copy()
 
     def _normed_slabs(self, xhat: np.ndarray, best: np.ndarray):
@@ -133,7 +141,7 @@ class ConvPoolOp(Op):
             slab = self.workspace.get("normed", best.shape, best.dtype)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
-        patches, winner, mask, input_shape = self.saved()
+        patches, x, fewer_products, winner, mask = self.saved()
         conv, memory, dtype = self.conv, self.workspace, patches.dtype
         (ph, pw), (n, qh, qw, f) = self.pool.pool_size, grad_out.shape
         m, offsets = n * qh * qw, ph * pw
@@ -149,6 +157,14 @@ class ConvPoolOp(Op):
         if self.norm is not None:  # unpooled is dead after this: the norm may write over it
             unpooled = unpooled.reshape(offsets * n, qh, qw, f)
             rows = self.norm.backward(unpooled, overwrite=True).reshape(-1, f)
+        input_shape = x.shape
+        if fewer_products is not None:
+            xp = pad(x, conv.padding, memory)
+            weight, grad_in = fewer_products.backward(
+                xp, rows, memory, input_shape if conv.needs_input_grad else None, conv.padding
+            )
+            conv.grads = {"weight": conv.weight_grad(weight), "bias": channel_sums(rows)}
+            return grad_in
         conv.grads = {"weight": conv.weight_grad(patches.T @ rows), "bias": channel_sums(rows)}
         if not conv.needs_input_grad:
             return None

@@ -101,6 +101,12 @@ def blas_threads() -> int:
         return _single_threaded.threads if _single_threaded.depth else _blas_threads_now()
 
 
+def blas_on_one_thread() -> bool:
+    """Whether BLAS runs on one thread now: some thread is in ``single_threaded_blas``, or
+    the process runs it so (a child process, OPENBLAS_NUM_THREADS=1)."""
+    return _single_threaded.depth > 0 or _blas_threads_now() == 1
+
+
 def single_threaded_blas() -> AbstractContextManager:
     """A context in which BLAS uses one thread (the worker threads are the parallelism)."""
     return _single_threaded()
