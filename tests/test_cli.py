@@ -424,6 +424,23 @@ def test_bench_prints_and_saves_every_figure(tmp_path, torch):
         assert all(row["ratio_ort"] == row["ours"] / row["ort_ours"] for row in report["inference"])
 
 
+def test_bench_counts_the_flops_the_compiled_path_executes(monkeypatch):
+    # %peak is over the FLOPs executed: keras's second conv makes 10x10 of its 11x11 outputs
+    # per channel, and its gradients come from Winograd's products and transforms
+    from scratchcnn.app.bench import make_model, training_flops
+    from scratchcnn.fast import winograd
+
+    model = make_model("keras")
+    conv1, dense = 26 * 26 * 9 * 1 * 32, 1600 * 10  # multiply-adds of a forward pass
+    conv2, conv2_all = 100 * 9 * 32 * 64, 121 * 9 * 32 * 64
+    tiles = 25  # 2x2 pool windows: V, dM and dU; then dV and dd
+    conv2_grads = tiles * 16 * (16 * 32 + 4 * 64 + 32 * 64) + tiles * 16 * (64 * 32 + 16 * 32)
+    assert training_flops(model) == 2 * (2 * conv1 + conv2 + conv2_grads + 3 * dense)
+    assert training_flops(model, executed=False) == 2 * (2 * conv1 + 3 * conv2_all + 3 * dense)
+    monkeypatch.setattr(winograd, "ENABLED", False)
+    assert training_flops(model) == 2 * (2 * conv1 + 3 * conv2 + 3 * dense)
+
+
 def test_every_option_and_positional_of_every_subcommand_says_what_it_is_and_its_default():
     import argparse
 

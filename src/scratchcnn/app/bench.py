@@ -37,7 +37,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .. import __version__
-from ..fast import CompiledModel, compile, keep_freed_memory
+from ..fast import CompiledModel, compile, keep_freed_memory, winograd
 from ..fast.convpool import ConvPoolOp
 from ..fileio import atomic_write
 from ..nn import (
@@ -130,21 +130,35 @@ def training_flops(model: Sequential, executed: bool = True) -> float:
     layer but the first (multiply-adds counted as 2; element-wise work ignored).
 
     ``executed``: count what the compiled path computes, which skips the conv outputs that a
-    ragged pool edge drops (the keras net's second conv: 100 of 121 outputs per channel);
-    otherwise the reference net's FLOPs, all outputs counted."""
+    ragged pool edge drops (the keras net's second conv: 100 of 121 outputs per channel), and
+    whose backward pass of a fused 3x3 conv + 2x2 pool with enough channels runs as
+    Winograd's F(2x2, 3x3) where BLAS has one thread, as in the bench's split batches (its
+    products and transforms: ``fast/winograd.py``); otherwise the reference net's FLOPs, all
+    outputs counted, all gradients by patches."""
     outputs = {
         id(layer): shape for layer, shape in zip(model.layers, model.output_shapes, strict=True)
     }
+    by_winograd = set()
     if executed:
         for op in compile(model, workers=1).ops:
             if isinstance(op, ConvPoolOp):
                 (qh, qw, f), (ph, pw) = outputs[id(op.pool)], op.pool.pool_size
                 outputs[id(op.conv)] = (qh * ph, qw * pw, f)
+                if winograd.applies(op.conv, op.pool.pool_size):
+                    by_winograd.add(id(op.conv))
     total = 0.0
     for i, layer in enumerate(model.layers):
         if isinstance(layer, Conv2D):
             kh, kw = layer.kernel_size
-            macs = math.prod(outputs[id(layer)]) * kh * kw * layer.in_channels
+            c, f = layer.in_channels, layer.out_channels
+            forward = math.prod(outputs[id(layer)]) * kh * kw * c
+            if id(layer) in by_winograd:  # per 2x2 tile: V, dM, dU; then dV and dd
+                tiles = math.prod(outputs[id(layer)][:2]) // 4
+                grads = tiles * 16 * (16 * c + 4 * f + c * f)
+                grads += 0 if i == 0 else tiles * 16 * (f * c + 16 * c)
+                total += 2 * (forward + grads)
+                continue
+            macs = forward
         elif isinstance(layer, Dense):
             macs = layer.in_features * layer.out_features
         else:
