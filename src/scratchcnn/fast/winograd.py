@@ -56,10 +56,10 @@ OUTPUT_TRANSFORM = np.kron(A_T, A_T)  # (4, 16): M -> the tile's 2x2 outputs, ro
 ENABLED = os.environ.get("SCRATCHCNN_WINOGRAD", "1") != "0"
 # It pays where the products dominate (benchmarks/results/winograd.txt): from 32 input
 # channels (16, the bench's user net's second conv, timed no faster in inference or training).
-# In inference, in batches run in chunks: a batch small enough to run as one chunk (one image)
-# keeps its memory and the patch product, as the keras, fast and photo nets ran slower at
-# batch 1 with Winograd (single layers went either way from run to run). In training, where
-# BLAS runs on one thread (``convpool.py``).
+# In inference, in batches run in chunks. A batch small enough to run as one chunk (one image)
+# keeps its memory and the patch product: at batch 1 Winograd was faster in some runs and
+# slower in others, for single layers and whole nets alike (four runs of that file's script),
+# so the simpler path stays. In training, where BLAS runs on one thread (``convpool.py``).
 MIN_CHANNELS = 32
 # A chunk's M (16 x T x F values) is about this large (timed against other sizes: the same file).
 CHUNK_BYTES = 1 << 20
