@@ -739,7 +739,7 @@ def test_winograd_backward_gives_the_plain_gradients(case, norm, monkeypatch):
     assert len(calls) == 2  # the patch products
 
 
-def test_winograd_applies_only_where_it_computes_the_same_and_pays():
+def test_winograd_applies_only_where_it_computes_the_same_and_pays(monkeypatch):
     def conv(cin=32, cout=64, k=3, **kw):
         return Conv2D(cin, cout, k, **kw)
 
@@ -749,12 +749,13 @@ def test_winograd_applies_only_where_it_computes_the_same_and_pays():
         assert not winograd.applies(other, (2, 2))
     for pool in ((1, 1), (3, 3), (2, 1)):
         assert not winograd.applies(conv(), pool)
-    original = winograd.ENABLED
-    try:
-        winograd.ENABLED = False
-        assert not winograd.applies(conv(), (2, 2))
-    finally:
-        winograd.ENABLED = original
+    monkeypatch.setattr(winograd, "ENABLED", False)  # what SCRATCHCNN_WINOGRAD=0 sets
+    assert not winograd.applies(conv(), (2, 2))
+    code = "from scratchcnn.fast import winograd; print(winograd.ENABLED)"
+    for value, enabled in (("0", "False"), ("1", "True")):
+        env = dict(os.environ, SCRATCHCNN_WINOGRAD=value)
+        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert run.stdout.strip() == enabled, run.stderr
 
 
 def test_winograd_in_float32_is_as_close_to_float64_as_the_plain_layers():

@@ -79,8 +79,9 @@ def chunk_samples(tiles: int, filters: int, itemsize: int) -> int:
 
 class PooledWinograd:
     """``PooledWinograd(conv, dtype)``: a 3x3 conv of stride 1 as F(2x2, 3x3), its kernels
-    transformed (U) for the call that makes it; ``maps`` turns chunks of padded input into
-    the conv outputs of each 2x2 pool window."""
+    transformed (U) as they are when it is made (a forward pass makes one, and its backward
+    uses the same); ``maps`` turns chunks of padded input into the conv outputs of each 2x2
+    pool window, ``backward`` gives the gradients of a whole batch's maps."""
 
     def __init__(self, conv: Conv2D, dtype: np.dtype) -> None:
         c, f = conv.in_channels, conv.out_channels
