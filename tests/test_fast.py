@@ -560,21 +560,12 @@ def test_inference_in_chunks_gives_the_whole_batch_result(monkeypatch, norm):
         monkeypatch.undo()
 
 
-# Every conv case with no pool after it, then every conv + pool case; the pool need not tile.
-INFERENCE_CASES = [(*case[:6], None, case[6]) for case in CONV_CASES] + CONV_POOL_CASES
-
-
-@pytest.mark.parametrize("relu", [False, True], ids=["", "relu"])
-@pytest.mark.parametrize("norm", ["", "norm", "norm-negative-scale"])
-@pytest.mark.parametrize("case", INFERENCE_CASES, ids=[c[0] for c in INFERENCE_CASES])
-def test_conv_inference_op_computes_the_plain_layers(case, norm, relu, monkeypatch):
-    # Conv [BatchNorm2D] [ReLU] [max-pool] in the declared order, in inference, against the one
-    # op of the inference plan; the norm with running statistics that are not 0 and 1, and
-    # either every scale positive (the maximum is taken first) or one negative (the affine map
-    # runs first). One sample a chunk gives the same as the whole batch.
-    _, cin, cout, k, s, p, pool, shape = case
-    rng = np.random.default_rng(8)
-    conv = Conv2D(cin, cout, k, stride=s, padding=p, rng=rng, dtype=np.float64)
+def conv_inference_layers(rng, cin, cout, k, stride, padding, pool, norm: str, relu: bool):
+    """Conv2D [BatchNorm2D] [ReLU] [MaxPool2D] (``pool`` None: none) in float64, in the declared
+    order, and the one op of the inference plan that computes them. The norm ("norm" or
+    "norm-negative-scale") has running statistics that are not 0 and 1, and every scale
+    positive (the maximum is taken first) or one negative (the affine map runs first)."""
+    conv = Conv2D(cin, cout, k, stride=stride, padding=padding, rng=rng, dtype=np.float64)
     conv.params["bias"][...] = rng.normal(0, 0.5, cout)
     layers, batch_norm = [conv], None
     if norm:
@@ -588,7 +579,23 @@ def test_conv_inference_op_computes_the_plain_layers(case, norm, relu, monkeypat
     relu_layer = ReLU() if relu else None
     max_pool = None if pool is None else MaxPool2D(pool)
     layers += [layer for layer in (relu_layer, max_pool) if layer is not None]
-    op = ConvInferenceOp(conv, batch_norm, max_pool, relu_layer)
+    return layers, ConvInferenceOp(conv, batch_norm, max_pool, relu_layer)
+
+
+# Every conv case with no pool after it, then every conv + pool case; the pool need not tile.
+INFERENCE_CASES = [(*case[:6], None, case[6]) for case in CONV_CASES] + CONV_POOL_CASES
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["", "relu"])
+@pytest.mark.parametrize("norm", ["", "norm", "norm-negative-scale"])
+@pytest.mark.parametrize("case", INFERENCE_CASES, ids=[c[0] for c in INFERENCE_CASES])
+def test_conv_inference_op_computes_the_plain_layers(case, norm, relu, monkeypatch):
+    # Conv [BatchNorm2D] [ReLU] [max-pool] in inference against the one op of the inference
+    # plan (``conv_inference_layers``). One sample a chunk gives the same as the whole batch.
+    _, cin, cout, k, s, p, pool, shape = case
+    rng = np.random.default_rng(8)
+    layers, op = conv_inference_layers(rng, cin, cout, k, s, p, pool, norm, relu)
+    conv, max_pool = layers[0], op.pool
     x = rng.normal(size=(3, *shape[1:]))
     expected = x
     for layer in layers:
@@ -643,7 +650,15 @@ def test_a_small_batch_reuses_its_memory_and_gives_what_new_memory_gives(monkeyp
     assert not op._memories
 
 
-# Winograd F(2x2, 3x3) for a 3x3 conv of stride 1 and a 2x2 pool, in inference
+def count_calls(monkeypatch, owner: type, name: str) -> list:
+    """Wrap the method ``owner.name`` so that each call appends to the list returned."""
+    calls: list = []
+    method = getattr(owner, name)
+    monkeypatch.setattr(owner, name, lambda self, *args: calls.append(1) or method(self, *args))
+    return calls
+
+
+# Winograd F(2x2, 3x3) for a 3x3 conv of stride 1 and a 2x2 pool
 WINOGRAD_CASES = [
     # id,                     in, out, padding, input (N, H, W, C)
     ("exact-tiles", 3, 4, 0, (3, 6, 8, 3)),
@@ -660,26 +675,10 @@ def test_winograd_inference_computes_the_plain_layers(case, norm, relu, monkeypa
     # Every channel count takes the Winograd path here, in a batch run as one chunk without a
     # kept memory, and in chunks of one sample; a kept memory keeps the patches.
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
-    tiles_made = []
-    maps = winograd.PooledWinograd.maps
-    monkeypatch.setattr(
-        winograd.PooledWinograd, "maps", lambda self, *a: tiles_made.append(1) or maps(self, *a)
-    )
+    tiles_made = count_calls(monkeypatch, winograd.PooledWinograd, "maps")
     _, cin, cout, padding, shape = case
     rng = np.random.default_rng(11)
-    conv = Conv2D(cin, cout, 3, padding=padding, rng=rng, dtype=np.float64)
-    conv.params["bias"][...] = rng.normal(0, 0.5, cout)
-    layers, batch_norm = [conv], None
-    if norm:
-        batch_norm = BatchNorm2D(cout, dtype=np.float64)
-        low = -0.8 if norm == "norm-negative-scale" else 0.2
-        batch_norm.params["weight"][...] = np.linspace(low, 1.5, cout)
-        batch_norm.buffers["running_mean"][...] = rng.normal(0, 1, cout)
-        batch_norm.buffers["running_var"][...] = rng.uniform(0.2, 3, cout)
-        layers.append(batch_norm)
-    relu_layer = ReLU() if relu else None
-    layers += [layer for layer in (relu_layer, MaxPool2D(2)) if layer is not None]
-    op = ConvInferenceOp(conv, batch_norm, layers[-1], relu_layer)
+    layers, op = conv_inference_layers(rng, cin, cout, 3, 1, padding, 2, norm, relu)
     x = rng.normal(size=shape)
     expected = x
     for layer in layers:
@@ -713,11 +712,7 @@ def test_winograd_backward_gives_the_plain_gradients(case, norm, monkeypatch):
     # chunks of one sample (dU summed over them); for a first layer (no input gradient) too.
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
     monkeypatch.setattr(winograd, "CHUNK_BYTES", 1)
-    calls = []
-    backward = winograd.PooledWinograd.backward
-    monkeypatch.setattr(
-        winograd.PooledWinograd, "backward", lambda self, *a: calls.append(1) or backward(self, *a)
-    )
+    calls = count_calls(monkeypatch, winograd.PooledWinograd, "backward")
     _, cin, cout, padding, shape = case
     op = make_conv_pool(("", cin, cout, 3, 1, padding, 2, shape), norm=norm, relu=True)
     x = np.random.default_rng(13).normal(size=shape)
