@@ -27,7 +27,9 @@ import functools  # noqa: E402
 import itertools  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -60,19 +62,23 @@ ROUNDS = 12
 LAYERS = [(32, 64, 13), (32, 32, 26), (64, 64, 10), (16, 32, 16)]
 
 
-def median_call_us(call, repeats: int, settings: dict, rounds: int = 10) -> dict[str, float]:
-    """Median microseconds a call of ``call()`` under each of ``settings`` (name -> a
-    function that applies it), over ``rounds`` rounds of ``repeats`` calls in alternating
-    order."""
-    times: dict[str, list[float]] = {name: [] for name in settings}
+def alternating_medians(names: list, measure: Callable[[Any], float], rounds: int) -> dict:
+    """The median of ``measure(name)`` for each of ``names``, over ``rounds`` rounds in
+    alternating order (forwards, then backwards), so that no name always runs first."""
+    figures: dict = {name: [] for name in names}
     for i in range(rounds):
-        for name in list(settings) if i % 2 else list(settings)[::-1]:
-            settings[name]()
-            start = time.perf_counter()
-            for _ in range(repeats):
-                call()
-            times[name].append((time.perf_counter() - start) / repeats * 1e6)
-    return {name: statistics.median(t) for name, t in times.items()}
+        for name in names if i % 2 else names[::-1]:
+            figures[name].append(measure(name))
+    return {name: statistics.median(f) for name, f in figures.items()}
+
+
+def call_us(call: Callable[[], object], repeats: int, name: str) -> float:
+    """Microseconds a call of ``call()`` with ``ONE_CHUNK[name]`` applied, over ``repeats``."""
+    ONE_CHUNK[name]()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        call()
+    return (time.perf_counter() - start) / repeats * 1e6
 
 
 def one_at_a_time(clf: Classifier, images: np.ndarray):
@@ -109,7 +115,8 @@ def one_chunk(lines: list[str]) -> None:
         op = ConvInferenceOp(Conv2D(cin, cout, 3), None, MaxPool2D(2), ReLU())
         for n in (1, 4):
             x = rng.random((n, size, size, cin), dtype=np.float32)
-            us = median_call_us(functools.partial(op.forward, x, training=False), 200, ONE_CHUNK)
+            call = functools.partial(op.forward, x, training=False)
+            us = alternating_medians(list(ONE_CHUNK), functools.partial(call_us, call, 200), 10)
             row = "".join(f"{t:8.1f}" for t in us.values())
             lines.append(f"conv {cin:>2} -> {cout:>2} on {size}x{size}, batch {n}: {row}")
             print(lines[-1], flush=True)
@@ -117,11 +124,36 @@ def one_chunk(lines: list[str]) -> None:
     images = rng.integers(0, 256, (300, 28, 28), dtype=np.uint8)
     for arch in ("keras", "fast", "photo"):
         clf = Classifier(make_model(arch, seed=0), arch)
-        us = median_call_us(one_at_a_time(clf, images), 300, ONE_CHUNK)
+        call = one_at_a_time(clf, images)
+        us = alternating_medians(list(ONE_CHUNK), functools.partial(call_us, call, 300), 10)
         row = "".join(f"{t:8.1f}" for t in us.values())
         lines.append(f"{arch:<5} predict_proba of one image:     {row}")
         print(lines[-1], flush=True)
     ONE_CHUNK["kept patches"]()
+
+
+def step_rate(twins: dict, x: np.ndarray, y: np.ndarray, loss, on: bool) -> float:
+    """Images a second over four training steps of ``twins[on]``, Winograd ``on`` in this
+    process (its part) as in that twin's child, after one step unmeasured."""
+    winograd.ENABLED = on
+    twins[on].train_step(x, y, loss)
+    start = time.perf_counter()
+    for _ in range(4):
+        twins[on].train_step(x, y, loss)
+    return 4 * len(x) / (time.perf_counter() - start)
+
+
+def predict_rate(clf: Classifier, images: np.ndarray, expected: np.ndarray, name: str) -> float:
+    """Images a second over two ``predict_proba`` calls on ``images`` under ``SETTINGS[name]``,
+    after a short one unmeasured; the probabilities checked against ``expected``."""
+    winograd.ENABLED, winograd.MIN_CHANNELS, winograd.CHUNK_BYTES = SETTINGS[name]
+    clf.predict_proba(images[:100])
+    start = time.perf_counter()
+    clf.predict_proba(images)
+    got = clf.predict_proba(images)
+    rate = 2 * len(images) / (time.perf_counter() - start)
+    assert np.abs(got - expected).max() < 1e-4, name
+    return rate
 
 
 def training(lines: list[str]) -> None:
@@ -143,16 +175,8 @@ def training(lines: list[str]) -> None:
         for batch in (64, 256):
             x = rng.random((batch, 28, 28, 1), dtype=np.float32)
             y = rng.integers(0, 10, batch)
-            rates: dict[bool, list[float]] = {False: [], True: []}
-            for i in range(10):
-                for on in (False, True) if i % 2 else (True, False):
-                    winograd.ENABLED = on  # this process's part
-                    twins[on].train_step(x, y, loss)
-                    start = time.perf_counter()
-                    for _ in range(4):
-                        twins[on].train_step(x, y, loss)
-                    rates[on].append(4 * batch / (time.perf_counter() - start))
-            off, on = (statistics.median(rates[flag]) for flag in (False, True))
+            measure = functools.partial(step_rate, twins, x, y, loss)
+            off, on = alternating_medians([False, True], measure, 10).values()
             lines.append(f"{arch:<6} batch {batch:>3}: {off:8,.0f} {on:8,.0f}   {on / off:.2f}")
             print(lines[-1], flush=True)
         for twin in twins.values():
@@ -172,17 +196,8 @@ def main() -> None:
     for arch in ("keras", "fast", "user", "photo"):
         clf = Classifier(make_model(arch, seed=0), arch)
         expected = clf.predict_proba(images)
-        rates: dict[str, list[float]] = {name: [] for name in SETTINGS}
-        for i in range(ROUNDS):
-            for name in list(SETTINGS) if i % 2 else list(SETTINGS)[::-1]:
-                winograd.ENABLED, winograd.MIN_CHANNELS, winograd.CHUNK_BYTES = SETTINGS[name]
-                clf.predict_proba(images[:100])
-                start = time.perf_counter()
-                clf.predict_proba(images)
-                got = clf.predict_proba(images)
-                rates[name].append(2 * len(images) / (time.perf_counter() - start))
-                assert np.abs(got - expected).max() < 1e-4, (arch, name)
-        medians = {name: statistics.median(r) for name, r in rates.items()}
+        measure = functools.partial(predict_rate, clf, images, expected)
+        medians = alternating_medians(list(SETTINGS), measure, ROUNDS)
         row = "".join(f"{rate:11,.0f}" for rate in medians.values())
         lines.append(f"{arch:<6}{row}   {medians[USED] / medians['off']:.2f}")
         print(lines[-1], flush=True)
