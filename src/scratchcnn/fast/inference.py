@@ -156,18 +156,18 @@ def conv_inference(
     shift_row = along_row(shift, width, dtype)  # tiled once for every chunk
     zeros = np.zeros(width, dtype) if relu else None
     out = np.empty((n, row), dtype)
-    step = n if memory is not None else chunk_samples(offsets, row, out.itemsize)
-    # memory reused over the chunks; one chunk asks for new memory, without a workspace's checks
-    work = memory.workspace if memory is not None else Workspace() if step < n else FRESH_MEMORY
-    weights = conv.weight_matrix()
-    k = weights.shape[0]
     # A batch run in chunks may make each chunk's maps from its padded input by Winograd's
     # F(2x2, 3x3), in fewer products and with no patches (winograd.py): then a group is a chunk.
     fewer_products = None
     if memory is None and winograd.applies(conv, pool):
         fewer_products = winograd.PooledWinograd(conv, dtype)
         step = winograd.chunk_samples(qh * qw, f, out.itemsize)
-        work = Workspace() if step < n else FRESH_MEMORY
+    else:
+        weights = conv.weight_matrix()
+        k = weights.shape[0]
+        step = n if memory is not None else chunk_samples(offsets, row, out.itemsize)
+    # memory reused over the chunks; one chunk asks for new memory, without a workspace's checks
+    work = memory.workspace if memory is not None else Workspace() if step < n else FRESH_MEMORY
     # One input channel: the patches of many chunks are gathered at once (see GATHER_BYTES).
     span = step
     if fewer_products is None and x.shape[-1] == 1 and step < n:
