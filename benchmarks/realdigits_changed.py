@@ -1,0 +1,130 @@
+"""How well reading holds up when the development set's single digits are changed the way
+other people's photos differ from them: noise, low contrast, uneven light, blur, size, a turn.
+
+    python benchmarks/realdigits_changed.py [--model MODEL] [--dev DIR] [--out FILE]
+
+Each of the 250 pictures in ``../shared/data/realdigits-dev/images`` (never copied into the
+repository, never trained on) is read as ``read_image`` reads it (grey, upright, at most
+``WORK_SIDE`` pixels), changed, saved as an 8-bit PNG (a JPEG for "jpeg q30") and read back
+through ``load_digit`` and the model, as ``scratchcnn predict`` reads a file. Noise is drawn
+from a generator seeded by the picture's place in the sorted list, so runs repeat exactly.
+Prints, and writes to ``--out`` (default ``benchmarks/results/realdigits-changed.txt``), the
+share read right under each change and the pictures misread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from scratchcnn import ScratchCNNError
+from scratchcnn.app import Classifier, default_model
+from scratchcnn.app.photos import load_digit, read_image
+from scratchcnn.fileio import atomic_write
+
+REPO = Path(__file__).resolve().parents[1]
+DEV = REPO.parent / "shared" / "data" / "realdigits-dev"
+OUT = REPO / "benchmarks" / "results" / "realdigits-changed.txt"
+
+
+def border_level(grey: np.ndarray) -> float:
+    """The median of the picture's border: what it is filled with where it grows."""
+    return float(np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])))
+
+
+def turned(grey: np.ndarray, degrees: float) -> np.ndarray:
+    image = Image.fromarray(grey, "F")
+    return np.asarray(
+        image.rotate(degrees, Image.Resampling.BILINEAR, expand=True, fillcolor=border_level(grey))
+    )
+
+
+def resized(grey: np.ndarray, factor: float) -> np.ndarray:
+    h, w = grey.shape
+    size = (max(28, round(w * factor)), max(28, round(h * factor)))
+    return np.asarray(Image.fromarray(grey, "F").resize(size, Image.Resampling.BILINEAR))
+
+
+def framed(grey: np.ndarray, share: float) -> np.ndarray:
+    """The picture with a margin of its own border's level, ``share`` of its size each side."""
+    h, w = grey.shape
+    margin = ((round(h * share),) * 2, (round(w * share),) * 2)
+    return np.pad(grey, margin, constant_values=border_level(grey))
+
+
+# name -> change of grey values in [0, 1] (float32), given a generator for noise
+CHANGES: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
+    "as read": lambda g, rng: g,
+    "jpeg q30": lambda g, rng: g,  # saved as a JPEG of quality 30 instead of a PNG
+    "noise 0.08": lambda g, rng: g + rng.normal(0, 0.08, g.shape),
+    "low contrast": lambda g, rng: 0.35 + 0.3 * g,
+    "lighter (gamma 0.45)": lambda g, rng: g**0.45,
+    "darker (gamma 2.2)": lambda g, rng: g**2.2,
+    "light falling off 1 -> 0.45": lambda g, rng: g * np.linspace(0.45, 1, g.shape[1])[None, :],
+    "blurred": lambda g, rng: ndimage.gaussian_filter(g, max(g.shape) / 120),
+    "inverted": lambda g, rng: 1 - g,
+    "half size": lambda g, rng: resized(g, 0.5),
+    "double size": lambda g, rng: resized(g, 2.0),
+    "small in its frame": lambda g, rng: framed(g, 0.6),
+    "turned 12 degrees left": lambda g, rng: turned(g, 12),
+    "turned 12 degrees right": lambda g, rng: turned(g, -12),
+}
+
+
+def encoded(grey: np.ndarray, jpeg: bool) -> bytes:
+    image = Image.fromarray(np.uint8(np.clip(grey * 255 + 0.5, 0, 255)))
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=30) if jpeg else image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="model file (default: the bundled model)")
+    parser.add_argument("--dev", default=str(DEV), help="the development set's folder")
+    parser.add_argument("--out", default=str(OUT), help="the report's file")
+    args = parser.parse_args(argv)
+    images = Path(args.dev) / "images"
+    if not images.is_dir():
+        print(f"no development set at {images.parent}", file=sys.stderr)
+        return 1
+    clf = Classifier.load(args.model or default_model())
+    paths = sorted(images.iterdir())
+    pictures = [read_image(path).grey.astype(np.float32) for path in paths]
+    lines = [
+        f"single digits of {images.parent.name} read by the "
+        f"{'bundled model' if args.model is None else args.model}, each picture changed:"
+    ]
+    misread = []
+    for name, change in CHANGES.items():
+        right, wrong = 0, []
+        for index, (path, grey) in enumerate(zip(paths, pictures, strict=True)):
+            label = path.stem.split("_")[0]
+            changed = np.clip(change(grey, np.random.default_rng(index)), 0, 1)
+            try:
+                digit = load_digit(encoded(changed, name == "jpeg q30"), name=path.name)
+                guess = clf.classes[int(clf.predict(digit[None])[0])]
+            except ScratchCNNError:
+                guess = "none found"
+            right += guess == label
+            if guess != label:
+                wrong.append(f"{path.name} -> {guess}")
+        lines.append(f"  {name:<29} {right:>3}/{len(paths)}  {100 * right / len(paths):5.1f}%")
+        misread.append(f"  {name}: " + ", ".join(wrong))
+        print(lines[-1], flush=True)
+    lines += ["misread:", *misread]
+    text = ("\n".join(lines) + "\n").encode()
+    atomic_write(args.out, lambda out: out.write(text))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
