@@ -484,8 +484,9 @@ def ink_map(grey: np.ndarray) -> Ink:
 def noise_level(grey: np.ndarray) -> float:
     """The pixel noise of ``grey``: the spread of the differences between horizontal neighbours
     (their median absolute deviation, as a normal standard deviation, over sqrt(2)). Strokes
-    and edges are few of the differences, so they barely move the median."""
-    diff = np.diff(grey, axis=1).ravel()
+    and edges are few of the differences, so they barely move the median. Taken over about
+    256 evenly spaced rows: as good an estimate, at a fraction of a large picture's time."""
+    diff = np.diff(grey[:: max(1, len(grey) // 256)], axis=1).ravel()
     if diff.size == 0:
         return 0.0
     return float(1.4826 * np.median(np.abs(diff - np.median(diff))) / math.sqrt(2))
