@@ -26,7 +26,7 @@ from scipy import ndimage
 
 from scratchcnn import ScratchCNNError
 from scratchcnn.app import Classifier, default_model
-from scratchcnn.app.photos import load_digit, read_image
+from scratchcnn.app.photos import border_median, load_digit, read_image
 from scratchcnn.fileio import atomic_write
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,15 +34,10 @@ DEV = REPO.parent / "shared" / "data" / "realdigits-dev"
 OUT = REPO / "benchmarks" / "results" / "realdigits-changed.txt"
 
 
-def border_level(grey: np.ndarray) -> float:
-    """The median of the picture's border: what it is filled with where it grows."""
-    return float(np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])))
-
-
 def turned(grey: np.ndarray, degrees: float) -> np.ndarray:
     image = Image.fromarray(grey, "F")
     return np.asarray(
-        image.rotate(degrees, Image.Resampling.BILINEAR, expand=True, fillcolor=border_level(grey))
+        image.rotate(degrees, Image.Resampling.BILINEAR, expand=True, fillcolor=border_median(grey))
     )
 
 
@@ -53,10 +48,11 @@ def resized(grey: np.ndarray, factor: float) -> np.ndarray:
 
 
 def framed(grey: np.ndarray, share: float) -> np.ndarray:
-    """The picture with a margin of its own border's level, ``share`` of its size each side."""
+    """The picture with a margin of its border's median level, ``share`` of its size each side
+    (a turned picture's corners are filled with that level too)."""
     h, w = grey.shape
     margin = ((round(h * share),) * 2, (round(w * share),) * 2)
-    return np.pad(grey, margin, constant_values=border_level(grey))
+    return np.pad(grey, margin, constant_values=border_median(grey))
 
 
 # name -> change of grey values in [0, 1] (float32), given a generator for noise

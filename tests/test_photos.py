@@ -380,14 +380,8 @@ def test_every_mode_reads(mode):
     out = io.BytesIO()
     image.save(out, format="TIFF" if mode in ("I", "F", "CMYK") else "PNG")
     digit = load_digit(out.getvalue())
-    reference = load_digit(_png(base))
+    reference = load_digit(png(base))
     assert np.abs(digit.astype(int) - reference.astype(int)).mean() < 15, mode
-
-
-def _png(image: Image.Image) -> bytes:
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
 
 
 def test_a_huge_photo_is_shrunk_before_any_full_size_copy(tmp_path):
@@ -443,7 +437,7 @@ def test_calibration_fits_a_temperature_and_a_threshold(bundled, test_digits):
     assert (probs[sure].argmax(axis=1) == labels[:2000][sure]).mean() >= 0.999
 
 
-def grey_png(values: np.ndarray) -> bytes:
+def greypng(values: np.ndarray) -> bytes:
     """Grey values in [0, 1] as the bytes of an 8-bit PNG."""
     return png(Image.fromarray(np.uint8(np.clip(values * 255 + 0.5, 0, 255))))
 
@@ -460,7 +454,7 @@ def test_a_two_tone_brush_stroke_is_ink_all_through(bundled, test_digits):
         rim = pen & ~ndimage.binary_erosion(pen, iterations=1)
         values = np.full(pen.shape, 166 / 255)
         values[pen], values[rim] = 108 / 255, 94 / 255
-        picture = grey_png(np.pad(values, 40, constant_values=166 / 255))
+        picture = greypng(np.pad(values, 40, constant_values=166 / 255))
         covers.append(ink_map(read_image(picture).grey).mask[40:-40, 40:-40][pen].mean())
         right += int(bundled.predict(load_digit(picture)[None])[0]) == labels[i]
     print("share of each stroke found as ink:", np.round(covers, 3), f"read right: {right}/8")
@@ -479,7 +473,7 @@ def test_a_noisy_photo_is_smoothed_before_its_ink_is_found(bundled, test_digits)
         noisy = np.clip(grey + rng.normal(0, 0.08, grey.shape), 0, 1)
         assert noise_level(noisy) > 2 * NOISE
         try:
-            right += int(bundled.predict(load_digit(grey_png(noisy))[None])[0]) == labels[i]
+            right += int(bundled.predict(load_digit(greypng(noisy))[None])[0]) == labels[i]
         except ImageError:
             pass  # not found: a miss
     print(f"noisy generated photos: {right}/60 read right")

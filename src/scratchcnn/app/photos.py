@@ -266,6 +266,11 @@ def read_image(
 # -- 2. ink -------------------------------------------------------------------------------------
 
 
+def border_median(grey: np.ndarray) -> float:
+    """The median of the picture's outermost rows and columns: its background, most often."""
+    return float(np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])))
+
+
 def _otsu(values: np.ndarray) -> float:
     """Otsu's threshold of values in [0, 1] (the split with the largest between-class
     variance of a 256-bin histogram)."""
@@ -540,8 +545,7 @@ def _ink(grey: np.ndarray) -> Ink:
         # against lines as close as the background window is wide.
         dark_ink = light.cover > SPREAD
     elif abs(dark.contrast - light.contrast) < 0.02:
-        border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-        dark_ink = bool(np.median(border) > 0.5)
+        dark_ink = border_median(grey) > 0.5
     else:
         dark_ink = dark.contrast > light.contrast
     ink = dark if dark_ink else light

@@ -55,7 +55,8 @@ OUTPUT_TRANSFORM = np.kron(A_T, A_T)  # (4, 16): M -> the tile's 2x2 outputs, ro
 
 ENABLED = os.environ.get("SCRATCHCNN_WINOGRAD", "1") != "0"
 # It pays where the products dominate (benchmarks/results/winograd.txt): from 32 input
-# channels (16, the bench's user net's second conv, timed no faster in inference or training).
+# channels (16, the bench's user net's second conv, timed no faster in inference there; its
+# training backward, timed by hand, not in that file, went 1.03x on the default path).
 # In inference, in batches run in chunks. A batch small enough to run as one chunk (one image)
 # keeps its memory and the patch product: at batch 1 Winograd was faster in some runs and
 # slower in others, for single layers and whole nets alike (four runs of that file's script),
