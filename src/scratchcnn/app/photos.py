@@ -59,7 +59,7 @@ BACKGROUND = 0.12  # the background window, a share of the picture's longer side
 # side over a quarter while the other is under a tenth is the paper, not the ink (``_ink``).
 SPREAD = 0.25
 NEAR = 0.4  # pieces within this share of a digit's size of it are part of it
-RULED = 3  # this many separate long lines are ruled paper, not a digit's strokes
+RULED = 3  # this many long lines (a grid's level and upright ones apart) are ruled or squared paper
 LINE_BRIDGE = 9  # pixels: a ruled line (dilated) is thinner, so a stroke across it is kept
 # A shadowed part of a sheet is dimmer paper: its edge on the desk a smaller step (``paper_sheet``)
 SHADOWED_EDGE = 0.06
@@ -556,12 +556,14 @@ def _ink(grey: np.ndarray) -> Ink:
     strength = np.clip(ink.strength / max(peak, 1e-3), 0, 1)
     threshold = float(np.clip(_otsu(strength[strength > 0.04]), *INK_THRESHOLD))
     mask = strength >= threshold
-    lines = _ruled_lines(mask)
+    lines, (level, upright) = _ruled_lines(mask)
     rest = mask & ~lines
     # A tall 1 in a tight crop is no line: lines that are most of the ink stay ink, unless
-    # there are several of them (ruled paper, thin digits) and the rest is more than specks.
+    # there are several of them (ruled paper, thin digits) and the rest is more than specks,
+    # or they cross (squared paper: no digit's strokes are two level and two upright lines).
     share = rest.sum() / max(mask.sum(), 1)
-    if lines.any() and (share >= 0.3 or (share >= 0.1 and ndimage.label(lines)[1] >= RULED)):
+    several = level + upright >= RULED and (share >= 0.1 or min(level, upright) >= 2)
+    if lines.any() and (share >= 0.3 or several):
         # A stroke that crosses a line keeps the line's pixels between its ink on either side.
         across = np.ones((LINE_BRIDGE, 1), bool)
         bridged = ndimage.binary_closing(rest, across) | ndimage.binary_closing(rest, across.T)
@@ -569,11 +571,13 @@ def _ink(grey: np.ndarray) -> Ink:
     return Ink(strength, mask, not dark_ink)
 
 
-def _ruled_lines(mask: np.ndarray) -> np.ndarray:
+def _ruled_lines(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
     """Ruled lines, grid lines and paper edges in the ink (``_long_lines``), slightly thickened
-    to take their blur. On a sheet photographed turned a little, its lines are found again in
-    the picture turned level by their own slant (``_slant``), and turned back."""
-    lines = _long_lines(mask, mask.shape)
+    to take their blur, and how many level and how many upright lines they are (a grid is one
+    connected piece of ink, but many lines). On a sheet photographed turned a little, its
+    lines are found again in the picture turned level by their own slant (``_slant``), and
+    turned back."""
+    runs = list(_long_lines(mask, mask.shape))
     angle = _slant(mask)
     if angle:
         level = ndimage.rotate(mask.view(np.uint8), angle, reshape=True, order=0)
@@ -587,19 +591,33 @@ def _ruled_lines(mask: np.ndarray) -> np.ndarray:
         back = np.array([[c, -s], [s, c]])
         c_in, c_out = (np.array(mask.shape) - 1) / 2, (np.array(level.shape) - 1) / 2
         offset = c_out - back @ c_in
-        found = ndimage.affine_transform(found.view(np.uint8), back, offset, mask.shape, order=0)
-        lines |= found.view(bool) & mask
-    return ndimage.binary_dilation(lines, iterations=1)
+        for axis, lines in enumerate(found):
+            turned = lines.view(np.uint8)
+            lines = ndimage.affine_transform(turned, back, offset, mask.shape, order=0)
+            runs[axis] |= lines.view(bool) & mask
+    counts = _line_count(runs[0], mask.shape[1]), _line_count(runs[1], mask.shape[0])
+    return ndimage.binary_dilation(runs[0] | runs[1], iterations=1), counts
 
 
-def _long_lines(mask: np.ndarray, extent: tuple[int, int], drift: int = 0) -> np.ndarray:
-    """Horizontal and vertical runs of ink across 90% of ``extent`` (the picture's height and
-    width): ruled lines, grid lines, paper edges (no digit is that wide). A faint line
+def _line_count(runs: np.ndarray, length: int) -> int:
+    """How many of the pieces of ``runs`` (one direction's, gaps of a pixel bridged) hold ink
+    along half a line's ``length`` at least: not the bits of strokes that a turned picture's
+    edge picks up."""
+    labels, count = ndimage.label(ndimage.binary_dilation(runs, iterations=1))
+    ink = np.bincount(labels.ravel(), weights=runs.ravel(), minlength=count + 1)[1:]
+    return int(np.count_nonzero(ink >= length / 2))
+
+
+def _long_lines(
+    mask: np.ndarray, extent: tuple[int, int], drift: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The level and the upright runs of ink across 90% of ``extent`` (the picture's height
+    and width): ruled lines, grid lines, paper edges (no digit is that wide). A faint line
     thresholds with gaps in it: gaps up to 2% of the run's length are bridged first. A run may
     wander ``drift`` pixels to either side (a line turned level to within a fraction of a
     degree)."""
     ink = mask.view(np.uint8)
-    lines = np.zeros_like(ink)
+    found = []
     for axis, size in ((1, extent[1]), (0, extent[0])):
         length, gap = max(3, int(0.9 * size)), max(3, size // 50)
         run = ink
@@ -610,8 +628,9 @@ def _long_lines(mask: np.ndarray, extent: tuple[int, int], drift: int = 0) -> np
         run = ndimage.maximum_filter1d(run, gap, axis=axis, mode="constant", cval=0)
         run = ndimage.minimum_filter1d(run, gap, axis=axis, mode="constant", cval=1)
         run = ndimage.minimum_filter1d(run, length, axis=axis, mode="constant", cval=0)
-        lines |= ndimage.maximum_filter1d(run, length, axis=axis, mode="constant", cval=0) & ink
-    return lines.view(bool)
+        run = ndimage.maximum_filter1d(run, length, axis=axis, mode="constant", cval=0)
+        found.append((run & ink).view(bool))
+    return found[0], found[1]
 
 
 def _slant(mask: np.ndarray) -> float:
