@@ -1,6 +1,6 @@
 """How well reading holds up when the development set's single digits are changed the way
-other people's photos differ from them: noise, low contrast, uneven light, blur, size, a turn,
-ruled and squared paper.
+other people's photos differ from them: noise, low contrast, uneven light, a hard shadow,
+blur, size, a turn, ruled and squared paper.
 
     python benchmarks/realdigits_changed.py [--model MODEL] [--dev DIR] [--out FILE]
 
@@ -56,13 +56,22 @@ def framed(grey: np.ndarray, share: float) -> np.ndarray:
     return np.pad(grey, margin, constant_values=border_median(grey))
 
 
-def on_paper(grey: np.ndarray, rng: np.random.Generator, squared: bool) -> np.ndarray:
+PAPER_SIDE = 64
+
+
+def on_paper(grey: np.ndarray) -> bool:
+    """Whether a picture is dark ink on light paper, ``PAPER_SIDE`` pixels a side or more: what
+    the changes of a photo of paper apply to (a grid or a shadow on a 28x28 drawing, or on
+    chalk on a board, is no photo)."""
+    return min(grey.shape) >= PAPER_SIDE and border_median(grey) > 0.5
+
+
+def lined(grey: np.ndarray, rng: np.random.Generator, squared: bool) -> np.ndarray:
     """Ruled (or squared) paper: level (and upright) lines one pixel in 150 of the shorter side
     wide, a fifth of it apart from a random start, that take 30% of the light off whatever
-    they cross, as printed lines do. Only pictures of dark ink on light paper at least
-    ``PAPER_SIDE`` pixels a side are changed: a grid on a 28x28 drawing is no photo."""
+    they cross, as printed lines do. Only ``on_paper`` pictures."""
     h, w = grey.shape
-    if min(h, w) < PAPER_SIDE or border_median(grey) <= 0.5:
+    if not on_paper(grey):
         return grey
     side = min(h, w)
     width, step = max(1, round(side / 150)), side / 5
@@ -73,7 +82,18 @@ def on_paper(grey: np.ndarray, rng: np.random.Generator, squared: bool) -> np.nd
     return grey * light
 
 
-PAPER_SIDE = 64
+def shadowed(grey: np.ndarray, rng: np.random.Generator, light: float = 0.45) -> np.ndarray:
+    """A hard shadow (a hand's, a phone's) across the picture: one side of a straight edge at a
+    random angle, through a random point of the middle 40% of the picture, gets ``light`` of
+    the light. Only ``on_paper`` pictures."""
+    if not on_paper(grey):
+        return grey
+    h, w = grey.shape
+    angle = rng.uniform(0, 2 * np.pi)
+    y0, x0 = h * rng.uniform(0.3, 0.7), w * rng.uniform(0.3, 0.7)
+    yy, xx = np.mgrid[0:h, 0:w]
+    return np.where(np.cos(angle) * (xx - x0) + np.sin(angle) * (yy - y0) > 0, grey * light, grey)
+
 
 # name -> change of grey values in [0, 1] (float32), given a generator for noise
 CHANGES: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
@@ -84,6 +104,7 @@ CHANGES: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
     "lighter (gamma 0.45)": lambda g, rng: g**0.45,
     "darker (gamma 2.2)": lambda g, rng: g**2.2,
     "light falling off 1 -> 0.45": lambda g, rng: g * np.linspace(0.45, 1, g.shape[1])[None, :],
+    "hard shadow across, 0.45": shadowed,
     "blurred": lambda g, rng: ndimage.gaussian_filter(g, max(g.shape) / 120),
     "inverted": lambda g, rng: 1 - g,
     "half size": lambda g, rng: resized(g, 0.5),
@@ -91,8 +112,8 @@ CHANGES: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
     "small in its frame": lambda g, rng: framed(g, 0.6),
     "turned 12 degrees left": lambda g, rng: turned(g, 12),
     "turned 12 degrees right": lambda g, rng: turned(g, -12),
-    "ruled paper": lambda g, rng: on_paper(g, rng, squared=False),
-    "squared paper": lambda g, rng: on_paper(g, rng, squared=True),
+    "ruled paper": lambda g, rng: lined(g, rng, squared=False),
+    "squared paper": lambda g, rng: lined(g, rng, squared=True),
 }
 
 
