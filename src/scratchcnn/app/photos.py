@@ -595,15 +595,19 @@ def _ruled_lines(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
             turned = lines.view(np.uint8)
             lines = ndimage.affine_transform(turned, back, offset, mask.shape, order=0)
             runs[axis] |= lines.view(bool) & mask
-    counts = _line_count(runs[0], mask.shape[1]), _line_count(runs[1], mask.shape[0])
-    return ndimage.binary_dilation(runs[0] | runs[1], iterations=1), counts
+    thick = [ndimage.binary_dilation(lines, iterations=1) for lines in runs]
+    counts = (
+        _line_count(runs[0], thick[0], mask.shape[1]),
+        _line_count(runs[1], thick[1], mask.shape[0]),
+    )
+    return thick[0] | thick[1], counts
 
 
-def _line_count(runs: np.ndarray, length: int) -> int:
-    """How many of the pieces of ``runs`` (one direction's, gaps of a pixel bridged) hold ink
-    along half a line's ``length`` at least: not the bits of strokes that a turned picture's
-    edge picks up."""
-    labels, count = ndimage.label(ndimage.binary_dilation(runs, iterations=1))
+def _line_count(runs: np.ndarray, thick: np.ndarray, length: int) -> int:
+    """How many of the pieces of ``thick`` (one direction's ``runs`` dilated, so gaps of a
+    pixel are bridged) hold ink along half a line's ``length`` at least: not the bits of
+    strokes that a turned picture's edge picks up."""
+    labels, count = ndimage.label(thick)
     ink = np.bincount(labels.ravel(), weights=runs.ravel(), minlength=count + 1)[1:]
     return int(np.count_nonzero(ink >= length / 2))
 
