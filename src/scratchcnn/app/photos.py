@@ -11,20 +11,23 @@ and grid lines, thin pens and fat markers, several digits. The pipeline, step by
    (JPEGs are decoded at reduced scale), as grey values in [0, 1]; or a page of a PDF (the
    first, or any: ``page_count``), rendered by pypdfium2 at that size whatever size it claims.
 2. ``ink_map``: which way round the ink is (dark on light, or light on dark); the paper's own
-   brightness estimated at a large scale (a grey closing of a downscaled copy) and divided
-   out, which flattens shadows and gradients (a noisy picture is smoothed first); the ink
-   strength thresholded (Otsu, within bounds: half the darkest ink's strength is ink); ruled and
-   grid lines - runs longer than most of the image, level or, on a sheet photographed askew,
-   at the slant a Hough transform finds - removed. A sheet of paper held up to a
-   camera or lying on a darker, bare desk (``paper_sheet``) has the desk painted over with the
-   paper's nearest brightness first, so that the sheet's edge is not read as ink; a part of
-   the sheet under a hard shadow is brightened to the rest first (``_relit``), so that the
-   shadow's edge does not go on across the painted desk.
+   brightness estimated at a large scale (a grey closing, smoothed, but kept sharp along a
+   hard shadow's edge) and divided out, which flattens shadows and gradients (a noisy
+   picture is smoothed first); the ink strength thresholded (Otsu, within bounds: half the
+   darkest ink's strength is ink); ruled and grid lines - runs longer than most of the
+   image, level or, on a sheet photographed askew, at the slant a Hough transform finds -
+   removed. A sheet of paper held up to a camera or lying on a darker, bare desk
+   (``paper_sheet``) has the desk painted over with the paper's nearest brightness first,
+   so that the sheet's edge is not read as ink; a part of the sheet under a hard shadow is
+   brightened to the rest first (``_relit``), so that the shadow's edge does not go on
+   across the painted desk.
 3. ``ink_components``: connected components of the ink, without specks, and without long thin
    shapes or shapes along the border that are paper edges, shadow borders or lines.
 4. ``load_digit`` picks the coherent ink nearest the centre (the component that is large and
    central, with the pieces beside it: a broken 5 or 4); ``find_digits`` finds every digit of
-   a number: pieces merged, touching digits split, rows top to bottom, digits left to right.
+   a number: pieces merged, what is not sized like a digit dropped (judged against the piece
+   that holds the middle of the ink, not the median piece: dust has no say), touching digits
+   split, rows top to bottom, digits left to right.
 5. ``to_mnist``: each digit's strokes brought toward MNIST's width relative to its size
    (dilated or eroded), then MNIST's 20x20 box and centre of mass.
 
@@ -58,6 +61,10 @@ BACKGROUND = 0.12  # the background window, a share of the picture's longer side
 # On the real development set, ink covers at most 19% of a picture judged either way; so one
 # side over a quarter while the other is under a tenth is the paper, not the ink (``_ink``).
 SPREAD = 0.25
+# Paper that the smoothed level of the paper around it outshines by this much (grey levels)
+# somewhere, in a stretch that reaches the picture's edge, is under a shadow (``_background``).
+SHADOW_STEP = 0.05
+SCRAP = 0.1  # a piece of a number with this share of a typical digit's ink or less is no digit
 NEAR = 0.4  # pieces within this share of a digit's size of it are part of it
 RULED = 3  # this many long lines (a grid's level and upright ones apart) are ruled or squared paper
 LINE_BRIDGE = 9  # pixels: a ruled line (dilated) is thinner, so a stroke across it is kept
@@ -286,17 +293,56 @@ def _otsu(values: np.ndarray) -> float:
     return float(centres[int(np.argmax(between))])
 
 
-def _background(values: np.ndarray, size: float, dark_ink: bool) -> np.ndarray:
+def _background(
+    values: np.ndarray, size: float, dark_ink: bool, step: int = 0
+) -> tuple[np.ndarray, bool]:
     """The paper (or board) without the ink, estimated at the scale of ``size`` pixels: a grey
-    closing (dark ink) or opening (light ink) of a copy downscaled up to 4x (large pictures
-    only), smoothed, scaled up."""
-    step = int(np.clip(min(values.shape) // 64, 1, 4))
+    closing (dark ink) or opening (light ink), smoothed, of a copy downscaled ``step`` times
+    (0: up to 4x, large pictures only) and scaled back up. Where the smoothing would spread
+    the lit paper's level into a shadow that reaches the picture's edge (a hard shadow across
+    it), the closing (opening) is kept as it is, edge and all: smoothed, that level was a band
+    of "ink" along the shadow's edge. A dark patch that the picture's edge does not reach is
+    ink too wide for the window (a fat marker's stroke), and keeps the smoothed level that it
+    shows against."""
+    step = step or _downscale(values.shape)
     small = values[::step, ::step]
     window = max(3, int(size / step) | 1)
     morph = ndimage.grey_closing if dark_ink else ndimage.grey_opening
-    back = ndimage.uniform_filter(morph(small, size=(window, window)), size=window)
+    paper = morph(small, size=(window, window))
+    back = ndimage.uniform_filter(paper, window)
+    # A shadow's edge is told from ink only in a picture several windows across: a small
+    # picture is all digit.
+    shadowed = min(small.shape) >= 3 * window and bool(_shadow(paper, back, dark_ink).any())
+    if shadowed:
+        # Closed again, padded with the edge's own values, so that a shadow's edge that meets
+        # the picture's edge at a slant goes on beyond it: the closing of the picture as
+        # reflected fills the wedge that the reflection makes (its tip narrower than the
+        # window) with the lit level. Not always: a stroke along the picture's edge, padded
+        # so, would be a band too wide to close.
+        padded = np.pad(small, window, mode="edge")
+        paper = morph(padded, size=(window, window))[window:-window, window:-window]
+        back = ndimage.uniform_filter(paper, window)
+        back = np.where(_shadow(paper, back, dark_ink), paper, back)
+    if step == 1:
+        return back, shadowed
     zoom = (values.shape[0] / back.shape[0], values.shape[1] / back.shape[1])
-    return ndimage.zoom(back, zoom, order=1)[: values.shape[0], : values.shape[1]]
+    return ndimage.zoom(back, zoom, order=1)[: values.shape[0], : values.shape[1]], shadowed
+
+
+def _downscale(shape: tuple[int, int]) -> int:
+    """How many times ``_background`` downscales a picture: up to 4x, large pictures only."""
+    return int(np.clip(min(shape) // 64, 1, 4))
+
+
+def _shadow(paper: np.ndarray, back: np.ndarray, dark_ink: bool) -> np.ndarray:
+    """Where ``back``, the paper's level smoothed, spreads the lit level into a shadow that
+    reaches the picture's edge: a stretch where it is brighter (darker, for light ink) than the
+    unsmoothed ``paper``, by ``SHADOW_STEP`` somewhere, that touches the edge."""
+    spread = back - paper if dark_ink else paper - back
+    labels, _ = ndimage.label(spread > 0)
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    shadow = np.intersect1d(edge[edge > 0], labels[spread > SHADOW_STEP])
+    return np.isin(labels, shadow)
 
 
 @dataclass
@@ -314,20 +360,21 @@ class _Polarity:
     strength: np.ndarray  # the ink's contrast with its local background, relative, in [0, 1]
     contrast: float  # the ink's absolute contrast, in grey levels
     cover: float  # the share of the picture at least half that contrast
+    shadowed: bool  # whether a hard shadow's edge was kept sharp (``_background``)
 
 
-def _polarity(grey: np.ndarray, size: float, dark_ink: bool) -> _Polarity:
+def _polarity(grey: np.ndarray, size: float, dark_ink: bool, step: int = 0) -> _Polarity:
     """The ink as it would be if it were darker (or lighter) than its background. Its level is
     the median of the strongest pixels, as many as a hairline digit has: a quantile of the
     whole picture would be paper noise when the ink is that thin."""
-    back = _background(grey, size, dark_ink)
+    back, shadowed = _background(grey, size, dark_ink, step)
     contrast = np.clip(back - grey if dark_ink else grey - back, 0, 1)
     count = max(50, contrast.size // 2000)
     level = float(np.median(np.partition(contrast.ravel(), -count)[-count:]))
     cover = float((contrast > 0.5 * level).mean()) if level > 0 else 1.0
     # Relative to the paper: a shadow darkens paper and ink alike, so divide it out.
     relative = contrast / np.maximum(back if dark_ink else 1 - back, 1e-3)
-    return _Polarity(np.clip(relative, 0, 1).astype(np.float32), level, cover)
+    return _Polarity(np.clip(relative, 0, 1).astype(np.float32), level, cover, shadowed)
 
 
 def _sheet_step(shape: tuple[int, int]) -> int:
@@ -549,6 +596,11 @@ def _ink(grey: np.ndarray) -> Ink:
     else:
         dark_ink = dark.contrast > light.contrast
     ink = dark if dark_ink else light
+    if ink.shadowed and _downscale(grey.shape) > 1:
+        # Under a hard shadow the ink is measured against the paper at full size, where the
+        # shadow's edge is as sharp as in the picture: scaled up from a quarter of the size,
+        # a slanting edge left a line of "ink" a pixel or two wide.
+        ink = _polarity(grey, size, dark_ink, step=1)
     if ink.contrast < 0.06:
         return Ink(ink.strength, np.zeros(grey.shape, bool), not dark_ink)
     count = max(50, ink.strength.size // 2000)
@@ -852,7 +904,7 @@ def find_digits(source: str | Path | bytes | Picture, name: str | None = None) -
     picture = source if isinstance(source, Picture) else read_image(source, label)
     ink = ink_map(picture.grey)
     labels, pieces = ink_components(ink)
-    pieces = _digit_pieces(pieces)
+    pieces = _digit_pieces(pieces, ink.mask.shape)
     if not pieces:
         raise ImageError(f"{label}: no digits found (the image is blank or has no contrast)")
     pieces = _split_touching(pieces, labels)
@@ -867,14 +919,15 @@ def find_digits(source: str | Path | bytes | Picture, name: str | None = None) -
     return rows
 
 
-def _digit_pieces(pieces: list[Piece]) -> list[Piece]:
+def _digit_pieces(pieces: list[Piece], shape: tuple[int, int]) -> list[Piece]:
     """Merge the pieces of one digit (boxes that overlap horizontally by half the narrower
     one, close in height), then keep what is sized like the digits of a number: the digits
     agree in height, so pieces far taller (shadows, the paper's bottom) or far flatter
-    (lines, edges) than the typical one are not digits, and neither are scraps."""
+    (lines, edges) than the typical one are not digits, and neither are scraps (specks of
+    dust, a few of them merged, with a tenth of a typical digit's ink or less)."""
     if not pieces:
         return []
-    typical = float(np.median([p.height for p in pieces]))
+    typical = _typical(pieces, shape).height
     merged: list[Piece] = []
     for piece in sorted(pieces, key=lambda p: p.box[1]):
         for i, other in enumerate(merged):
@@ -885,12 +938,27 @@ def _digit_pieces(pieces: list[Piece]) -> list[Piece]:
                 break
         else:
             merged.append(piece)
-    height = float(np.median([p.height for p in merged]))
+    digit = _typical(merged, shape)
+    height, area = digit.height, digit.area
     return [
         p
         for p in merged
-        if 0.35 * height <= p.height <= 2.5 * height and p.width <= 6 * max(p.height, height)
+        if 0.35 * height <= p.height <= 2.5 * height
+        and p.width <= 6 * max(p.height, height)
+        and p.area > SCRAP * area
     ]
+
+
+def _typical(pieces: list[Piece], shape: tuple[int, int]) -> Piece:
+    """A typical digit: the piece of median height weighted by area (the piece that holds
+    the middle of the ink, taken by height), of the pieces clear of the picture's edge if
+    there are any. However many specks of grain or dots of a shadow's edge there are, and
+    whatever the dark strip of desk or shadow along the edge weighs, that piece is a digit."""
+    h, w = shape
+    inside = [p for p in pieces if p.box[0] > 0 and p.box[1] > 0 and p.box[2] < h and p.box[3] < w]
+    order = sorted(inside or pieces, key=lambda p: p.height)
+    areas = np.cumsum([p.area for p in order])
+    return order[int(np.searchsorted(areas, areas[-1] / 2))]
 
 
 def _split_touching(pieces: list[Piece], labels: np.ndarray) -> list[Piece]:
