@@ -526,6 +526,24 @@ def test_a_hard_shadow_across_the_paper_leaves_no_ink_along_its_edge(bundled, te
     assert right >= 22
 
 
+def test_a_clean_drawing_mostly_in_shadow_is_still_dark_ink_on_light_paper(bundled, test_digits):
+    # Black marker on white, most of the border under a shadow with 45% of the light: ink and
+    # paper stand out equally either way round, and the border's median (0.45) was under the
+    # middle grey, so the paper was taken for a dark board (7 of 10 dark ink before).
+    images, labels = test_digits
+    yy, xx = np.mgrid[0:300, 0:300]
+    right = dark = 0
+    for i in range(10):
+        big = ndimage.zoom(images[i].astype(np.float32) / 255, 8, order=1)
+        values = np.ones((300, 300))
+        values[38:262, 38:262][big > 0.5] = 0.0
+        values[xx + 0.3 * yy > 120] *= 0.45
+        dark += not ink_map(values).light_on_dark
+        right += reads(bundled, values) == labels[i]
+    print(f"clean drawings mostly in shadow: {dark}/10 dark ink, {right}/10 read right")
+    assert dark == 10 and right >= 9
+
+
 def number_row(images: np.ndarray, index: list[int]) -> np.ndarray:
     """Pen-thin test digits side by side on white paper, 140 pixels apart: grey values."""
     values = np.full((300, 140 * len(index) + 100), 0.9)

@@ -64,6 +64,7 @@ SPREAD = 0.25
 # Paper that the smoothed level of the paper around it outshines by this much (grey levels)
 # somewhere, in a stretch that reaches the picture's edge, is under a shadow (``_background``).
 SHADOW_STEP = 0.05
+BLACK = 0.05  # as dark as black gets in a photo (grey level), for ratios of light
 SCRAP = 0.1  # a piece of a number with this share of a typical digit's ink or less is no digit
 NEAR = 0.4  # pieces within this share of a digit's size of it are part of it
 RULED = 3  # this many long lines (a grid's level and upright ones apart) are ruled or squared paper
@@ -276,6 +277,18 @@ def read_image(
 def border_median(grey: np.ndarray) -> float:
     """The median of the picture's outermost rows and columns: its background, most often."""
     return float(np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])))
+
+
+def _light_border(grey: np.ndarray) -> bool:
+    """Whether the border (the background, most often) is nearer the brightest pixels than the
+    darkest, as ratios: light multiplies, so paper with 45% of the light on it (0.45, its ink
+    0.02) is light, as the eye sees it, where the middle grey 0.5 called it dark. Black is
+    taken as no darker than BLACK (a camera's black level, a JPEG's noise)."""
+    count = max(50, grey.size // 2000)
+    flat = grey.ravel()
+    darkest = max(float(np.median(np.partition(flat, count)[:count])), BLACK)
+    brightest = float(np.median(np.partition(flat, -count)[-count:]))
+    return border_median(grey) ** 2 > darkest * brightest
 
 
 def _otsu(values: np.ndarray) -> float:
@@ -592,7 +605,7 @@ def _ink(grey: np.ndarray) -> Ink:
         # against lines as close as the background window is wide.
         dark_ink = light.cover > SPREAD
     elif abs(dark.contrast - light.contrast) < 0.02:
-        dark_ink = border_median(grey) > 0.5
+        dark_ink = _light_border(grey)
     else:
         dark_ink = dark.contrast > light.contrast
     ink = dark if dark_ink else light
