@@ -475,18 +475,24 @@ def reads(clf: Classifier, values: np.ndarray) -> int | None:
         return None
 
 
+def generated_photos(test_digits, count: int):
+    """The first ``count`` test digits as generated photos: (grey values, label)."""
+    images, labels = test_digits
+    for i in range(count):
+        yield read_image(digit_photo(images[i], seed=i)).grey, labels[i]
+
+
 def test_a_noisy_photo_is_smoothed_before_its_ink_is_found(bundled, test_digits):
     # Pixel noise of 0.08 over generated photos (a dim webcam frame): read 58 of 60 right
-    # when measured, 35 without the smoothing. A clean photo is left as it is.
-    images, labels = test_digits
+    # when measured, 35 without the smoothing, 60 since hard shadows are told from ink. A
+    # clean photo is left as it is.
     rng = np.random.default_rng(0)
     right = 0
-    for i in range(60):
-        grey = read_image(digit_photo(images[i], seed=i)).grey
+    for grey, label in generated_photos(test_digits, 60):
         assert denoised(grey) is grey and noise_level(grey) <= NOISE
         noisy = np.clip(grey + rng.normal(0, 0.08, grey.shape), 0, 1)
         assert noise_level(noisy) > 2 * NOISE
-        right += reads(bundled, noisy) == labels[i]  # not found: a miss
+        right += reads(bundled, noisy) == label  # not found: a miss
     print(f"noisy generated photos: {right}/60 read right")
     assert right >= 54
 
@@ -511,19 +517,18 @@ def test_a_hard_shadow_across_the_paper_leaves_no_ink_along_its_edge(bundled, te
     # One side of a straight edge through the middle of generated photos, at a random angle,
     # gets 45% of the light (as benchmarks/realdigits_changed.py does to real ones). The
     # paper's level, smoothed, spread the lit level into the shadow, and a band along its
-    # edge became ink joined to the digit: 14 of 30 read right before, 29 with no shadow.
-    images, labels = test_digits
+    # edge became ink joined to the digit: 14 of 30 read right before, 27 now, 29 with no
+    # shadow.
     rng = np.random.default_rng(0)
     right = 0
-    for i in range(30):
-        grey = read_image(digit_photo(images[i], seed=i)).grey
+    for grey, label in generated_photos(test_digits, 30):
         h, w = grey.shape
         yy, xx = np.mgrid[0:h, 0:w]
         angle = rng.uniform(0, 2 * np.pi)
         shade = np.cos(angle) * (xx - w / 2) + np.sin(angle) * (yy - h / 2) > 0
-        right += reads(bundled, np.where(shade, 0.45 * grey, grey)) == labels[i]
+        right += reads(bundled, np.where(shade, 0.45 * grey, grey)) == label
     print(f"generated photos with a hard shadow across: {right}/30 read right")
-    assert right >= 22
+    assert right >= 24
 
 
 def test_a_clean_drawing_mostly_in_shadow_is_still_dark_ink_on_light_paper(bundled, test_digits):
