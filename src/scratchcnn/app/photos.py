@@ -284,11 +284,18 @@ def _light_border(grey: np.ndarray) -> bool:
     darkest, as ratios: light multiplies, so paper with 45% of the light on it (0.45, its ink
     0.02) is light, as the eye sees it, where the middle grey 0.5 called it dark. Black is
     taken as no darker than BLACK (a camera's black level, a JPEG's noise)."""
-    count = max(50, grey.size // 2000)
-    flat = grey.ravel()
-    darkest = max(float(np.median(np.partition(flat, count)[:count])), BLACK)
-    brightest = float(np.median(np.partition(flat, -count)[-count:]))
-    return border_median(grey) ** 2 > darkest * brightest
+    darkest, brightest = _ends(grey)
+    return border_median(grey) ** 2 > max(darkest, BLACK) * brightest
+
+
+def _ends(values: np.ndarray) -> tuple[float, float]:
+    """The darkest and lightest levels of ``values``: the medians of the lowest and of the
+    highest, as many as a hairline digit has pixels (a quantile of the whole picture would be
+    paper when the ink is that thin)."""
+    flat = values.ravel()
+    count = max(50, flat.size // 2000)
+    ends = np.partition(flat, (count, flat.size - count))
+    return float(np.median(ends[:count])), float(np.median(ends[-count:]))
 
 
 def _otsu(values: np.ndarray) -> float:
@@ -382,8 +389,7 @@ def _polarity(grey: np.ndarray, size: float, dark_ink: bool, step: int = 0) -> _
     whole picture would be paper noise when the ink is that thin."""
     back, shadowed = _background(grey, size, dark_ink, step)
     contrast = np.clip(back - grey if dark_ink else grey - back, 0, 1)
-    count = max(50, contrast.size // 2000)
-    level = float(np.median(np.partition(contrast.ravel(), -count)[-count:]))
+    level = _ends(contrast)[1]
     cover = float((contrast > 0.5 * level).mean()) if level > 0 else 1.0
     # Relative to the paper: a shadow darkens paper and ink alike, so divide it out.
     relative = contrast / np.maximum(back if dark_ink else 1 - back, 1e-3)
@@ -520,9 +526,7 @@ def _bare_around(grey: np.ndarray, sheet: np.ndarray) -> bool:
     values = grey[~ndimage.maximum_filter(sheet.view(np.uint8), size=rim).view(bool)]
     if values.size < 100:
         return True
-    count = max(50, values.size // 2000)
-    ends = np.partition(values, (count, values.size - count))
-    darkest, lightest = np.median(ends[:count]), np.median(ends[-count:])
+    darkest, lightest = _ends(values)
     middle = np.median(values)
     return float(max(middle - darkest, lightest - middle)) < 0.12
 
@@ -616,8 +620,7 @@ def _ink(grey: np.ndarray) -> Ink:
         ink = _polarity(grey, size, dark_ink, step=1)
     if ink.contrast < 0.06:
         return Ink(ink.strength, np.zeros(grey.shape, bool), not dark_ink)
-    count = max(50, ink.strength.size // 2000)
-    peak = float(np.median(np.partition(ink.strength.ravel(), -count)[-count:]))
+    peak = _ends(ink.strength)[1]
     strength = np.clip(ink.strength / max(peak, 1e-3), 0, 1)
     threshold = float(np.clip(_otsu(strength[strength > 0.04]), *INK_THRESHOLD))
     mask = strength >= threshold
