@@ -1,13 +1,15 @@
-"""How well reading holds up when the development set's single digits are changed the way
-other people's photos differ from them: noise, low contrast, uneven light, a hard shadow,
-blur, size, a turn, ruled and squared paper.
+"""How well reading holds up when the development set's single digits and whole numbers are
+changed the way other people's photos differ from them: noise, low contrast, uneven light, a
+hard shadow, blur, size, a turn, ruled and squared paper.
 
     python benchmarks/realdigits_changed.py [--model MODEL] [--dev DIR] [--out FILE]
 
 Each of the 250 pictures in ``../shared/data/realdigits-dev/images`` (never copied into the
 repository, never trained on) is read as ``read_image`` reads it (grey, upright, at most
 ``WORK_SIDE`` pixels), changed, saved as an 8-bit PNG (a JPEG for "jpeg q30") and read back
-through ``load_digit`` and the model, as ``scratchcnn predict`` reads a file. Noise is drawn
+through ``load_digit`` and the model, as ``scratchcnn predict`` reads a file; each of the 12
+photos of numbers in ``multi/`` the same way through ``read_number``, as ``scratchcnn read``
+does, right only when every row is read exactly. Noise is drawn
 from a generator seeded by the picture's place in the sorted list, so runs repeat exactly.
 Prints, and writes to ``--out`` (default ``benchmarks/results/realdigits-changed.txt``), the
 share read right under each change and the pictures misread.
@@ -28,6 +30,7 @@ from scipy import ndimage
 from scratchcnn import ScratchCNNError
 from scratchcnn.app import Classifier, default_model
 from scratchcnn.app.photos import border_median, load_digit, read_image
+from scratchcnn.app.reader import read_number
 from scratchcnn.fileio import atomic_write
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,45 +127,61 @@ def encoded(grey: np.ndarray, jpeg: bool) -> bytes:
     return out.getvalue()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", help="model file (default: the bundled model)")
-    parser.add_argument("--dev", default=str(DEV), help="the development set's folder")
-    parser.add_argument("--out", default=str(OUT), help="the report's file")
-    args = parser.parse_args(argv)
-    images = Path(args.dev) / "images"
-    if not images.is_dir():
-        print(f"no development set at {images.parent}", file=sys.stderr)
-        return 1
-    clf = Classifier.load(args.model or default_model())
-    paths = sorted(images.iterdir())
+def measure(paths: list[Path], read: Callable[[bytes, str], str]) -> tuple[list[str], list[str]]:
+    """Each picture of ``paths`` under each change, read by ``read`` (bytes, name -> what is
+    read), right when that is what its name starts with (``7_...``, ``8374787080_...``,
+    ``12345-67890_...``): a row per change, and a line per change of what was misread."""
     pictures = [read_image(path).grey.astype(np.float32) for path in paths]
-    lines = [
-        f"single digits of {images.parent.name} read by the "
-        f"{'bundled model' if args.model is None else args.model}, each picture changed:"
-    ]
-    misread = []
+    lines, misread = [], []
     for name, change in CHANGES.items():
         right, wrong, touched = 0, [], 0
         for index, (path, grey) in enumerate(zip(paths, pictures, strict=True)):
-            label = path.stem.split("_")[0]
             changed = change(grey, np.random.default_rng(index))
             touched += changed is not grey
             changed = np.clip(changed, 0, 1)
             try:
-                digit = load_digit(encoded(changed, name == "jpeg q30"), name=path.name)
-                guess = clf.classes[int(clf.predict(digit[None])[0])]
+                guess = read(encoded(changed, name == "jpeg q30"), path.name)
             except ScratchCNNError:
                 guess = "none found"
-            right += guess == label
-            if guess != label:
+            right += guess == (expected := path.stem.split("_")[0])
+            if guess != expected:
                 wrong.append(f"{path.name} -> {guess}")
         lines.append(f"  {name:<29} {right:>3}/{len(paths)}  {100 * right / len(paths):5.1f}%")
         if 0 < touched < len(paths):
             lines[-1] += f"  ({touched} pictures changed, the rest as read)"
         misread.append(f"  {name}: " + ", ".join(wrong))
         print(lines[-1], flush=True)
-    lines += ["misread:", *misread]
+    return lines, misread
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="model file (default: the bundled model)")
+    parser.add_argument("--dev", default=str(DEV), help="the development set's folder")
+    parser.add_argument("--out", default=str(OUT), help="the report's file")
+    args = parser.parse_args(argv)
+    dev = Path(args.dev)
+    if not (dev / "images").is_dir():
+        print(f"no development set at {dev}", file=sys.stderr)
+        return 1
+    clf = Classifier.load(args.model or default_model())
+    model = "bundled model" if args.model is None else args.model
+
+    def digit(data: bytes, name: str) -> str:
+        return str(clf.classes[int(clf.predict(load_digit(data, name=name)[None])[0])])
+
+    def number(data: bytes, name: str) -> str:
+        return "-".join(row.text for row in read_number(clf, data, name).rows)
+
+    lines = [f"single digits of {dev.name} read by the {model}, each picture changed:"]
+    print(lines[0])
+    rows, misread = measure(sorted((dev / "images").iterdir()), digit)
+    lines += rows
+    lines.append(f"whole numbers of {dev.name} read exactly, each picture changed:")
+    print(lines[-1])
+    rows, misread_numbers = measure(sorted((dev / "multi").iterdir()), number)
+    lines += rows
+    lines += ["misread:", *misread, "numbers misread:", *misread_numbers]
     text = ("\n".join(lines) + "\n").encode()
     atomic_write(args.out, lambda out: out.write(text))
     print(f"wrote {args.out}")

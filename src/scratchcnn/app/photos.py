@@ -967,12 +967,15 @@ def _digit_pieces(pieces: list[Piece], shape: tuple[int, int]) -> list[Piece]:
 
 def _typical(pieces: list[Piece], shape: tuple[int, int]) -> Piece:
     """A typical digit: the piece of median height weighted by area (the piece that holds
-    the middle of the ink, taken by height), of the pieces clear of the picture's edge if
-    there are any. However many specks of grain or dots of a shadow's edge there are, and
-    whatever the dark strip of desk or shadow along the edge weighs, that piece is a digit."""
+    the middle of the ink, taken by height), of the pieces clear of the picture's edge and no
+    flatter than four times as wide as high (a few touching digits are not), if there are
+    any. However many specks of grain or dots of a shadow's edge there are, and whatever the
+    dark strip of desk or shadow along the edge (or inside it, framed) weighs, that piece is a
+    digit."""
     h, w = shape
     inside = [p for p in pieces if p.box[0] > 0 and p.box[1] > 0 and p.box[2] < h and p.box[3] < w]
-    order = sorted(inside or pieces, key=lambda p: p.height)
+    upright = [p for p in inside if p.width <= 4 * p.height]
+    order = sorted(upright or inside or pieces, key=lambda p: p.height)
     areas = np.cumsum([p.area for p in order])
     return order[int(np.searchsorted(areas, areas[-1] / 2))]
 
