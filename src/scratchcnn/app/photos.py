@@ -747,6 +747,11 @@ class Piece:
     def width(self) -> int:
         return self.box[3] - self.box[1]
 
+    def sides(self, shape: tuple[int, int]) -> int:
+        """How many of the picture's edges (a picture ``shape`` high and wide) the box touches."""
+        top, left, bottom, right = self.box
+        return (top == 0) + (left == 0) + (bottom == shape[0]) + (right == shape[1])
+
     def merged(self, other: Piece) -> Piece:
         a, b = self.box, other.box
         box = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
@@ -770,8 +775,7 @@ def ink_components(ink: Ink) -> tuple[np.ndarray, list[Piece]]:
         long_side, short_side = max(piece.height, piece.width), min(piece.height, piece.width)
         line = long_side > 0.6 * max(h, w) and long_side > 12 * short_side
         # a shadow's or the paper's edge runs from one side of the picture to another
-        sides = (rows.start == 0) + (cols.start == 0) + (rows.stop == h) + (cols.stop == w)
-        edge = sides >= 2 and long_side > 0.5 * max(h, w)
+        edge = piece.sides((h, w)) >= 2 and long_side > 0.5 * max(h, w)
         (unlikely if line or edge else likely).append(piece)
     pieces = likely or unlikely
     # Specks are judged against the largest piece that may be a digit, not a shadow's edge.
@@ -972,8 +976,7 @@ def _typical(pieces: list[Piece], shape: tuple[int, int]) -> Piece:
     any. However many specks of grain or dots of a shadow's edge there are, and whatever the
     dark strip of desk or shadow along the edge (or inside it, framed) weighs, that piece is a
     digit."""
-    h, w = shape
-    inside = [p for p in pieces if p.box[0] > 0 and p.box[1] > 0 and p.box[2] < h and p.box[3] < w]
+    inside = [p for p in pieces if p.sides(shape) == 0]
     upright = [p for p in inside if p.width <= 4 * p.height]
     order = sorted(upright or inside or pieces, key=lambda p: p.height)
     areas = np.cumsum([p.area for p in order])
