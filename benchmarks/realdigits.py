@@ -108,17 +108,30 @@ def timing(clf: Classifier, dev: Path) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def arguments(description: str) -> argparse.ArgumentParser:
+    """The options of every script on the development set: ``--model`` and ``--dev``."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", help="model file (default: the bundled model)")
     parser.add_argument("--dev", default=str(DEV), help="the development set's folder")
-    parser.add_argument("--json", help="write every figure here")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def model_and_set(args: argparse.Namespace) -> tuple[Classifier, Path] | None:
+    """The model and the development set's folder; None, said on stderr, without the set."""
     dev = Path(args.dev)
     if not (dev / "images").is_dir():
         print(f"no development set at {dev}", file=sys.stderr)
+        return None
+    return Classifier.load(args.model or default_model()), dev
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = arguments(__doc__.split("\n\n")[0])
+    parser.add_argument("--json", help="write every figure here")
+    args = parser.parse_args(argv)
+    if (loaded := model_and_set(args)) is None:
         return 1
-    clf = Classifier.load(args.model or default_model())
+    clf, dev = loaded
     report = {"model": args.model or "bundled", "single": single_digits(clf, dev)}
     single = report["single"]
     print(f"single digits: {single['right']}/{single['images']} ({100 * single['accuracy']:.1f}%)")

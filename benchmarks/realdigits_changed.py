@@ -17,9 +17,7 @@ share read right under each change and the pictures misread.
 
 from __future__ import annotations
 
-import argparse
 import io
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,14 +25,13 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from realdigits import arguments, model_and_set
 from scratchcnn import ScratchCNNError
-from scratchcnn.app import Classifier, default_model
 from scratchcnn.app.photos import border_median, load_digit, read_image
 from scratchcnn.app.reader import read_number
 from scratchcnn.fileio import atomic_write
 
 REPO = Path(__file__).resolve().parents[1]
-DEV = REPO.parent / "shared" / "data" / "realdigits-dev"
 OUT = REPO / "benchmarks" / "results" / "realdigits-changed.txt"
 
 
@@ -155,16 +152,12 @@ def measure(paths: list[Path], read: Callable[[bytes, str], str]) -> tuple[list[
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", help="model file (default: the bundled model)")
-    parser.add_argument("--dev", default=str(DEV), help="the development set's folder")
+    parser = arguments(__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(OUT), help="the report's file")
     args = parser.parse_args(argv)
-    dev = Path(args.dev)
-    if not (dev / "images").is_dir():
-        print(f"no development set at {dev}", file=sys.stderr)
+    if (loaded := model_and_set(args)) is None:
         return 1
-    clf = Classifier.load(args.model or default_model())
+    clf, dev = loaded
     model = "bundled model" if args.model is None else args.model
 
     def digit(data: bytes, name: str) -> str:
