@@ -35,7 +35,7 @@ from scratchcnn import (
     SoftmaxCrossEntropy,
     build,
 )
-from scratchcnn.fast import compile, convpool, inference, winograd
+from scratchcnn.fast import compile, convpool, inference, replay, winograd
 from scratchcnn.fast.convpool import ConvPoolOp
 from scratchcnn.fast.inference import ConvInferenceOp
 from scratchcnn.fast.ops import BatchNormOp, ConvOp, DropoutOp, ReLUOp
@@ -792,6 +792,86 @@ def test_threads_sharing_an_op_with_kept_memory_get_their_own_results():
         thread.join()
     assert not failures
     assert len(op._memories) <= inference.MEMORY_SHAPES
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_a_small_batch_replays_what_the_ops_compute(name, monkeypatch):
+    # A batch small enough to run whole is laid out once and replayed (``replay.py``): it
+    # gives the ops' values to the last bit, the plain model's to 1e-9, a new array each call,
+    # and it sees parameters and running statistics changed in place between calls.
+    model = make_net(name)
+    fast = compile(model, workers=1, processes=False)
+    rng = np.random.default_rng(12)
+
+    def check(x: np.ndarray) -> None:
+        with monkeypatch.context() as switched_off:
+            switched_off.setattr(replay, "REPLAY_SHAPES", 0)
+            expected = fast.forward(x, training=False)
+        first, second = fast.forward(x, training=False), fast.forward(x, training=False)
+        np.testing.assert_array_equal(first, expected)
+        np.testing.assert_array_equal(second, expected)
+        assert first is not second
+        assert relative_error(first, model.forward(x, training=False)) < EXACT
+
+    batches = [rng.normal(size=(n, *model.input_shape)) for n in (1, 3)]
+    for x in batches:
+        check(x)
+    kept = list(fast._replays._by_shape.values())
+    assert len(kept) == 2
+    # every net but the one with an overlapping pool, which runs as the plain layer
+    assert all(r is None for r in kept) == (name == "rgb-ragged-overlap"), name
+    for p in model.parameters():  # as an optimizer step does: in place
+        p.value[...] = p.value * 1.5 + 0.01
+    for layer in model.layers:
+        for buffer in getattr(layer, "buffers", {}).values():
+            buffer[...] = buffer + 0.25
+    for x in batches:
+        check(x)
+
+
+def test_replays_give_way_to_chunks_threads_and_new_parameter_arrays(monkeypatch):
+    model = build("keras", seed=4, dtype=np.float64)
+    fast = compile(model, workers=1, processes=False)
+    x = np.random.default_rng(13).normal(size=(1, 28, 28, 1))
+    expected = model.forward(x, training=False)
+    assert relative_error(fast.forward(x, training=False), expected) < EXACT
+    kept = fast._replays._by_shape[(x.shape, x.dtype)]
+    assert kept is not None
+    with kept.lock:  # another thread's call holds it: this one runs the ops
+        assert relative_error(fast.forward(x, training=False), expected) < EXACT
+    model.astype(np.float32)  # new parameter arrays: new plans, no replays of the old ones
+    assert fast.forward(x, training=False).dtype == np.float32
+    assert list(fast._replays._by_shape) == [(x.shape, np.dtype(np.float32))]
+    monkeypatch.setattr(inference, "CHUNK_BYTES", 1)  # a batch run in chunks is not replayed
+    big = np.zeros((5, 28, 28, 1))
+    fast.forward(big, training=False)
+    assert fast._replays._by_shape[(big.shape, np.dtype(np.float32))] is None
+    for n in range(1, 8):
+        fast.forward(np.zeros((n, 28, 28, 1)), training=False)
+    assert len(fast._replays._by_shape) == replay.REPLAY_SHAPES
+
+
+def test_threads_sharing_a_replay_get_their_own_results():
+    # The server's threads ask for one image each, at once: each gets its own image's logits
+    # (to rounding: BLAS splits a product over fewer threads when several call it at once).
+    model = build("fast", seed=5, dtype=np.float64)
+    fast = compile(model, workers=1, processes=False)
+    rng = np.random.default_rng(14)
+    images = [rng.normal(size=(1, 28, 28, 1)) for _ in range(6)]
+    expected = [fast.forward(x, training=False) for x in images]
+    failures: list[int] = []
+
+    def client(seed: int) -> None:
+        for i in np.random.default_rng(seed).integers(0, len(images), 200):
+            if relative_error(fast.forward(images[i], training=False), expected[i]) > EXACT:
+                failures.append(int(i))
+
+    threads = [threading.Thread(target=client, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
 
 
 def test_inference_plan_fuses_each_conv_with_its_norm_pool_and_relu():

@@ -10,6 +10,9 @@ What each piece buys, and where it is:
                     samples at a time, nothing kept for a backward pass
 * ``winograd.py``   in it, a 3x3 conv + 2x2 pool with 32 or more input channels in 2.25x
                     fewer multiplications (Winograd's F(2x2, 3x3); SCRATCHCNN_WINOGRAD=0: off)
+* ``replay.py``     a small batch's whole inference pass laid out once and replayed: the
+                    ops' NumPy calls into memory kept for its shape, none of their Python
+                    (``replay.REPLAY_SHAPES = 0``: off)
 * ``ops.py``        single-layer ops: offset-major patches, a batched-matmul input gradient,
                     whole-sample per-channel passes, reused buffers
 * ``patches.py``, ``channels.py``, ``workspace.py``   the array helpers those use

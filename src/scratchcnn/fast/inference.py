@@ -24,8 +24,9 @@ with no patches (``winograd.py``); everything after the products is the same.
 A batch small enough to run as one chunk (one image, a photo's few digits) spends much of a
 call setting up: padding, strided views, new arrays. So for such shapes the op keeps a
 ``BatchMemory``, made at the first call: the padded input with its zero border, the patches
-and the views that gather them, the conv maps. Later calls of that shape only copy and
-compute; the values are the same.
+and the views that gather them, the weight matrix's memory, the conv maps. Later calls of
+that shape only copy and compute (``BatchMemory.run``); the values are the same. A whole
+pass of such a batch is laid out the same way and replayed (``replay.py``).
 """
 
 from __future__ import annotations
@@ -64,33 +65,62 @@ def chunk_samples(offsets: int, row: int, itemsize: int) -> int:
 
 
 class BatchMemory:
-    """``BatchMemory(shape, dtype, conv, pool)``: what a conv inference over a batch of one
-    input ``shape`` (N, H, W, C) that runs as one chunk reuses from call to call: the padded
-    input, whose zero border is written once; the patches and the strided views that gather
-    them (``PatchGather``); the conv maps (in ``workspace``). ``lock``: one call at a time
-    (the server answers requests on several threads); a call that finds it taken uses new
-    memory instead."""
+    """``BatchMemory(shape, dtype, conv, pool, relu)``: what a conv inference over a batch of
+    one input ``shape`` (N, H, W, C) that runs as one chunk reuses from call to call: the
+    padded input, whose zero border is written once; the patches and the strided views that
+    gather them (``PatchGather``); the weight matrix's memory; the conv maps and the views of
+    them and of the output that each step writes through. ``run`` is then the op's few NumPy
+    calls and nothing else. ``lock``: one call at a time (the server answers requests on
+    several threads); a call that finds it taken uses new memory instead."""
 
     def __init__(
-        self, shape: tuple[int, ...], dtype: np.dtype, conv: Conv2D, pool: tuple[int, int]
+        self,
+        shape: tuple[int, ...],
+        dtype: np.dtype,
+        conv: Conv2D,
+        pool: tuple[int, int],
+        relu: bool = False,
     ) -> None:
         n, h, w, c = shape
         ph, pw = conv.padding
+        self.conv, self.dtype = conv, np.dtype(dtype)
         self.padded = np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype)
         self.inside = self.padded[:, ph : ph + h, pw : pw + w]
-        self.workspace = Workspace()
         single = c == 1  # one channel: offset-major, as ``patch_matrix`` gathers it
         self.gather = PatchGather(
-            self.padded, conv.kernel_size, conv.stride, single, pool, self.workspace
+            self.padded, conv.kernel_size, conv.stride, single, pool, Workspace()
         )
         self.matrix = self.gather.matrix  # a view of the patches' memory: made once
+        oh, ow, f = conv.output_shape(shape[1:])
+        qh, qw, offsets = oh // pool[0], ow // pool[1], pool[0] * pool[1]
+        self.output_shape = (n, qh, qw, f)
+        self.row = qh * qw * f
+        self.width = self.row if n > 1 else f  # as conv_inference tiles its vectors
+        kh, kw = conv.kernel_size
+        self.weights = np.empty((kh * kw * c, f), dtype)  # conv.weight_matrix(), in place
+        self._kernel_order = self.weights.reshape(kh, kw, c, f)
+        self.maps = (
+            None
+            if offsets == 1
+            else np.empty((offsets, n * self.row // self.width, self.width), dtype)
+        )
+        self.zeros = np.zeros(self.width, dtype) if relu else None
+        self.output = np.empty((n, self.row), dtype)
         self.lock = threading.Lock()
 
-    def patch_matrix(self, x: np.ndarray) -> np.ndarray:
-        """``patch_matrix(x, ...)`` of a batch of this shape, in this memory."""
-        np.copyto(self.inside, x)
+    def run(self, affine: tuple[np.ndarray, np.ndarray] | None, out: np.ndarray) -> np.ndarray:
+        """``conv_inference`` of the batch now in ``inside``, into ``out`` (N, QH*QW*F):
+        gather, product, maximum, affine map, ReLU, into memory laid out beforehand."""
         self.gather()
-        return self.matrix
+        np.copyto(self._kernel_order, self.conv.params["weight"].transpose(2, 3, 1, 0))
+        y = out.reshape(-1, self.width)
+        if self.maps is None:
+            np.matmul(self.matrix, self.weights, out=y.reshape(-1, self.weights.shape[1]))
+        else:
+            np.matmul(self.matrix, self.weights, out=self.maps.reshape(len(self.matrix), -1))
+        scale_row, shift_row, map_first = affine_rows(self.conv, affine, self.width, self.dtype)
+        finish(self.maps, y, scale_row, shift_row, map_first, self.zeros)
+        return out
 
 
 class BatchMemories:
@@ -125,6 +155,46 @@ class BatchMemories:
         return BatchMemories()
 
 
+def affine_rows(
+    conv: Conv2D, affine: tuple[np.ndarray, np.ndarray] | None, width: int, dtype: np.dtype
+) -> tuple[np.ndarray | None, np.ndarray, bool]:
+    """The conv's bias and a norm's inference ``affine`` (scale, shift; None: no norm) as one
+    map y * scale + shift, each vector tiled along ``width`` values (``channels.along_row``):
+    (scale or None, shift, whether the map must come before the maximum: a negative scale
+    would turn the maxima into minima)."""
+    scale, shift = None, conv.params["bias"].astype(dtype, copy=False)  # no norm: the bias
+    if affine is not None:
+        scale = affine[0].astype(dtype, copy=False)
+        shift = shift * scale + affine[1]
+    map_first = scale is not None and bool((scale < 0).any())
+    scale_row = None if scale is None else along_row(scale, width, dtype)
+    return scale_row, along_row(shift, width, dtype), map_first
+
+
+def finish(
+    maps: np.ndarray | None,
+    y: np.ndarray,
+    scale_row: np.ndarray | None,
+    shift_row: np.ndarray,
+    map_first: bool,
+    zeros: np.ndarray | None,
+) -> None:
+    """``y = relu(max_k(maps[k]) * scale + shift)`` in place (maps None: the pool-less conv
+    output is already in y; map_first: the affine map on every map, then the maximum; zeros
+    None: no ReLU)."""
+    if maps is not None:
+        if map_first:
+            np.multiply(maps, scale_row, out=maps)
+            np.add(maps, shift_row, out=maps)
+        np.maximum.reduce(maps, axis=0, out=y)  # np.max, less its Python wrapper
+    if maps is None or not map_first:
+        if scale_row is not None:
+            np.multiply(y, scale_row, out=y)
+        np.add(y, shift_row, out=y)
+    if zeros is not None:  # a row of zeros: NumPy's maximum with a scalar is 4x slower
+        np.maximum(y, zeros, out=y)
+
+
 def conv_inference(
     x: np.ndarray,
     conv: Conv2D,
@@ -132,42 +202,34 @@ def conv_inference(
     affine: tuple[np.ndarray, np.ndarray] | None = None,
     relu: bool = False,
     conv_shape: tuple[int, int, int] | None = None,
-    memory: BatchMemory | None = None,
 ) -> np.ndarray:
     """``relu(maxpool(norm(conv(x))))`` of x (N, H, W, C) -> (N, QH, QW, F), for a pool of
     ``pool`` stepped by its size ((1, 1): none) and a norm given as its inference ``affine``
-    (scale, shift) per channel (None: none). ``conv_shape``: the conv's output shape (OH, OW,
-    F) for this input, when the caller has checked it already. ``memory``: a BatchMemory for
-    x's shape, held by the caller, when x runs as one chunk. See the module's docstring."""
+    (scale, shift) per channel (None: none), in new memory. ``conv_shape``: the conv's output
+    shape (OH, OW, F) for this input, when the caller has checked it already. See the
+    module's docstring."""
     n, dtype = len(x), x.dtype
     oh, ow, f = conv.output_shape(x.shape[1:]) if conv_shape is None else conv_shape
     qh, qw, offsets = oh // pool[0], ow // pool[1], pool[0] * pool[1]
     row = qh * qw * f  # one sample's output, channels last
-    scale, shift = None, conv.params["bias"].astype(dtype, copy=False)  # no norm: the bias
-    if affine is not None:
-        scale = affine[0].astype(dtype, copy=False)
-        shift = shift * scale + affine[1]
-    # a negative scale would turn the maxima into minima: then the map runs first
-    map_first = offsets > 1 and scale is not None and bool((scale < 0).any())
     # The per-channel vectors are tiled along a whole sample, so that NumPy's inner loops run a
     # sample long (``channels.channelwise``); for one sample the tiling costs what it saves.
     width = row if n > 1 else f
-    scale_row = None if scale is None else along_row(scale, width, dtype)
-    shift_row = along_row(shift, width, dtype)  # tiled once for every chunk
+    scale_row, shift_row, map_first = affine_rows(conv, affine, width, dtype)  # tiled once
     zeros = np.zeros(width, dtype) if relu else None
     out = np.empty((n, row), dtype)
     # A batch run in chunks may make each chunk's maps from its padded input by Winograd's
     # F(2x2, 3x3), in fewer products and with no patches (winograd.py): then a group is a chunk.
     fewer_products = None
-    if memory is None and winograd.applies(conv, pool):
+    if winograd.applies(conv, pool):
         fewer_products = winograd.PooledWinograd(conv, dtype)
         step = winograd.chunk_samples(qh * qw, f, out.itemsize)
     else:
         weights = conv.weight_matrix()
         k = weights.shape[0]
-        step = n if memory is not None else chunk_samples(offsets, row, out.itemsize)
+        step = chunk_samples(offsets, row, out.itemsize)
     # memory reused over the chunks; one chunk asks for new memory, without a workspace's checks
-    work = memory.workspace if memory is not None else Workspace() if step < n else FRESH_MEMORY
+    work = Workspace() if step < n else FRESH_MEMORY
     # One input channel: the patches of many chunks are gathered at once (see GATHER_BYTES).
     span = step
     if fewer_products is None and x.shape[-1] == 1 and step < n:
@@ -176,11 +238,8 @@ def conv_inference(
         group = x[g : g + span]
         if fewer_products is not None:
             padded = pad(group, conv.padding, work)
-        elif memory is not None:
-            patches = memory.patch_matrix(group)
         else:
             patches = patch_matrix(group, conv.kernel_size, conv.stride, conv.padding, pool, work)
-        if fewer_products is None:
             by_offset = patches.reshape(offsets, -1, k)  # (offsets, samples * QH*QW, K), a view
         for i in range(0, len(group), step):
             m = min(step, len(group) - i)
@@ -195,17 +254,7 @@ def conv_inference(
                     np.matmul(rows.reshape(-1, k), weights, out=y.reshape(-1, f))
                 else:
                     np.matmul(rows, weights, out=maps.reshape(*rows.shape[:-1], f))
-            if maps is not None:
-                if map_first:
-                    np.multiply(maps, scale_row, out=maps)
-                    np.add(maps, shift_row, out=maps)
-                np.maximum.reduce(maps, axis=0, out=y)  # np.max, less its Python wrapper
-            if not map_first:
-                if scale_row is not None:
-                    np.multiply(y, scale_row, out=y)
-                np.add(y, shift_row, out=y)
-            if zeros is not None:  # a row of zeros: NumPy's maximum with a scalar is 4x slower
-                np.maximum(y, zeros, out=y)
+            finish(maps, y, scale_row, shift_row, map_first, zeros)
     return out.reshape(n, qh, qw, f)
 
 
@@ -234,6 +283,10 @@ class ConvInferenceOp(Op):
         shape = self.conv.output_shape(input_shape)
         return shape if self.pool is None else self.pool.output_shape(shape)
 
+    def affine(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The norm's inference map (scale, shift) per channel, None without a norm."""
+        return None if self.norm is None else self.norm.affine()
+
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         if training:
             raise RuntimeError(f"{self!r} runs inference only (forward with training=False)")
@@ -243,29 +296,40 @@ class ConvInferenceOp(Op):
             self.output_shape(x.shape[1:])  # checks the input
             conv_shape = self._conv_shapes[x.shape[1:]] = self.conv.output_shape(x.shape[1:])
         pool = (1, 1) if self.pool is None else self.pool.pool_size
-        affine = None if self.norm is None else self.norm.affine()
         x = x.astype(self.conv.dtype, copy=False)
         relu = self.relu is not None
-        memory = self._memory(x, conv_shape, pool)
+        memory = self.memory(x.shape, x.dtype, conv_shape)
         if memory is None or not memory.lock.acquire(blocking=False):
-            return conv_inference(x, self.conv, pool, affine, relu, conv_shape)
+            return conv_inference(x, self.conv, pool, self.affine(), relu, conv_shape)
         try:
-            return conv_inference(x, self.conv, pool, affine, relu, conv_shape, memory)
+            np.copyto(memory.inside, x)
+            out = memory.run(self.affine(), np.empty_like(memory.output))
+            return out.reshape(memory.output_shape)
         finally:
             memory.lock.release()
 
-    def _memory(
-        self, x: np.ndarray, conv_shape: tuple[int, int, int], pool: tuple[int, int]
+    def runs_whole(
+        self, shape: tuple[int, ...], itemsize: int, conv_shape: tuple[int, int, int] | None = None
+    ) -> bool:
+        """Whether a batch of input ``shape`` runs as one chunk through the patches (the
+        batches that keep a BatchMemory); ``conv_shape``: the conv's output shape, if known."""
+        oh, ow, f = self.conv.output_shape(shape[1:]) if conv_shape is None else conv_shape
+        ph, pw = (1, 1) if self.pool is None else self.pool.pool_size
+        return shape[0] <= chunk_samples(ph * pw, (oh // ph) * (ow // pw) * f, itemsize)
+
+    def new_memory(self, shape: tuple[int, ...], dtype: np.dtype) -> BatchMemory:
+        """A BatchMemory of this op for batches of input ``shape`` (N, H, W, C)."""
+        pool = (1, 1) if self.pool is None else self.pool.pool_size
+        return BatchMemory(shape, dtype, self.conv, pool, self.relu is not None)
+
+    def memory(
+        self, shape: tuple[int, ...], dtype: np.dtype, conv_shape: tuple[int, int, int]
     ) -> BatchMemory | None:
-        """The BatchMemory for x's shape, made now if need be; None when x runs in chunks (or
-        MEMORY_SHAPES is 0: the memory switched off)."""
-        oh, ow, f = conv_shape
-        row = (oh // pool[0]) * (ow // pool[1]) * f
-        if MEMORY_SHAPES < 1 or len(x) > chunk_samples(pool[0] * pool[1], row, x.itemsize):
+        """The BatchMemory kept for batches of input ``shape``, made now if need be; None
+        when such a batch runs in chunks (or MEMORY_SHAPES is 0: the memory switched off)."""
+        if MEMORY_SHAPES < 1 or not self.runs_whole(shape, dtype.itemsize, conv_shape):
             return None
-        return self._memories.get(
-            (x.shape, x.dtype), lambda: BatchMemory(x.shape, x.dtype, self.conv, pool)
-        )
+        return self._memories.get((shape, dtype), lambda: self.new_memory(shape, dtype))
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
         raise RuntimeError(f"{self!r} runs inference only: it has no backward")
