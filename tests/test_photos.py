@@ -269,6 +269,31 @@ def test_a_number_written_on_a_slope_is_one_row(bundled, test_digits):
     assert [row.text for row in reading.rows] == ["".join(map(str, wanted))]
 
 
+@pytest.mark.parametrize("degrees", [-14, -10, 10, 14])
+def test_two_rows_of_digits_spaced_wide_keep_their_rows_when_turned(bundled, test_digits, degrees):
+    # Two rows of five digits, each digit two of its heights from the next, photographed
+    # turned: each step along a row climbs or drops 0.4-0.6 of a digit's height, which was
+    # more than a row's next digit may stray from the level of the one before; rows were cut
+    # up and mixed. Now a row's next digit is looked for on the line of its last two.
+    images, labels = test_digits
+    top, bottom = (
+        [int(np.flatnonzero(labels == d)[2]) for d in row]
+        for row in ([3, 1, 4, 1, 5], [9, 2, 6, 5, 3])
+    )
+    values = np.full((560, 5 * 250 + 100), 0.9)
+    for row, wanted in ((60, top), (300, bottom)):
+        for k, digit in enumerate(wanted):
+            left = 80 + 250 * k
+            values[row : row + 112, left : left + 112][pen_thin(images[digit])] = 0.15
+    picture = Image.fromarray(np.uint8(values * 255)).rotate(
+        degrees, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=230
+    )
+    reading = read_number(bundled, png(picture))
+    assert [row.text for row in reading.rows] == [
+        "".join(str(labels[d]) for d in wanted) for wanted in (top, bottom)
+    ]
+
+
 def test_ruled_lines_turned_with_the_sheet_are_not_read_as_ink(bundled, test_digits):
     """Numbers on paper ruled as dark as pencil, photographed a little askew (2 to 7 degrees
     either way): the lines are found at their slant and taken out, so the digits written

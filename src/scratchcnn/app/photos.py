@@ -67,6 +67,9 @@ SHADOW_STEP = 0.05
 BLACK = 0.05  # as dark as black gets in a photo (grey level), for ratios of light
 SCRAP = 0.1  # a piece of a number with this share of a typical digit's ink or less is no digit
 NEAR = 0.4  # pieces within this share of a digit's size of it are part of it
+# The slopes along which a number's rows are looked for (down per pixel right), least steep
+# first: up to 20 degrees either way.
+ROW_SLOPES = sorted((0.04 * k for k in range(-9, 10)), key=abs)
 RULED = 3  # this many long lines (a grid's level and upright ones apart) are ruled or squared paper
 LINE_BRIDGE = 9  # pixels: a ruled line (dilated) is thinner, so a stroke across it is kept
 # A shadowed part of a sheet is dimmer paper: its edge on the desk a smaller step (``paper_sheet``)
@@ -1017,23 +1020,40 @@ def _split_touching(pieces: list[Piece], labels: np.ndarray) -> list[Piece]:
 
 
 def _rows(pieces: list[Piece]) -> list[list[Piece]]:
-    """Group pieces into rows; rows top to bottom, each left to right. Taken left to right,
-    a piece joins the row whose last piece's vertical middle is nearest its own, within 0.6
-    of a digit's height, so a row may slope (a sheet photographed turned a little) as long as
-    each digit is level with the one before."""
+    """Group pieces into rows; rows top to bottom, each left to right. A sheet photographed
+    turned makes its rows slope: the grouping (``_rows_along``) is tried along slopes of up to
+    20 degrees either way, and the slope that makes the fewest rows wins (the least steep of
+    those): a level number is grouped as it lies."""
     height = float(np.median([p.height for p in pieces]))
+    best = min((_rows_along(pieces, slope, height) for slope in ROW_SLOPES), key=len)
+    return sorted(best, key=lambda row: np.mean([_middle(p) for p in row]))
 
-    def middle(piece: Piece) -> float:
-        return (piece.box[0] + piece.box[2]) / 2
+
+def _middle(piece: Piece) -> float:
+    return (piece.box[0] + piece.box[2]) / 2
+
+
+def _centre(piece: Piece) -> float:
+    return (piece.box[1] + piece.box[3]) / 2
+
+
+def _rows_along(pieces: list[Piece], slope: float, height: float) -> list[list[Piece]]:
+    """Rows of pieces along ``slope`` (down per pixel right): taken left to right, a piece
+    joins the row whose last piece is nearest its level (its middle less the slope times its
+    centre), within 0.6 of a digit's ``height``, so a row may also bend a little from digit
+    to digit."""
+
+    def level(piece: Piece) -> float:
+        return _middle(piece) - slope * _centre(piece)
 
     rows: list[list[Piece]] = []
     for piece in sorted(pieces, key=lambda p: p.box[1]):
-        near = [row for row in rows if abs(middle(row[-1]) - middle(piece)) < 0.6 * height]
+        near = [row for row in rows if abs(level(row[-1]) - level(piece)) < 0.6 * height]
         if near:
-            min(near, key=lambda row: abs(middle(row[-1]) - middle(piece))).append(piece)
+            min(near, key=lambda row: abs(level(row[-1]) - level(piece))).append(piece)
         else:
             rows.append([piece])
-    return sorted(rows, key=lambda row: np.mean([middle(p) for p in row]))
+    return rows
 
 
 def save_png(image: np.ndarray, path: str | Path) -> None:
