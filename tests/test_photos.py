@@ -582,6 +582,19 @@ def number_row(images: np.ndarray, index: list[int]) -> np.ndarray:
     return values
 
 
+def test_a_dark_object_inside_the_picture_does_not_make_the_digits_specks(bundled, test_digits):
+    # A dark bar lying on the sheet below a number (a pen, a phone's edge), clear of the
+    # picture's edges: specks were judged against the largest piece, this one, so the 1 (a
+    # third of a hundredth of its ink) was dropped, and the bar set the size of the number's
+    # digits ("20" was read). A filled region is judged no digit (``photos.SOLID``).
+    images, labels = test_digits
+    index = [0, 1, 2, 3, 4]
+    values = np.pad(number_row(images, index), ((0, 400), (0, 200)), constant_values=0.9)
+    values[420:520, 60:960] = 0.1
+    rows = [row.text for row in read_number(bundled, greypng(values)).rows]
+    assert rows == ["".join(str(labels[i]) for i in index)]
+
+
 def test_dust_on_the_paper_does_not_set_the_size_of_a_number_s_digits(bundled, test_digits):
     # Forty specks of dust, each too big to be noise: the digits' typical height was the
     # median piece's, a speck's, so the digits were "far taller than the typical one", dropped.
