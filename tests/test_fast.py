@@ -770,6 +770,15 @@ def test_winograd_in_float32_is_as_close_to_float64_as_the_plain_layers():
     assert fast_error <= max(2 * plain_error, 1e-6), (fast_error, plain_error)
 
 
+def at_once(client, count: int) -> None:
+    """Run ``client(seed)`` for seeds 0 .. count-1 on as many threads at once; wait for all."""
+    threads = [threading.Thread(target=client, args=(seed,)) for seed in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def test_threads_sharing_an_op_with_kept_memory_get_their_own_results():
     # The server answers requests on several threads: batches of every size at once, so that
     # memories are made, found busy and dropped while other threads use them.
@@ -785,11 +794,7 @@ def test_threads_sharing_an_op_with_kept_memory_get_their_own_results():
             if not np.array_equal(op.forward(batches[i], training=False), expected[i]):
                 failures.append(f"batch of {len(batches[i])}")
 
-    threads = [threading.Thread(target=client, args=(seed,)) for seed in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    at_once(client, 4)
     assert not failures
     assert len(op._memories) <= inference.MEMORY_SHAPES
 
@@ -866,11 +871,7 @@ def test_threads_sharing_a_replay_get_their_own_results():
             if relative_error(fast.forward(images[i], training=False), expected[i]) > EXACT:
                 failures.append(int(i))
 
-    threads = [threading.Thread(target=client, args=(seed,)) for seed in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    at_once(client, 4)
     assert not failures
 
 
