@@ -71,6 +71,7 @@ NEAR = 0.4  # pieces within this share of a digit's size of it are part of it
 # this share of its height is a filled region (a shadow, the desk, a dark object), not a pen's
 # stroke: the development set's single digits reach 0.30 at most, 0.10 at the median.
 SOLID = 0.45
+DWARF = 10  # a filled region this many times the next piece's ink dwarfs the digits
 # The slopes along which a number's rows are looked for (down per pixel right), least steep
 # first: up to 20 degrees either way.
 ROW_SLOPES = sorted((0.04 * k for k in range(-9, 10)), key=abs)
@@ -787,14 +788,15 @@ def ink_components(ink: Ink) -> tuple[np.ndarray, list[Piece]]:
         (unlikely if line or edge else likely).append(piece)
     pieces = likely or unlikely
     # Specks are judged against the largest piece that may be a digit: not a shadow's edge,
-    # nor a filled region, which may dwarf the digits (a dark object, a shadow inside).
-    largest = max(pieces, key=lambda p: p.area)
-    while largest.area >= 16 and _solid(labels, largest):
-        largest.solid = True
-        rest = [p for p in pieces if not p.solid]
-        if not rest:
+    # nor a filled region that dwarfs the rest (a dark object, a shadow inside the picture:
+    # the digits would be specks beside it). Ink that is merely thick, as blurred digits
+    # are, does not dwarf the other digits.
+    by_area = sorted(pieces, key=lambda p: p.area, reverse=True)
+    largest = by_area[0]
+    for piece, after in zip(by_area, by_area[1:], strict=False):
+        if piece.area < DWARF * after.area or not _solid(labels, piece):
             break
-        largest = max(rest, key=lambda p: p.area)
+        piece.solid, largest = True, after
     return labels, [p for p in pieces if p.area >= max(4, 0.01 * largest.area)]
 
 
