@@ -790,11 +790,13 @@ def ink_components(ink: Ink) -> tuple[np.ndarray, list[Piece]]:
     # Specks are judged against the largest piece that may be a digit: not a shadow's edge,
     # nor a filled region that dwarfs the rest (a dark object, a shadow inside the picture:
     # the digits would be specks beside it). Ink that is merely thick, as blurred digits
-    # are, does not dwarf the other digits.
+    # are, does not dwarf the other digits; and a fat digit beside specks stays the measure.
     by_area = sorted(pieces, key=lambda p: p.area, reverse=True)
     largest = by_area[0]
     for piece, after in zip(by_area, by_area[1:], strict=False):
-        if piece.area < DWARF * after.area or not _solid(labels, piece):
+        if after.area < MIN_SIDE**2 or piece.area < DWARF * after.area:
+            break
+        if not _solid(labels, piece):
             break
         piece.solid, largest = True, after
     return labels, [p for p in pieces if p.area >= max(4, 0.01 * largest.area)]
