@@ -794,9 +794,7 @@ def ink_components(ink: Ink) -> tuple[np.ndarray, list[Piece]]:
     by_area = sorted(pieces, key=lambda p: p.area, reverse=True)
     largest = by_area[0]
     for piece, after in zip(by_area, by_area[1:], strict=False):
-        if after.area < MIN_SIDE**2 or piece.area < DWARF * after.area:
-            break
-        if not _solid(labels, piece):
+        if after.area < MIN_SIDE**2 or piece.area < DWARF * after.area or not _solid(labels, piece):
             break
         piece.solid, largest = True, after
     return labels, [p for p in pieces if p.area >= max(4, 0.01 * largest.area)]

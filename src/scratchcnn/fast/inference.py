@@ -94,18 +94,16 @@ class BatchMemory:
         oh, ow, f = conv.output_shape(shape[1:])
         qh, qw, offsets = oh // pool[0], ow // pool[1], pool[0] * pool[1]
         self.output_shape = (n, qh, qw, f)
-        self.row = qh * qw * f
-        self.width = self.row if n > 1 else f  # as conv_inference tiles its vectors
+        row = qh * qw * f
+        self.width = row if n > 1 else f  # as conv_inference tiles its vectors
         kh, kw = conv.kernel_size
         self.weights = np.empty((kh * kw * c, f), dtype)  # conv.weight_matrix(), in place
         self._kernel_order = self.weights.reshape(kh, kw, c, f)
         self.maps = (
-            None
-            if offsets == 1
-            else np.empty((offsets, n * self.row // self.width, self.width), dtype)
+            None if offsets == 1 else np.empty((offsets, n * row // self.width, self.width), dtype)
         )
         self.zeros = np.zeros(self.width, dtype) if relu else None
-        self.output = np.empty((n, self.row), dtype)
+        self.output = np.empty((n, row), dtype)
         self.lock = threading.Lock()
 
     def run(self, affine: tuple[np.ndarray, np.ndarray] | None, out: np.ndarray) -> np.ndarray:
@@ -283,6 +281,11 @@ class ConvInferenceOp(Op):
         shape = self.conv.output_shape(input_shape)
         return shape if self.pool is None else self.pool.output_shape(shape)
 
+    @property
+    def pool_size(self) -> tuple[int, int]:
+        """The fused pool's size, (1, 1) without one."""
+        return (1, 1) if self.pool is None else self.pool.pool_size
+
     def affine(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The norm's inference map (scale, shift) per channel, None without a norm."""
         return None if self.norm is None else self.norm.affine()
@@ -295,7 +298,7 @@ class ConvInferenceOp(Op):
         if conv_shape is None:  # checked once for each input shape: a batch of one notices
             self.output_shape(x.shape[1:])  # checks the input
             conv_shape = self._conv_shapes[x.shape[1:]] = self.conv.output_shape(x.shape[1:])
-        pool = (1, 1) if self.pool is None else self.pool.pool_size
+        pool = self.pool_size
         x = x.astype(self.conv.dtype, copy=False)
         relu = self.relu is not None
         memory = self.memory(x.shape, x.dtype, conv_shape)
@@ -314,13 +317,12 @@ class ConvInferenceOp(Op):
         """Whether a batch of input ``shape`` runs as one chunk through the patches (the
         batches that keep a BatchMemory); ``conv_shape``: the conv's output shape, if known."""
         oh, ow, f = self.conv.output_shape(shape[1:]) if conv_shape is None else conv_shape
-        ph, pw = (1, 1) if self.pool is None else self.pool.pool_size
+        ph, pw = self.pool_size
         return shape[0] <= chunk_samples(ph * pw, (oh // ph) * (ow // pw) * f, itemsize)
 
     def new_memory(self, shape: tuple[int, ...], dtype: np.dtype) -> BatchMemory:
         """A BatchMemory of this op for batches of input ``shape`` (N, H, W, C)."""
-        pool = (1, 1) if self.pool is None else self.pool.pool_size
-        return BatchMemory(shape, dtype, self.conv, pool, self.relu is not None)
+        return BatchMemory(shape, dtype, self.conv, self.pool_size, self.relu is not None)
 
     def memory(
         self, shape: tuple[int, ...], dtype: np.dtype, conv_shape: tuple[int, int, int]
