@@ -18,7 +18,14 @@ The products run with BLAS on the process's threads; on one thread (each product
 for a batch of two or more, half the batch's on each of two threads at once with BLAS on one
 thread each (how the engine splits a batch). ``best`` is the least of these that uses both
 cores (at batch 1, of the first two). ``ceiling`` is the anchor's time over ``best``: the ratio
-an engine that spent nothing but these products would reach. Where the engine runs Winograd's
+an engine that spent nothing but these products would reach. At batch 1000 they run as one
+product over the whole batch, out of cache.
+
+The ``floor`` adds to the products what an im2col engine cannot skip around them, as this
+engine does it (``floor_steps``): each conv's input copied into padded memory and its patches
+gathered, and in training the input gradient's col2im; inference in the engine's chunks,
+training as its two parts; on one thread. ``ceiling2`` is the anchor's time over half the
+floor, as if the floor split perfectly over two cores. Where the engine runs Winograd's
 F(2x2, 3x3) (a 3x3 conv with a 2x2 pool and 32 or more input channels: the keras and fast nets'
 second conv, in inference at batch 1000 and in training's backward) it multiplies less than
 these products; the user and seed nets have no such layer. Writes
@@ -44,6 +51,10 @@ from scratchcnn.app.bench import blas_info, make_model, onnx_session, ours, thei
 from scratchcnn.app.export import build_graph
 from scratchcnn.app.machine import cpu_model
 from scratchcnn.fast import CompiledModel
+from scratchcnn.fast.inference import chunk_samples
+from scratchcnn.fast.ops import conv_input_grad
+from scratchcnn.fast.patches import PatchGather
+from scratchcnn.fast.workspace import Workspace
 
 OUT = Path(__file__).resolve().parent / "results" / "products-floor.txt"
 NETS = ("seed", "keras", "fast", "user")
@@ -51,25 +62,34 @@ INFERENCE_BATCHES = (1, 1000)
 TRAINING_BATCHES = (64, 128, 256)
 
 
+def fused_layers(model) -> list[tuple[Conv2D | Dense, tuple[int, ...], tuple[int, int]]]:
+    """(layer, input shape, pool) of each conv and dense layer: pool is the size of the max-pool
+    of stride = size fused with a conv (a norm or a ReLU may come between), else (1, 1)."""
+    found, shape, layers = [], model.input_shape, model.layers
+    for i, layer in enumerate(layers):
+        if isinstance(layer, (Conv2D, Dense)):
+            pool = (1, 1)
+            after = [x for x in layers[i + 1 : i + 4] if not isinstance(x, (BatchNorm2D, ReLU))]
+            if isinstance(layer, Conv2D) and after and isinstance(after[0], MaxPool2D):
+                if after[0].stride == after[0].pool_size:
+                    pool = after[0].pool_size
+            found.append((layer, shape, pool))
+        shape = layer.output_shape(shape)
+    return found
+
+
 def product_shapes(model) -> list[tuple[int, int, int]]:
     """(M, K, F) of each layer's forward product for one image: a conv's patches (M rows of K
-    values) times its weight (K, F); a dense layer's (1, in) times (in, out)."""
-    shapes, shape, layers = [], model.input_shape, model.layers
-    for i, layer in enumerate(layers):
-        if isinstance(layer, Conv2D):
-            oh, ow, f = layer.output_shape(shape)
-            rows = oh * ow
-            # a max-pool of stride = size after the conv (a norm or a ReLU may come between)
-            # is fused with it, and only the outputs its windows read are computed
-            after = [x for x in layers[i + 1 : i + 4] if not isinstance(x, (BatchNorm2D, ReLU))]
-            if after and isinstance(after[0], MaxPool2D) and after[0].stride == after[0].pool_size:
-                ph, pw = after[0].pool_size
-                rows = (oh // ph * ph) * (ow // pw * pw)
-            kh, kw = layer.kernel_size
-            shapes.append((rows, kh * kw * layer.in_channels, f))
-        elif isinstance(layer, Dense):
+    values; only the outputs its fused pool reads) times its weight (K, F); a dense layer's
+    (1, in) times (in, out)."""
+    shapes = []
+    for layer, shape, (ph, pw) in fused_layers(model):
+        if isinstance(layer, Dense):
             shapes.append((1, layer.in_features, layer.out_features))
-        shape = layer.output_shape(shape)
+            continue
+        oh, ow, f = layer.output_shape(shape)
+        kh, kw = layer.kernel_size
+        shapes.append(((oh // ph * ph) * (ow // pw * pw), kh * kw * layer.in_channels, f))
     return shapes
 
 
@@ -91,6 +111,83 @@ def products(
             if index > 0:
                 found.append(("dX", grad, weight.T, np.empty((rows, k), np.float32)))
     return [(name, functools.partial(np.matmul, a, b, out=out)) for name, a, b, out in found]
+
+
+def floor_steps(model, batch: int, training: bool) -> list[Callable[[], None]]:
+    """What an im2col engine cannot skip, for ``batch`` images, into memory kept from call to
+    call: each conv's patch gather (the engine's own ``patch_matrix``, in pool order) and its
+    product; in training also the weight gradient and (but for the first layer) the input
+    gradient with its col2im (``Conv2D.input_grad``, as the engine calls it); a dense layer's
+    products. In inference a conv runs chunk by chunk as the engine runs it (conv maps of
+    about ``inference.CHUNK_BYTES``), so each chunk's product finds its patches in cache. No
+    pool, ReLU, mask, norm or Python of the engine's own."""
+    rng, steps = np.random.default_rng(0), []
+    for index, (layer, shape, pool) in enumerate(fused_layers(model)):
+        x = rng.random((batch, *shape), np.float32)
+        if isinstance(layer, Dense):
+            weight = np.ascontiguousarray(layer.params["weight"].T)  # (in, out)
+            grad = rng.random((batch, layer.out_features), np.float32)
+            out = np.empty_like(grad)
+            steps.append(functools.partial(np.matmul, x, weight, out=out))
+            if training:
+                steps.append(functools.partial(np.matmul, x.T, grad, out=np.empty_like(weight)))
+                steps.append(functools.partial(np.matmul, grad, weight.T, out=np.empty_like(x)))
+            continue
+        oh, ow, f = layer.output_shape(shape)
+        (ph, pw), offsets = pool, pool[0] * pool[1]
+        qh, qw = oh // ph, ow // pw
+        step = batch if training else min(batch, chunk_samples(offsets, qh * qw * f, 4))
+        steps.append(ConvFloor(layer, x, step, pool, training, training and index > 0))
+    return steps
+
+
+class ConvFloor:
+    """``ConvFloor(conv, x, step, pool, training, input_grad)``: one conv's share of
+    ``floor_steps`` over ``x``, chunks of ``step`` images at a time; calling it runs it. As the
+    engine's kept memory does (``inference.BatchMemory``), the padded input and the strided
+    views that gather the patches are made once: a call copies each chunk inside the padded
+    memory, gathers, and multiplies."""
+
+    def __init__(
+        self,
+        conv: Conv2D,
+        x: np.ndarray,
+        step: int,
+        pool: tuple[int, int],
+        training: bool,
+        input_grad: bool,
+    ) -> None:
+        self.conv, self.x, self.step = conv, x, step
+        self.training, self.input_grad = training, input_grad
+        self.work, self.weight = Workspace(), np.ascontiguousarray(conv.weight_matrix())
+        (ph, pw), (h, w) = conv.padding, x.shape[1:3]
+        self.gathers = {}  # chunk size -> (the padded input's inside, its gather)
+        for m in {min(step, len(x)), len(x) % step or step}:
+            xp = np.zeros((m, h + 2 * ph, w + 2 * pw, x.shape[3]), np.float32)
+            single = x.shape[3] == 1  # as patch_matrix gathers one channel
+            gather = PatchGather(xp, conv.kernel_size, conv.stride, single, pool, self.work)
+            self.gathers[m] = (xp[:, ph : ph + h, pw : pw + w], gather)
+        oh, ow, f = conv.output_shape(x.shape[1:])
+        self.read = (oh // pool[0] * pool[0], ow // pool[1] * pool[1], f)  # what the pool reads
+        rows = self.read[0] * self.read[1] * min(step, len(x))
+        self.grad = np.random.default_rng(1).random((rows, f), np.float32)
+        self.maps = np.empty((rows, f), np.float32)
+
+    def __call__(self) -> None:
+        for i in range(0, len(self.x), self.step):
+            chunk = self.x[i : i + self.step]
+            inside, gather = self.gathers[len(chunk)]
+            np.copyto(inside, chunk)
+            gather()
+            patches = gather.matrix
+            np.matmul(patches, self.weight, out=self.maps[: len(patches)])
+            if self.training:
+                np.matmul(
+                    patches.T, self.grad, out=self.work.get("dW", self.weight.shape, np.float32)
+                )
+            if self.input_grad:  # dL/dy in plain order
+                grad = self.grad.reshape(len(chunk), *self.read)
+                conv_input_grad(self.conv, grad, chunk.shape, self.work)
 
 
 def in_turn(functions: list[Callable[[], None]]) -> Callable[[], None]:
@@ -132,7 +229,10 @@ def measure(arch: str, batch: int, training: bool, rounds: int, seconds: float) 
     shapes = product_shapes(make_model(arch))
     each = products(shapes, batch, training)
     functions = [function for _, function in each]
-    keys = ["ours", "anchor", "products", "one_thread"]
+    keys = ["ours", "anchor", "products", "one_thread", "floor"]
+    # the floor on one thread: in training the engine's two parts one after the other
+    model, parts = make_model(arch), (batch // 2, batch - batch // 2) if training else (batch,)
+    floor = in_turn([f for part in parts if part for f in floor_steps(model, part, training)])
     halves = None
     if batch > 1:  # half the batch on each of two threads at once, BLAS on one thread each
         keys.append("two_threads")
@@ -147,6 +247,7 @@ def measure(arch: str, batch: int, training: bool, rounds: int, seconds: float) 
         timings["products"].append(seconds_a_call(in_turn(functions), seconds))
         with threadpool_limits(1, "blas"):
             timings["one_thread"].append(seconds_a_call(in_turn(functions), seconds))
+            timings["floor"].append(seconds_a_call(floor, seconds))
             for i, function in enumerate(functions):
                 timings[i].append(seconds_a_call(function, seconds / len(functions)))
             if halves is not None:
@@ -168,14 +269,16 @@ def line(arch: str, batch: int, row: dict, unit: float) -> str:
         f"{arch:<6} {batch:>5} | {t['ours']:8.1f} {t['anchor']:8.1f} | {t['products']:8.1f} "
         f"{t['one_thread']:8.1f} {t.get('two_threads', float('nan')):9.1f} {t['best']:8.1f} | "
         f"{row['anchor'] / row['ours']:5.2f} "
-        f"{row['anchor'] / row['best']:7.2f} | {each}"
+        f"{row['anchor'] / row['best']:7.2f} | {t['floor']:8.1f} "
+        f"{2 * row['anchor'] / row['floor']:8.2f} | {each}"
     )
 
 
 def header(anchor: str, unit: str) -> str:
     return (
         f"{'net':<6} {'batch':>5} | {'ours':>8} {anchor:>8} | {'products':>8} {'1 thread':>8} "
-        f"{'2 threads':>9} {'best':>8} | {'ratio':>5} {'ceiling':>7} | "
+        f"{'2 threads':>9} {'best':>8} | {'ratio':>5} {'ceiling':>7} | {'floor':>8} "
+        f"{'ceiling2':>8} | "
         f"each product on one thread, {unit}"
     )
 
@@ -195,7 +298,10 @@ def main() -> None:
         "products: the pass's matrix products alone (BLAS on the process's threads); 1 thread: "
         "the same on one thread; 2 threads: half the batch's on each of two threads at once, "
         "BLAS on one thread each; best: the least of products and 2 threads (1 thread at "
-        "batch 1); ratio: our rate over the anchor's; ceiling: the anchor's time over best",
+        "batch 1); ratio: our rate over the anchor's; ceiling: the anchor's time over best; "
+        "floor: the products with the patch gathers and col2im an im2col engine cannot skip, "
+        "inference in the engine's chunks, on one thread (floor_steps); ceiling2: the anchor's "
+        "time over half the floor, as if the floor split perfectly over two cores",
         "inference, uint8 images to probabilities, microseconds an image; anchor: ONNX Runtime "
         "on scratchcnn's export, 2 threads; each product: M x K x F of an image",
         header("ORT", "us an image"),
