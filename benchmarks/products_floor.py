@@ -115,12 +115,12 @@ def products(
 
 def floor_steps(model, batch: int, training: bool) -> list[Callable[[], None]]:
     """What an im2col engine cannot skip, for ``batch`` images, into memory kept from call to
-    call: each conv's patch gather (the engine's own ``patch_matrix``, in pool order) and its
-    product; in training also the weight gradient and (but for the first layer) the input
-    gradient with its col2im (``Conv2D.input_grad``, as the engine calls it); a dense layer's
-    products. In inference a conv runs chunk by chunk as the engine runs it (conv maps of
-    about ``inference.CHUNK_BYTES``), so each chunk's product finds its patches in cache. No
-    pool, ReLU, mask, norm or Python of the engine's own."""
+    call: each conv's patch gather (the engine's own ``PatchGather``, in pool order, its views
+    made once: ``ConvFloor``) and its product; in training also the weight gradient and (but
+    for the first layer) the input gradient with its col2im (``Conv2D.input_grad``, as the
+    engine calls it); a dense layer's products. In inference a conv runs chunk by chunk as the
+    engine runs it (conv maps of about ``inference.CHUNK_BYTES``), so each chunk's product
+    finds its patches in cache. No pool, ReLU, mask, norm or Python of the engine's own."""
     rng, steps = np.random.default_rng(0), []
     for index, (layer, shape, pool) in enumerate(fused_layers(model)):
         x = rng.random((batch, *shape), np.float32)
@@ -180,13 +180,13 @@ class ConvFloor:
             np.copyto(inside, chunk)
             gather()
             patches = gather.matrix
-            np.matmul(patches, self.weight, out=self.maps[: len(patches)])
+            rows = len(patches)
+            np.matmul(patches, self.weight, out=self.maps[:rows])
             if self.training:
-                np.matmul(
-                    patches.T, self.grad, out=self.work.get("dW", self.weight.shape, np.float32)
-                )
+                dw = self.work.get("dW", self.weight.shape, np.float32)
+                np.matmul(patches.T, self.grad[:rows], out=dw)
             if self.input_grad:  # dL/dy in plain order
-                grad = self.grad.reshape(len(chunk), *self.read)
+                grad = self.grad[:rows].reshape(len(chunk), *self.read)
                 conv_input_grad(self.conv, grad, chunk.shape, self.work)
 
 
