@@ -16,7 +16,8 @@ gather, pool, mask, ReLU or Python of the engine's own), for each bench net, bes
 
 The products run with BLAS on the process's threads; on one thread (each product too); and,
 for a batch of two or more, half the batch's on each of two threads at once with BLAS on one
-thread each (how the engine splits a batch). ``best`` is the least of these that uses both
+thread each (how the engine splits a batch). On one thread they are cut into pieces as the
+engine cuts them there, for OpenBLAS's small-matrix kernels (``scratchcnn.fast.products``). ``best`` is the least of these that uses both
 cores (at batch 1, of the first two). ``ceiling`` is the anchor's time over ``best``: the ratio
 an engine that spent nothing but these products would reach. At batch 1000 they run as one
 product over the whole batch, out of cache.
@@ -24,7 +25,7 @@ product over the whole batch, out of cache.
 The ``floor`` adds to the products what an im2col engine cannot skip around them, as this
 engine does it (``floor_steps``): each conv's input copied into padded memory and its patches
 gathered, and in training the input gradient's col2im; inference in the engine's chunks,
-training as its two parts; on one thread. ``ceiling2`` is the anchor's time over half the
+training as its two parts; on one thread, the products in pieces. ``ceiling2`` is the anchor's time over half the
 floor, as if the floor split perfectly over two cores. Where the engine runs Winograd's
 F(2x2, 3x3) (a 3x3 conv with a 2x2 pool and 32 or more input channels: the keras and fast nets'
 second conv, in inference at batch 1000 and in training's backward) it multiplies less than
@@ -51,6 +52,7 @@ from scratchcnn.app.bench import blas_info, make_model, onnx_session, ours, thei
 from scratchcnn.app.export import build_graph
 from scratchcnn.app.machine import cpu_model
 from scratchcnn.fast import CompiledModel
+from scratchcnn.fast import products as small
 from scratchcnn.fast.inference import chunk_samples
 from scratchcnn.fast.ops import conv_input_grad
 from scratchcnn.fast.patches import PatchGather
@@ -94,23 +96,32 @@ def product_shapes(model) -> list[tuple[int, int, int]]:
 
 
 def products(
-    shapes: list[tuple[int, int, int]], batch: int, training: bool
+    shapes: list[tuple[int, int, int]], batch: int, training: bool, pieces: bool = False
 ) -> list[tuple[str, Callable[[], None]]]:
     """(name, function) of each product of a pass over ``batch`` images, into memory made
     now: the forward products, and in training each layer's weight gradient and (but the
-    first layer's) input gradient."""
+    first layer's) input gradient. ``pieces``: cut as the engine cuts them where BLAS runs
+    on one thread (``scratchcnn.fast.products``)."""
     rng = np.random.default_rng(0)
     found = []
     for index, (m, k, f) in enumerate(shapes):
         rows = m * batch
         patches, weight = rng.random((rows, k), np.float32), rng.random((k, f), np.float32)
         grad = rng.random((rows, f), np.float32)
-        found.append((f"{m}x{k}x{f}", patches, weight, np.empty((rows, f), np.float32)))
+        forward = np.empty((rows, f), np.float32)
+        found.append((f"{m}x{k}x{f}", small.matmul, patches, weight, forward))
         if training:
-            found.append(("dW", patches.T, grad, np.empty((k, f), np.float32)))
+            found.append(("dW", weight_grad, patches, grad, None))
             if index > 0:
-                found.append(("dX", grad, weight.T, np.empty((rows, k), np.float32)))
-    return [(name, functools.partial(np.matmul, a, b, out=out)) for name, a, b, out in found]
+                found.append(("dX", small.matmul, grad, weight.T, np.empty((rows, k), np.float32)))
+    return [
+        (name, functools.partial(product, a, b, *(() if out is None else (out,)), pieces))
+        for name, product, a, b, out in found
+    ]
+
+
+def weight_grad(a: np.ndarray, g: np.ndarray, pieces: bool) -> None:
+    small.weight_grad(a, g, pieces)
 
 
 def floor_steps(model, batch: int, training: bool) -> list[Callable[[], None]]:
@@ -128,10 +139,11 @@ def floor_steps(model, batch: int, training: bool) -> list[Callable[[], None]]:
             weight = np.ascontiguousarray(layer.params["weight"].T)  # (in, out)
             grad = rng.random((batch, layer.out_features), np.float32)
             out = np.empty_like(grad)
-            steps.append(functools.partial(np.matmul, x, weight, out=out))
+            steps.append(functools.partial(small.matmul, x, weight, out, True))
             if training:
-                steps.append(functools.partial(np.matmul, x.T, grad, out=np.empty_like(weight)))
-                steps.append(functools.partial(np.matmul, grad, weight.T, out=np.empty_like(x)))
+                steps.append(functools.partial(weight_grad, x, grad, True))
+                dx = np.empty_like(x)
+                steps.append(functools.partial(small.matmul, grad, weight.T, dx, True))
             continue
         oh, ow, f = layer.output_shape(shape)
         (ph, pw), offsets = pool, pool[0] * pool[1]
@@ -181,13 +193,12 @@ class ConvFloor:
             gather()
             patches = gather.matrix
             rows = len(patches)
-            np.matmul(patches, self.weight, out=self.maps[:rows])
+            small.matmul(patches, self.weight, self.maps[:rows], True)
             if self.training:
-                dw = self.work.get("dW", self.weight.shape, np.float32)
-                np.matmul(patches.T, self.grad[:rows], out=dw)
+                small.weight_grad(patches, self.grad[:rows], True)
             if self.input_grad:  # dL/dy in plain order
                 grad = self.grad[:rows].reshape(len(chunk), *self.read)
-                conv_input_grad(self.conv, grad, chunk.shape, self.work)
+                conv_input_grad(self.conv, grad, chunk.shape, self.work, True)
 
 
 def in_turn(functions: list[Callable[[], None]]) -> Callable[[], None]:
@@ -227,8 +238,10 @@ def measure(arch: str, batch: int, training: bool, rounds: int, seconds: float) 
     """Median seconds a call of each timing over ``rounds`` interleaved rounds."""
     calls = anchors(arch, batch, training)
     shapes = product_shapes(make_model(arch))
-    each = products(shapes, batch, training)
+    each = products(shapes, batch, training)  # whole: BLAS on its threads
     functions = [function for _, function in each]
+    # on one thread the engine cuts them into pieces (scratchcnn.fast.products)
+    one_thread = [function for _, function in products(shapes, batch, training, pieces=True)]
     keys = ["ours", "anchor", "products", "one_thread", "floor"]
     # the floor on one thread: in training the engine's two parts one after the other
     model, parts = make_model(arch), (batch // 2, batch - batch // 2) if training else (batch,)
@@ -236,7 +249,7 @@ def measure(arch: str, batch: int, training: bool, rounds: int, seconds: float) 
     halves = None
     if batch > 1:  # half the batch on each of two threads at once, BLAS on one thread each
         keys.append("two_threads")
-        halves = [in_turn([f for _, f in products(shapes, half, training)]) for half in
+        halves = [in_turn([f for _, f in products(shapes, half, training, True)]) for half in
                   (batch // 2, batch - batch // 2)]  # fmt: skip
         pool = ThreadPoolExecutor(2)
     timings: dict = {key: [] for key in keys}
@@ -246,9 +259,9 @@ def measure(arch: str, batch: int, training: bool, rounds: int, seconds: float) 
             timings[key].append(seconds_a_call(calls[key], seconds))
         timings["products"].append(seconds_a_call(in_turn(functions), seconds))
         with threadpool_limits(1, "blas"):
-            timings["one_thread"].append(seconds_a_call(in_turn(functions), seconds))
+            timings["one_thread"].append(seconds_a_call(in_turn(one_thread), seconds))
             timings["floor"].append(seconds_a_call(floor, seconds))
-            for i, function in enumerate(functions):
+            for i, function in enumerate(one_thread):
                 timings[i].append(seconds_a_call(function, seconds / len(functions)))
             if halves is not None:
                 both = lambda: wait([pool.submit(half) for half in halves])  # noqa: E731

@@ -35,7 +35,8 @@ from scratchcnn import (
     SoftmaxCrossEntropy,
     build,
 )
-from scratchcnn.fast import compile, convpool, inference, replay, winograd
+from scratchcnn.fast import compile, convpool, inference, ops, products, replay, winograd
+from scratchcnn.fast.blas import single_threaded_blas
 from scratchcnn.fast.convpool import ConvPoolOp
 from scratchcnn.fast.inference import ConvInferenceOp
 from scratchcnn.fast.ops import BatchNormOp, ConvOp, DropoutOp, ReLUOp
@@ -43,7 +44,6 @@ from scratchcnn.fast.parallel import (
     Presampled,
     Substream,
     dropout_streams,
-    single_threaded_blas,
     split,
 )
 from scratchcnn.fast.patches import gather_patches
@@ -777,6 +777,93 @@ def at_once(client, count: int) -> None:
         thread.start()
     for thread in threads:
         thread.join()
+
+
+# -- products cut into pieces for OpenBLAS's small-matrix kernels (products.py) ---------------
+
+
+def test_products_in_pieces_are_the_whole_products(monkeypatch):
+    # Pieces of 7 rows (a remainder left over), or of the rows that fit SMALL_PRODUCT: for
+    # C-contiguous rows, the transpose of a C-contiguous matrix (the one-channel patches), the
+    # strided slabs of one offset's rows, and one matrix against a stack of them.
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(45, 6))
+    b, stack = rng.normal(size=(6, 4)), rng.normal(size=(3, 6, 4))
+    g = rng.normal(size=(45, 4))
+    slabs = rng.normal(size=(4, 30, 6))[:, 3:26]  # (4, 23, 6), rows of a larger array
+    cases = [(a, b), (np.ascontiguousarray(a.T).T, b), (slabs, b), (a, stack)]
+    for rows in (7, None):
+        if rows:
+            monkeypatch.setattr(products, "block_rows", lambda k, f, rows=rows: rows)
+        else:
+            monkeypatch.setattr(products, "SMALL_PRODUCT", 6 * 4 * 10)  # 10 rows a piece
+        for x, w in cases:
+            out = np.full(np.matmul(x, w).shape, np.nan)
+            got = products.matmul(x, w, out, one_thread=True)
+            assert got is out
+            np.testing.assert_allclose(out, np.matmul(x, w), rtol=1e-13, atol=1e-13)
+        for x in cases[0][0], cases[1][0]:
+            np.testing.assert_allclose(
+                products.weight_grad(x, g, one_thread=True), x.T @ g, rtol=1e-13, atol=1e-13
+            )
+        monkeypatch.undo()
+    # BLAS on threads: NumPy's one product, bit for bit, but for a narrow weight gradient;
+    # with SMALL_PRODUCT = 0 (what SCRATCHCNN_SMALL_PRODUCTS=0 sets) every product whole
+    monkeypatch.setattr(products, "block_rows", lambda k, f: 7)
+    cuts, blocks = [], products._blocks
+    monkeypatch.setattr(products, "_blocks", lambda x, rows: cuts.append(rows) or blocks(x, rows))
+    out = np.empty((45, 4))
+    products.matmul(a, b, out, one_thread=False)
+    np.testing.assert_array_equal(out, a @ b)
+    assert not cuts
+    grad = products.weight_grad(a, g, one_thread=False)  # 6 x 4: narrow, cut all the same
+    np.testing.assert_allclose(grad, a.T @ g, rtol=1e-13, atol=1e-13)
+    assert cuts
+    monkeypatch.setattr(products, "NARROW_GRAD", 0)
+    cuts.clear()
+    np.testing.assert_array_equal(products.weight_grad(a, g, one_thread=False), a.T @ g)
+    assert not cuts
+    monkeypatch.undo()
+    monkeypatch.setattr(products, "SMALL_PRODUCT", 0)
+    products.matmul(a, b, out, one_thread=True)
+    np.testing.assert_array_equal(out, a @ b)
+    np.testing.assert_array_equal(products.weight_grad(a, g, one_thread=True), a.T @ g)
+
+
+@pytest.fixture
+def products_in_pieces(monkeypatch):
+    """Every product of the ops cut into pieces of 5 rows, as where BLAS runs on one thread."""
+    monkeypatch.setattr(products, "block_rows", lambda k, f: 5)
+    for module in (ops, convpool, inference):
+        monkeypatch.setattr(module, "blas_on_one_thread", lambda: True)
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=[c[0] for c in CONV_CASES])
+def test_conv_op_in_pieces(case, products_in_pieces):
+    conv = make_conv(case)
+    assert_op_matches([conv], ConvOp(conv), np.random.default_rng(2).normal(size=case[-1]))
+
+
+@pytest.mark.parametrize("case", CONV_POOL_CASES, ids=[c[0] for c in CONV_POOL_CASES])
+def test_conv_pool_op_in_pieces(case, products_in_pieces, monkeypatch):
+    op = make_conv_pool(case, relu=True)
+    x = np.random.default_rng(2).normal(size=case[-1])
+    assert_op_matches(list(op.layers), op, x)
+    monkeypatch.setattr(inference, "CHUNK_BYTES", 1)  # inference one sample a chunk
+    assert_op_matches(list(op.layers), op, x)
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_compiled_step_in_pieces_equals_plain_step(name, products_in_pieces):
+    plain, twin = make_net(name), make_net(name)
+    fast = compile(twin, workers=1)
+    x, y = batch_for(plain, np.random.default_rng(0), 9)
+    plain_loss, plain_logits = plain.train_step(x, y, SoftmaxCrossEntropy())
+    fast_loss, fast_logits = fast.train_step(x, y, SoftmaxCrossEntropy())
+    assert abs(fast_loss - plain_loss) <= EXACT * plain_loss
+    assert relative_error(fast_logits, plain_logits) < EXACT
+    assert_same_grads(plain, twin)
+    assert relative_error(fast.predict_proba(x), plain.predict_proba(x)) < EXACT
 
 
 def test_threads_sharing_an_op_with_kept_memory_get_their_own_results():

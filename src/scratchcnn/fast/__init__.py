@@ -34,7 +34,7 @@ use the model itself instead of ``compile(model)``: ``Trainer(..., fast=False)``
 """
 
 from .allocator import keep_freed_memory
+from .blas import blas_threads
 from .compiled import CompiledModel, compile
-from .parallel import blas_threads
 
 __all__ = ["CompiledModel", "blas_threads", "compile", "keep_freed_memory"]

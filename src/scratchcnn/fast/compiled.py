@@ -23,7 +23,8 @@ import numpy as np
 from ..errors import ShapeError
 from ..nn import Layer, Sequential, SoftmaxCrossEntropy, softmax
 from ..nn.layers.base import backward_through, forward_through
-from .parallel import MIN_PART_VALUES, Replicas, blas_threads, samples_holding
+from .blas import blas_threads
+from .parallel import MIN_PART_VALUES, Replicas, samples_holding
 from .plan import inference_plan, plan
 from .processes import SUPPORTED, Processes
 from .replay import Replays

@@ -38,11 +38,11 @@ from ..errors import ShapeError
 from ..nn.layers import Conv2D, MaxPool2D, ReLU
 from ..nn.layers.base import check_rank
 from ..nn.layers.pooling import first_maximum, winner_dtype
-from . import winograd
+from . import products, winograd
+from .blas import blas_on_one_thread
 from .channels import along_row, channel_sums, channelwise
 from .inference import conv_inference
 from .ops import BatchNormOp, Op, conv_input_grad
-from .parallel import blas_on_one_thread
 from .patches import pad, patch_matrix
 from .workspace import Workspace
 
@@ -97,7 +97,8 @@ class ConvPoolOp(Op):
         patches = patch_matrix(x, conv.kernel_size, conv.stride, conv.padding, pool, memory)
         # Every window offset's conv outputs in one product: slab k is P_k @ W (N*QH*QW, F).
         conv_out = memory.get("conv_out", (offsets, m, f), dtype)
-        np.matmul(patches, conv.weight_matrix(), out=conv_out.reshape(-1, f))
+        one_thread = blas_on_one_thread()  # then the products run in pieces (products.py)
+        products.matmul(patches, conv.weight_matrix(), conv_out.reshape(-1, f), one_thread)
         channelwise(
             np.add,
             conv_out.reshape(offsets * n, qh, qw, f),
@@ -119,9 +120,9 @@ class ConvPoolOp(Op):
         # one thread (a part of a split batch), as its 16 small products a chunk gain little
         # from more, where the patch products do.
         fewer_products = None
-        if winograd.applies(conv, pool) and blas_on_one_thread():
+        if winograd.applies(conv, pool) and one_thread:
             fewer_products = winograd.PooledWinograd(conv, dtype)
-        self.save_for_backward(patches, x, fewer_products, winner, mask)
+        self.save_for_backward(patches, x, fewer_products, winner, mask, one_thread)
         return best.reshape(n, qh, qw, f).copy()
 
     def _normed_slabs(self, xhat: np.ndarray, best: np.ndarray):
@@ -141,7 +142,7 @@ class ConvPoolOp(Op):
             slab = self.workspace.get("normed", best.shape, best.dtype)
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
-        patches, x, fewer_products, winner, mask = self.saved()
+        patches, x, fewer_products, winner, mask, one_thread = self.saved()
         conv, memory, dtype = self.conv, self.workspace, patches.dtype
         (ph, pw), (n, qh, qw, f) = self.pool.pool_size, grad_out.shape
         m, offsets = n * qh * qw, ph * pw
@@ -165,10 +166,12 @@ class ConvPoolOp(Op):
             )
             conv.grads = {"weight": conv.weight_grad(weight), "bias": channel_sums(rows)}
             return grad_in
-        conv.grads = {"weight": conv.weight_grad(patches.T @ rows), "bias": channel_sums(rows)}
+        weight = products.weight_grad(patches, rows, one_thread)
+        conv.grads = {"weight": conv.weight_grad(weight), "bias": channel_sums(rows)}
         if not conv.needs_input_grad:
             return None
         # pool order (PH, PW, N, QH, QW, F) -> plain order (N, QH, PH, QW, PW, F)
         plain = memory.get("unpooled_plain", (n, qh, ph, qw, pw, f), dtype)
         plain[...] = rows.reshape(ph, pw, n, qh, qw, f).transpose(2, 3, 0, 4, 1, 5)
-        return conv_input_grad(conv, plain.reshape(n, qh * ph, qw * pw, f), input_shape, memory)
+        plain = plain.reshape(n, qh * ph, qw * pw, f)
+        return conv_input_grad(conv, plain, input_shape, memory, one_thread)

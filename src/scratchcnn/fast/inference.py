@@ -38,7 +38,8 @@ import numpy as np
 
 from ..nn.layers import BatchNorm2D, Conv2D, MaxPool2D, ReLU
 from ..nn.layers.base import check_rank
-from . import winograd
+from . import products, winograd
+from .blas import blas_on_one_thread
 from .channels import along_row
 from .ops import BatchNormOp, Op
 from .patches import PatchGather, pad, patch_matrix
@@ -228,6 +229,7 @@ def conv_inference(
         step = chunk_samples(offsets, row, out.itemsize)
     # memory reused over the chunks; one chunk asks for new memory, without a workspace's checks
     work = Workspace() if step < n else FRESH_MEMORY
+    one_thread = blas_on_one_thread()  # then the products run in pieces (products.py)
     # One input channel: the patches of many chunks are gathered at once (see GATHER_BYTES).
     span = step
     if fewer_products is None and x.shape[-1] == 1 and step < n:
@@ -249,9 +251,9 @@ def conv_inference(
                 # a whole group in one product; a chunk of a larger group, one product per offset
                 rows = patches if m == len(group) else by_offset[:, i * qh * qw : (i + m) * qh * qw]
                 if maps is None:
-                    np.matmul(rows.reshape(-1, k), weights, out=y.reshape(-1, f))
+                    products.matmul(rows.reshape(-1, k), weights, y.reshape(-1, f), one_thread)
                 else:
-                    np.matmul(rows, weights, out=maps.reshape(*rows.shape[:-1], f))
+                    products.matmul(rows, weights, maps.reshape(*rows.shape[:-1], f), one_thread)
             finish(maps, y, scale_row, shift_row, map_first, zeros)
     return out.reshape(n, qh, qw, f)
 

@@ -21,9 +21,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ShapeError
+from ..nn.im2col import col2im
 from ..nn.layers import BatchNorm1D, BatchNorm2D, Conv2D, Dropout, Layer, ReLU
 from ..nn.layers.base import check_rank
 from ..nn.layers.dropout import dropout_mask
+from . import products
+from .blas import blas_on_one_thread
 from .channels import channel_sums, channelwise
 from .patches import patch_matrix
 from .workspace import FRESH_MEMORY, Workspace
@@ -44,14 +47,20 @@ class Op(Layer):
 
 
 def conv_input_grad(
-    conv: Conv2D, grad_out: np.ndarray, input_shape: tuple[int, ...], workspace: Workspace
+    conv: Conv2D,
+    grad_out: np.ndarray,
+    input_shape: tuple[int, ...],
+    workspace: Workspace,
+    one_thread: bool = False,
 ) -> np.ndarray:
     """dL/dx (input_shape) of ``conv`` from a C-contiguous dL/dy (N, OH', OW', F), as
-    ``Conv2D.input_grad`` computes it, its products in memory reused from step to step."""
-    n, oh, ow, _ = grad_out.shape
-    kh, kw = conv.kernel_size
-    slabs = workspace.get("patch_grads", (kh * kw, n * oh * ow, conv.in_channels), grad_out.dtype)
-    return conv.input_grad(grad_out, input_shape, slabs)
+    ``Conv2D.input_grad`` computes it: its products in memory reused from step to step, cut
+    into pieces where BLAS runs on ``one_thread`` (``products.py``), then col2im."""
+    n, oh, ow, f = grad_out.shape
+    (kh, kw), c = conv.kernel_size, conv.in_channels
+    slabs = workspace.get("patch_grads", (kh * kw, n * oh * ow, c), grad_out.dtype)
+    products.matmul(grad_out.reshape(-1, f), conv.offset_weights(), slabs, one_thread)
+    return col2im(slabs.reshape(kh, kw, n, oh, ow, c), input_shape, conv.stride, conv.padding)
 
 
 class ConvOp(Op):
@@ -69,21 +78,24 @@ class ConvOp(Op):
         x = x.astype(conv.dtype, copy=False)
         memory = self.workspace if training else FRESH_MEMORY
         patches = patch_matrix(x, conv.kernel_size, conv.stride, conv.padding, workspace=memory)
-        out = (patches @ conv.weight_matrix()).reshape(len(x), oh, ow, f)
+        one_thread = blas_on_one_thread()
+        out = np.empty((len(x), oh, ow, f), x.dtype)
+        products.matmul(patches, conv.weight_matrix(), out.reshape(-1, f), one_thread)
         channelwise(np.add, out, conv.params["bias"], out=out)
         if training:
-            self.save_for_backward(patches, x.shape)
+            self.save_for_backward(patches, x.shape, one_thread)
         return out
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray | None:
-        patches, input_shape = self.saved()
+        patches, input_shape, one_thread = self.saved()
         conv = self.conv
         g = np.ascontiguousarray(grad_out, dtype=patches.dtype)
         rows = g.reshape(-1, conv.out_channels)
-        conv.grads = {"weight": conv.weight_grad(patches.T @ rows), "bias": channel_sums(rows)}
+        weight = products.weight_grad(patches, rows, one_thread)
+        conv.grads = {"weight": conv.weight_grad(weight), "bias": channel_sums(rows)}
         if not conv.needs_input_grad:
             return None
-        return conv_input_grad(conv, g, input_shape, self.workspace)
+        return conv_input_grad(conv, g, input_shape, self.workspace, one_thread)
 
 
 class ReLUOp(Op):

@@ -59,6 +59,7 @@ import numpy as np
 from ..nn import Sequential, SoftmaxCrossEntropy
 from ..nn.layers.base import forward_through
 from . import parallel
+from .blas import single_threaded_blas
 from .ops import Op
 from .parallel import (
     Replica,
@@ -66,7 +67,6 @@ from .parallel import (
     part_streams,
     replica,
     samples_holding,
-    single_threaded_blas,
     split,
     sum_grads,
 )

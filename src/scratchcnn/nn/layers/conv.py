@@ -104,6 +104,13 @@ class Conv2D(Layer):
         """The weight (F, C, KH, KW) as a (KH*KW*C, F) matrix."""
         return self.params["weight"].transpose(2, 3, 1, 0).reshape(-1, self.out_channels)
 
+    def offset_weights(self) -> np.ndarray:
+        """The weight (F, C, KH, KW) as KH*KW matrices (F, C), one per kernel offset (i, j):
+        w[:, :, i, j], C-contiguous (a copy: BLAS wants rows)."""
+        kh, kw = self.kernel_size
+        per_offset = self.params["weight"].transpose(2, 3, 0, 1)  # (KH, KW, F, C)
+        return per_offset.reshape(kh * kw, self.out_channels, self.in_channels)
+
     def weight_grad(self, grad_matrix: np.ndarray) -> np.ndarray:
         """dL/dW as a (KH*KW*C, F) matrix -> dL/dweight (F, C, KH, KW)."""
         kh, kw = self.kernel_size
@@ -131,18 +138,13 @@ class Conv2D(Layer):
             return None
         return self.input_grad(grad_out, input_shape)
 
-    def input_grad(
-        self, grad_out: np.ndarray, input_shape: tuple[int, ...], slabs: np.ndarray | None = None
-    ) -> np.ndarray:
+    def input_grad(self, grad_out: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
         """dL/dx (input_shape) from dL/dy (N, OH', OW', F): col2im of G @ w[:, :, i, j] for each
         kernel offset (i, j), one batched product. OH', OW' may be smaller than the output (the
-        pixels past them get no gradient, as when a max-pool drops a ragged edge). ``slabs``:
-        optional memory for the products, (KH*KW, N*OH'*OW', C)."""
+        pixels past them get no gradient, as when a max-pool drops a ragged edge)."""
         n, oh, ow, f = grad_out.shape
         kh, kw = self.kernel_size
-        per_offset = self.params["weight"].transpose(2, 3, 0, 1)  # (KH, KW, F, C): w[:, :, i, j]
-        per_offset = per_offset.reshape(kh * kw, f, self.in_channels)  # a copy: BLAS wants rows
-        slabs = np.matmul(grad_out.reshape(-1, f), per_offset, out=slabs)
+        slabs = np.matmul(grad_out.reshape(-1, f), self.offset_weights())  # (KH*KW, N*OH'*OW', C)
         slabs = slabs.reshape(kh, kw, n, oh, ow, self.in_channels)
         return col2im(slabs, input_shape, self.stride, self.padding)
 
