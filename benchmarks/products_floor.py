@@ -17,20 +17,21 @@ gather, pool, mask, ReLU or Python of the engine's own), for each bench net, bes
 The products run with BLAS on the process's threads; on one thread (each product too); and,
 for a batch of two or more, half the batch's on each of two threads at once with BLAS on one
 thread each (how the engine splits a batch). On one thread they are cut into pieces as the
-engine cuts them there, for OpenBLAS's small-matrix kernels (``scratchcnn.fast.products``). ``best`` is the least of these that uses both
-cores (at batch 1, of the first two). ``ceiling`` is the anchor's time over ``best``: the ratio
-an engine that spent nothing but these products would reach. At batch 1000 they run as one
-product over the whole batch, out of cache.
+engine cuts them there, for OpenBLAS's small-matrix kernels (``scratchcnn.fast.products``).
+``best`` is the least of these that uses both cores (at batch 1, of the first two).
+``ceiling`` is the anchor's time over ``best``: the ratio an engine that spent nothing but
+these products would reach. With BLAS on its threads, at batch 1000 they run as one product
+over the whole batch, out of cache.
 
 The ``floor`` adds to the products what an im2col engine cannot skip around them, as this
 engine does it (``floor_steps``): each conv's input copied into padded memory and its patches
 gathered, and in training the input gradient's col2im; inference in the engine's chunks,
-training as its two parts; on one thread, the products in pieces. ``ceiling2`` is the anchor's time over half the
-floor, as if the floor split perfectly over two cores. Where the engine runs Winograd's
-F(2x2, 3x3) (a 3x3 conv with a 2x2 pool and 32 or more input channels: the keras and fast nets'
-second conv, in inference at batch 1000 and in training's backward) it multiplies less than
-these products; the user and seed nets have no such layer. Writes
-benchmarks/results/products-floor.txt.
+training as its two parts; on one thread, the products in pieces. ``ceiling2`` is the
+anchor's time over half the floor, as if the floor split perfectly over two cores. Where the
+engine runs Winograd's F(2x2, 3x3) (a 3x3 conv with a 2x2 pool and 32 or more input
+channels: the keras and fast nets' second conv, in inference at batch 1000 and in training's
+backward) it multiplies less than these products; the user and seed nets have no such layer.
+Writes benchmarks/results/products-floor.txt.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The speed of two revisions of scratchcnn, timed in one run, interleaved.
 
-    python benchmarks/revisions.py [--train | --augment | --plain] BEFORE [AFTER]
+    python benchmarks/revisions.py [--train | --augment | --plain] [--out FILE] BEFORE [AFTER]
                                                                     (AFTER: the work tree)
 
 Each revision's ``src/`` is checked out into a temporary git worktree (AFTER defaults to this
@@ -13,6 +13,7 @@ batch 128, for the nets of the recipes and the bench (benchmarks/results/trainin
 ``best`` recipes train (benchmarks/results/augmented-training-revisions.txt);
 ``--plain``: the plain engine's own ``train_step`` at batch 64 and 256, for the bench's nets
 (benchmarks/results/plain-training-revisions.txt).
+``--out`` writes the table to FILE instead (a comparison to keep beside the others).
 The processes alternate between the revisions for five rounds, so a slow spell hits both; each
 figure is the median. Run it on a machine with nothing else running.
 """
@@ -130,6 +131,10 @@ def worktree(revision: str, into: Path) -> Path:
 
 
 def main(argv: list[str]) -> None:
+    out_file = None
+    if "--out" in argv:  # the table's file, instead of the mode's own
+        at = argv.index("--out")
+        out_file, argv = argv[at + 1], argv[:at] + argv[at + 2 :]
     flags = {"--train": "train", "--augment": "augment", "--plain": "plain"}
     modes = [flags[arg] for arg in argv if arg in flags]
     argv = [arg for arg in argv if arg not in flags]
@@ -170,7 +175,7 @@ def main(argv: list[str]) -> None:
         f"{'net':<6} {'batch':>5} | {'before':>9} {'after':>9} | {'after/before':>12}",
     ]
     lines += [f"{a:<6} {b:>5} | {x:>9,.0f} {y:>9,.0f} | {y / x:>12.2f}" for a, b, x, y in rows]
-    out = RESULTS / out_name
+    out = RESULTS / out_name if out_file is None else Path(out_file).resolve()
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"wrote {out.relative_to(ROOT)}")
