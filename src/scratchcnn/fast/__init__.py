@@ -13,9 +13,12 @@ What each piece buys, and where it is:
 * ``replay.py``     a small batch's whole inference pass laid out once and replayed: the
                     ops' NumPy calls into memory kept for its shape, none of their Python
                     (``replay.REPLAY_SHAPES = 0``: off)
+* ``products.py``   a conv's products cut into pieces that OpenBLAS's small-matrix kernels
+                    take, where BLAS runs on one thread (SCRATCHCNN_SMALL_PRODUCTS=0: off)
 * ``ops.py``        single-layer ops: offset-major patches, a batched-matmul input gradient,
                     whole-sample per-channel passes, reused buffers
-* ``patches.py``, ``channels.py``, ``workspace.py``   the array helpers those use
+* ``patches.py``, ``channels.py``, ``workspace.py``   the array helpers those use;
+  ``blas.py``       BLAS's thread count, and a context that sets it to one
 * ``parallel.py``   a batch split over worker threads, one copy of the ops per part, summed
                     gradients, batch-norm sums shared across the parts, dropout streams
 * ``processes.py``  a large batch split over this process and child processes

@@ -4,7 +4,8 @@ on memory:
 
 * ``ConvOp``: patches gathered offset-major for one input channel (long copies instead of
   runs KH*KW values long); the input gradient as the plain layer's (one batched matmul, then
-  col2im's KH*KW slab additions) into reused memory; the bias gradient as a matrix-vector
+  col2im's KH*KW slab additions) into reused memory; its products cut into pieces where BLAS
+  runs on one thread (``products.py``); the bias gradient as a matrix-vector
   product; training buffers reused from step to step;
 * ``ReLUOp``: the mask's memory reused from step to step;
 * ``BatchNormOp``: whole-sample per-channel passes (``channels.channelwise``), buffers reused,
