@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from products_floor import fused_layers
+from products_floor import cut, fused_layers
 from scratchcnn import Conv2D
 from scratchcnn.app.bench import blas_info, make_model
 from scratchcnn.app.machine import cpu_model
@@ -103,8 +103,8 @@ def main() -> None:
                 t = {key: statistics.median(values) * 1e6 for key, values in times.items()}
                 lines.append(
                     f"{arch:<6} {layer!r:<26} {name:<13} | {t['1w']:8.1f} {t['1p']:8.1f} "
-                    f"{t['1w'] / t['1p']:5.2f} | {t['2w']:9.1f} {t['2p']:8.1f} "
-                    f"{t['2w'] / t['2p']:5.2f}"
+                    f"{cut(t['1w'] / t['1p']):5.2f} | {t['2w']:9.1f} {t['2p']:8.1f} "
+                    f"{cut(t['2w'] / t['2p']):5.2f}"
                 )
                 print(lines[-1], flush=True)
     OUT.write_text("\n".join(lines) + "\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import struct
 import subprocess
@@ -418,6 +419,10 @@ def test_bench_prints_and_saves_every_figure(tmp_path, torch):
         # every round's figures, of which the row's are the medians
         assert row["rounds"]["ours_train"] == [row["ours_train"]]
         assert row["rounds"]["percent_of_peak"] == [pytest.approx(row["percent_of_peak"])]
+        # the printed ratio is cut to two places, never rounded up to a target it misses
+        start = f"{row['arch']:<6}    64"
+        line = next(x for x in result.stdout.splitlines() if x.startswith(start))
+        assert f" {math.floor(row['train_ratio'] * 100) / 100:.2f} " in line
     if "inference" in report:  # with ONNX Runtime: the nets trained, and the default's net
         rows = [(row["arch"], row["batch"]) for row in report["inference"]]
         assert rows == [(arch, b) for arch in ("seed", "keras", "fast") for b in (1, 1000)]

@@ -521,7 +521,12 @@ def run(
     log(header)
 
     def cell(row: dict, key: str, width: int, fmt: str = ",.0f") -> str:
-        return f"{row[key]:>{width}{fmt}}" if key in row else f"{'-':>{width}}"
+        if key not in row:
+            return f"{'-':>{width}}"
+        value = row[key]
+        if fmt == ".2f":  # a ratio is cut, not rounded: 0.4954 never reads as a target's 0.50
+            value = math.floor(value * 100) / 100
+        return f"{value:>{width}{fmt}}"
 
     for arch in archs:
         model = make_model(arch)

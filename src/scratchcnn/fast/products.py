@@ -4,7 +4,7 @@ OpenBLAS, the BLAS in NumPy's wheels, runs a product of at most 100^3 multiply-a
 (M * N * K <= 1,000,000) through kernels that skip packing the two matrices into blocks first
 (built for AVX-512, its SkylakeX kernels). A convolution's products are long and narrow: many
 thousand patch rows, K of 9 to 288 values, F of 8 to 64 filters, far over that size. Cut into
-blocks of rows that fit it, they run 1.2x to 1.8x as fast on one thread, here
+blocks of rows that fit it, they run 1.1x to 2.3x as fast on one thread, here
 (``benchmarks/results/small-products.txt``):
 
     matmul       out = a @ b            a (M, K) cut into blocks of R rows, R = 1e6 // (K * F),
@@ -32,7 +32,7 @@ from numpy.lib.stride_tricks import as_strided
 # The most multiply-adds a piece may hold: OpenBLAS's limit for its small-matrix kernels.
 SMALL_PRODUCT = int(os.environ.get("SCRATCHCNN_SMALL_PRODUCTS", "1000000"))
 # A weight gradient (K, F) this small is cut on any number of BLAS threads (small-products.txt:
-# 1.37x to 4.69x for K*F of 72 to 400 on two threads; 0.52x to 0.66x from 4,608 up).
+# 1.36x to 4.69x for K*F of 72 to 400 on two threads; 0.51x to 0.65x from 4,608 up).
 NARROW_GRAD = 1024
 
 
