@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import math
 import statistics
 import time
 from collections.abc import Callable
@@ -50,7 +49,7 @@ from threadpoolctl import threadpool_limits
 
 from scratchcnn import BatchNorm2D, Conv2D, Dense, MaxPool2D, ReLU
 from scratchcnn.app import Classifier
-from scratchcnn.app.bench import blas_info, make_model, onnx_session, ours, theirs
+from scratchcnn.app.bench import blas_info, cut, make_model, onnx_session, ours, theirs
 from scratchcnn.app.export import build_graph
 from scratchcnn.app.machine import cpu_model
 from scratchcnn.fast import CompiledModel
@@ -99,7 +98,7 @@ def product_shapes(model) -> list[tuple[int, int, int]]:
 
 def products(
     shapes: list[tuple[int, int, int]], batch: int, training: bool, pieces: bool = False
-) -> list[tuple[str, Callable[[], None]]]:
+) -> list[tuple[str, Callable[[], object]]]:
     """(name, function) of each product of a pass over ``batch`` images, into memory made
     now: the forward products, and in training each layer's weight gradient and (but the
     first layer's) input gradient. ``pieces``: cut as the engine cuts them where BLAS runs
@@ -111,22 +110,18 @@ def products(
         patches, weight = rng.random((rows, k), np.float32), rng.random((k, f), np.float32)
         grad = rng.random((rows, f), np.float32)
         forward = np.empty((rows, f), np.float32)
-        found.append((f"{m}x{k}x{f}", small.matmul, patches, weight, forward))
+        found.append(
+            (f"{m}x{k}x{f}", functools.partial(small.matmul, patches, weight, forward, pieces))
+        )
         if training:
-            found.append(("dW", weight_grad, patches, grad, None))
+            found.append(("dW", functools.partial(small.weight_grad, patches, grad, pieces)))
             if index > 0:
-                found.append(("dX", small.matmul, grad, weight.T, np.empty((rows, k), np.float32)))
-    return [
-        (name, functools.partial(product, a, b, *(() if out is None else (out,)), pieces))
-        for name, product, a, b, out in found
-    ]
+                dx = np.empty((rows, k), np.float32)
+                found.append(("dX", functools.partial(small.matmul, grad, weight.T, dx, pieces)))
+    return found
 
 
-def weight_grad(a: np.ndarray, g: np.ndarray, pieces: bool) -> None:
-    small.weight_grad(a, g, pieces)
-
-
-def floor_steps(model, batch: int, training: bool) -> list[Callable[[], None]]:
+def floor_steps(model, batch: int, training: bool) -> list[Callable[[], object]]:
     """What an im2col engine cannot skip, for ``batch`` images, into memory kept from call to
     call: each conv's patch gather (the engine's own ``PatchGather``, in pool order, its views
     made once: ``ConvFloor``) and its product; in training also the weight gradient and (but
@@ -143,7 +138,7 @@ def floor_steps(model, batch: int, training: bool) -> list[Callable[[], None]]:
             out = np.empty_like(grad)
             steps.append(functools.partial(small.matmul, x, weight, out, True))
             if training:
-                steps.append(functools.partial(weight_grad, x, grad, True))
+                steps.append(functools.partial(small.weight_grad, x, grad, True))
                 dx = np.empty_like(x)
                 steps.append(functools.partial(small.matmul, grad, weight.T, dx, True))
             continue
@@ -203,7 +198,7 @@ class ConvFloor:
                 conv_input_grad(self.conv, grad, chunk.shape, self.work, True)
 
 
-def in_turn(functions: list[Callable[[], None]]) -> Callable[[], None]:
+def in_turn(functions: list[Callable[[], object]]) -> Callable[[], None]:
     """A function that calls ``functions`` one after another."""
 
     def run() -> None:
@@ -213,7 +208,7 @@ def in_turn(functions: list[Callable[[], None]]) -> Callable[[], None]:
     return run
 
 
-def seconds_a_call(fn: Callable[[], None], seconds: float) -> float:
+def seconds_a_call(fn: Callable[[], object], seconds: float) -> float:
     """Mean seconds of a call of ``fn`` over about ``seconds`` of calls (one call at least)."""
     fn()
     count, start = 0, time.perf_counter()
@@ -274,11 +269,6 @@ def measure(arch: str, batch: int, training: bool, rounds: int, seconds: float) 
     row["best"] = min(row["products"], row.get("two_threads", row["one_thread"]))
     row["names"] = [name for name, _ in each]
     return row
-
-
-def cut(ratio: float) -> float:
-    """A ratio cut, not rounded, to two places: one just under a target never reads as it."""
-    return math.floor(ratio * 100) / 100
 
 
 def line(arch: str, batch: int, row: dict, unit: float) -> str:

@@ -20,13 +20,14 @@ figure is the median. Run it on a machine with nothing else running.
 
 from __future__ import annotations
 
-import math
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from scratchcnn.app.bench import cut
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -175,11 +176,7 @@ def main(argv: list[str]) -> None:
         f"{what}, median of {ROUNDS} interleaved rounds; before = {before}, after = {after}",
         f"{'net':<6} {'batch':>5} | {'before':>9} {'after':>9} | {'after/before':>12}",
     ]
-    # the ratio cut, not rounded, to two places
-    lines += [
-        f"{a:<6} {b:>5} | {x:>9,.0f} {y:>9,.0f} | {math.floor(y / x * 100) / 100:>12.2f}"
-        for a, b, x, y in rows
-    ]
+    lines += [f"{a:<6} {b:>5} | {x:>9,.0f} {y:>9,.0f} | {cut(y / x):>12.2f}" for a, b, x, y in rows]
     out = RESULTS / out_name if out_file is None else Path(out_file).resolve()
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from products_floor import cut, fused_layers
+from products_floor import fused_layers
 from scratchcnn import Conv2D
-from scratchcnn.app.bench import blas_info, make_model
+from scratchcnn.app.bench import blas_info, cut, make_model
 from scratchcnn.app.machine import cpu_model
 from scratchcnn.fast import products
 

@@ -98,6 +98,11 @@ def gemm_peak(size: int = 2048, repeats: int = 10) -> float:
     return 2 * size**3 / min(times) / 1e9
 
 
+def cut(ratio: float) -> float:
+    """A ratio cut, not rounded, to two places: 0.4954 never reads as a target's 0.50."""
+    return math.floor(ratio * 100) / 100
+
+
 def user_net(num_classes: int = 10) -> list:
     """A net no recipe names, as a user would write it: 5x5 and 3x3 kernels with padding, and
     a last convolution with no pool after it."""
@@ -523,9 +528,7 @@ def run(
     def cell(row: dict, key: str, width: int, fmt: str = ",.0f") -> str:
         if key not in row:
             return f"{'-':>{width}}"
-        value = row[key]
-        if fmt == ".2f":  # a ratio is cut, not rounded: 0.4954 never reads as a target's 0.50
-            value = math.floor(value * 100) / 100
+        value = cut(row[key]) if fmt == ".2f" else row[key]  # a ratio: cut, not rounded
         return f"{value:>{width}{fmt}}"
 
     for arch in archs:
