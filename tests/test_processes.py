@@ -31,6 +31,7 @@ def small_parts(monkeypatch):
     millions of values), so that the tests' batches stay small."""
     monkeypatch.setattr(processes, "MIN_PART_VALUES", 1)
     monkeypatch.setattr(processes, "MIN_TRAIN_PART_VALUES", 1)
+    monkeypatch.setattr(processes, "MIN_TRAIN_PART_VALUES_NORM", 1)
     monkeypatch.setattr(compiled, "MIN_PART_VALUES", 1)
 
 
@@ -293,6 +294,16 @@ def test_processes_can_be_switched_off(monkeypatch):
     fast = compile(model, workers=2)
     assert not fast.start_processes(8)
     assert fast.process_parts(8) == [slice(0, 8)]
+
+
+def test_a_net_with_batch_norm_needs_larger_training_parts_to_split(monkeypatch):
+    """A split step waits for the child's sums at each batch norm: such nets split later."""
+    monkeypatch.setattr(processes, "MIN_TRAIN_PART_VALUES", 1)
+    monkeypatch.setattr(processes, "MIN_TRAIN_PART_VALUES_NORM", 10**12)
+    keras, fast_net = make_net("keras"), make_net("fast")
+    assert len(compile(keras, workers=2).process_parts(64, training=True)) == 2
+    assert compile(fast_net, workers=2).process_parts(64, training=True) == [slice(0, 64)]
+    assert len(compile(fast_net, workers=2).process_parts(64, training=False)) == 2
 
 
 def test_children_that_cannot_start_leave_the_threads_serving(monkeypatch):

@@ -58,7 +58,7 @@ import numpy as np
 
 from ..nn import Sequential, SoftmaxCrossEntropy
 from ..nn.layers.base import forward_through
-from . import parallel
+from ..nn.layers.normalization import BatchNorm1D, BatchNorm2D
 from .blas import single_threaded_blas
 from .ops import Op
 from .parallel import (
@@ -79,9 +79,15 @@ SUPPORTED = os.name == "posix"
 # net (13,530 values a sample) at 0.91x the threads' rate in parts of 500 samples (6.8 million
 # values), the keras net (69,498 a sample) at 1.51x (ad hoc, a run since overwritten).
 MIN_PART_VALUES = 10_000_000
-# A training part: as for the threads (at batch 64, 32-sample parts of the keras and user nets
-# ran at 1.42x and 1.43x the threads' rate: benchmarks/results/process-split.txt).
-MIN_TRAIN_PART_VALUES = parallel.MIN_PART_VALUES
+# A training part (benchmarks/results/train-part-size.txt: a step split in two against the
+# batch whole, in windows of a second as a training run goes). Without batch norm: the seed
+# net lost at 432,960 values a part (32 samples: 0.91x) and paid at 649,440 (48: 1.23x); the
+# keras net lost at 551,760 (8: 0.93x) and paid at 827,640 (12); the user net paid from
+# 377,168 (8: 1.33x), so this threshold leaves it a little (its parts of 12, 1.31x). A net
+# with batch norm waits for the child's sums at every norm layer: the fast net lost at
+# 786,768 (8: 0.82x), broke even at 1,180,152 (12: 1.01x) and paid at 1,573,536 (16: 1.08x).
+MIN_TRAIN_PART_VALUES = 600_000
+MIN_TRAIN_PART_VALUES_NORM = 1_500_000
 # Children start once the model has spent this long on batches that could use them: starting
 # one takes about a second of a core (a fresh interpreter imports NumPy and scratchcnn), which
 # a one-off evaluation would not win back.
@@ -516,7 +522,12 @@ class Processes:
         self.model, self.workers = model, workers
         self.min_part = {
             False: samples_holding(model, MIN_PART_VALUES),
-            True: samples_holding(model, MIN_TRAIN_PART_VALUES),
+            True: samples_holding(
+                model,
+                MIN_TRAIN_PART_VALUES_NORM
+                if any(isinstance(layer, (BatchNorm1D, BatchNorm2D)) for layer in model.layers)
+                else MIN_TRAIN_PART_VALUES,
+            ),
         }
         self.split: ProcessSplit | None = None
         self.failed: str | None = None  # why a split stopped; none is started again
