@@ -26,8 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from scratchcnn import SGD, SoftmaxCrossEntropy
-from scratchcnn.app.bench import _median_rate as median_rate
-from scratchcnn.app.bench import cut, make_model
+from scratchcnn.app.bench import cut, make_model, median_rate
 from scratchcnn.fast import compile, keep_freed_memory, processes
 
 OUT = Path(__file__).resolve().parent / "results" / "train-part-size.txt"

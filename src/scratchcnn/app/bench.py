@@ -172,7 +172,7 @@ def training_flops(model: Sequential, executed: bool = True) -> float:
     return total
 
 
-def _median_rate(fn: Callable[[], None], samples: int, seconds: float) -> Callable[[], float]:
+def median_rate(fn: Callable[[], None], samples: int, seconds: float) -> Callable[[], float]:
     """A closure that runs ``fn`` for about ``seconds`` and returns samples per second."""
 
     def once() -> float:
@@ -299,19 +299,19 @@ def compare(
     training FLOP/s as a percentage of that round's peak: the machine's speed drifts by up to
     2x, and a peak timed minutes earlier would measure the drift, not the engine."""
     our_train, our_infer = ours(arch, batch, threads)
-    runs = {"ours_train": _median_rate(our_train, batch, seconds)}
+    runs = {"ours_train": median_rate(our_train, batch, seconds)}
     if flops is not None:
         size = 2048
-        runs["gemm_gflops"] = _median_rate(square_product(size), 2 * size**3 / 1e9, seconds)
-    runs["ours_infer"] = _median_rate(our_infer, 1000, seconds)
+        runs["gemm_gflops"] = median_rate(square_product(size), 2 * size**3 / 1e9, seconds)
+    runs["ours_infer"] = median_rate(our_infer, 1000, seconds)
     if plain:  # the engine a learner reads, every layer as its file reads
         plain_train, plain_infer = ours(arch, batch, plain=True)
-        runs["plain_train"] = _median_rate(plain_train, batch, seconds)
-        runs["plain_infer"] = _median_rate(plain_infer, 1000, seconds)
+        runs["plain_train"] = median_rate(plain_train, batch, seconds)
+        runs["plain_infer"] = median_rate(plain_infer, 1000, seconds)
     if with_torch:
         their_train, their_infer = theirs(arch, batch, threads)
-        runs["torch_train"] = _median_rate(their_train, batch, seconds)
-        runs["torch_infer"] = _median_rate(their_infer, 1000, seconds)
+        runs["torch_train"] = median_rate(their_train, batch, seconds)
+        runs["torch_infer"] = median_rate(their_infer, 1000, seconds)
     for run in runs.values():  # warm-up: caches, allocator, thread pools
         run()
     rates: dict[str, list[float]] = {key: [] for key in runs}
@@ -378,8 +378,8 @@ def inference(
     if isinstance(clf.runner, CompiledModel):  # the steady state: not wait for them to start
         clf.runner.start_processes(batch)
     runs = {
-        "ours": _median_rate(lambda: clf.predict_proba(images), batch, seconds),
-        "ort_ours": _median_rate(lambda: our_onnx(images), batch, seconds),
+        "ours": median_rate(lambda: clf.predict_proba(images), batch, seconds),
+        "ort_ours": median_rate(lambda: our_onnx(images), batch, seconds),
     }
     if with_torch:
         import torch
@@ -394,8 +394,8 @@ def inference(
             with torch.inference_mode():
                 torch.softmax(net(tx), dim=1)
 
-        runs["ort_torch"] = _median_rate(lambda: their_onnx(x), batch, seconds)
-        runs["torch"] = _median_rate(torch_infer, batch, seconds)
+        runs["ort_torch"] = median_rate(lambda: their_onnx(x), batch, seconds)
+        runs["torch"] = median_rate(torch_infer, batch, seconds)
     for run in runs.values():
         run()
     rates: dict[str, list[float]] = {key: [] for key in runs}
