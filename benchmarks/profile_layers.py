@@ -2,6 +2,7 @@
 
     python benchmarks/profile_layers.py [--arch keras] [--batch 256] [--steps 30] [--workers N]
     python benchmarks/profile_layers.py --infer [--arch keras] [--batch 1000]   (inference)
+    python benchmarks/profile_layers.py --processes [--arch user] [--batch 64]
 
 Steps run as in training: ``scratchcnn.fast.compile(model).train_step`` and an SGD step, or,
 with ``--plain``, the plain model's own ``train_step``. When the batch is split over worker
@@ -10,6 +11,11 @@ the first part, while the other parts run beside it: the figures include what th
 each other. "outside the ops" is the rest of the step: handing the parts to the threads and
 waiting for the last one, the loss, the optimizer. With ``--infer`` a step is the compiled
 model's inference pass, ``forward(x, training=False)``.
+
+With ``--processes`` the batch is split over this process and child processes (started before
+the timing), as in the bench and in training once batches have run two seconds: the ops timed
+are those that run this process's part, while the children run theirs (one BLAS thread each),
+and "outside the ops" is then handing the parts out, waiting for the children, and summing.
 
 Ops are timed in the order the compiled model runs them: a ReLU before a max-pool runs after
 it, and a convolution runs fused with the max-pool that follows it (see fast/plan.py).
@@ -51,9 +57,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, help="threads (default: as many as BLAS has)")
     parser.add_argument("--plain", action="store_true", help="the plain engine, layer by layer")
     parser.add_argument("--infer", action="store_true", help="inference passes, not steps")
+    parser.add_argument("--processes", action="store_true", help="split over child processes")
     args = parser.parse_args()
     model = make_model(args.arch, seed=0)
-    runner = model if args.plain else compile(model, args.workers, processes=False)
+    runner = model if args.plain else compile(model, args.workers, processes=args.processes)
+    if args.processes and not runner.start_processes(args.batch):
+        parser.error(f"{args.arch} at batch {args.batch} does not split over child processes")
     rng = np.random.default_rng(0)
     x = rng.standard_normal((args.batch, *model.input_shape), dtype=np.float32)
     y = rng.integers(0, 10, args.batch)
@@ -69,10 +78,17 @@ def main() -> None:
 
     step()  # builds the copies of a split model
     training = not args.infer
-    parts = [slice(0, args.batch)] if args.plain else runner.parallel_parts(args.batch, training)
+    if args.plain:
+        parts = [slice(0, args.batch)]
+    elif args.processes:
+        parts = runner.process_parts(args.batch, training)
+    else:
+        parts = runner.parallel_parts(args.batch, training)
     what = "an inference pass" if args.infer else "a step"
     if args.plain:
         order = model.layers
+    elif args.processes:
+        order = runner.process_ops(training)
     elif len(parts) > 1:
         order = runner.ops_of_part(0, training)
     else:
@@ -88,9 +104,14 @@ def main() -> None:
         step()
     total = time.perf_counter() - start
     part = parts[0].stop - parts[0].start
+    if args.plain:
+        on = "1 worker"
+    elif args.processes:
+        on = f"this process and {runner.workers - 1} child process(es)"
+    else:
+        on = f"{runner.workers} worker(s)"
     print(
-        f"{args.arch}, batch {args.batch} in {len(parts)} part(s) of {part}+ on "
-        f"{1 if args.plain else runner.workers} worker(s), "
+        f"{args.arch}, batch {args.batch} in {len(parts)} part(s) of {part}+ on {on}, "
         f"{'plain' if args.plain else 'compiled'}: "
         f"{1000 * total / args.steps:.1f} ms {what} "
         f"({args.batch * args.steps / total:,.0f} img/s)"

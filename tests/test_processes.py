@@ -306,6 +306,21 @@ def test_a_net_with_batch_norm_needs_larger_training_parts_to_split(monkeypatch)
     assert len(compile(fast_net, workers=2).process_parts(64, training=False)) == 2
 
 
+def test_the_ops_of_this_process_part_are_the_ones_a_split_step_runs():
+    """``process_ops`` (for profiling) names the ops that run part 0 here."""
+    model = make_net("keras")
+    fast = compile(model, workers=2)
+    with pytest.raises(RuntimeError, match="no child process"):
+        fast.process_ops()
+    assert fast.start_processes(8)
+    calls = []
+    for op in fast.process_ops(training=True):
+        op.forward = lambda x, training=True, _f=op.forward: calls.append(1) or _f(x, training)
+    fast.train_step(batch(model, 8), np.arange(8) % 10, SoftmaxCrossEntropy())
+    assert len(calls) == len(fast.process_ops(training=True))
+    fast.close()
+
+
 def test_children_that_cannot_start_leave_the_threads_serving(monkeypatch):
     plain, twin = make_net("keras"), make_net("keras")
     fast = compile(twin, workers=2)

@@ -157,6 +157,14 @@ class CompiledModel:
             return [slice(0, n)]
         return self._processes.parts(n, training)
 
+    def process_ops(self, training: bool = True) -> list[Layer]:
+        """The ops that run this process's part (part 0) of a batch split over the child
+        processes (for profiling; they exist once the children have started)."""
+        split = None if self._processes is None else self._processes.split
+        if split is None:
+            raise RuntimeError("no child process has started")
+        return split.train_copy[1] if training else split.infer_ops
+
     def close(self) -> None:
         """Stop the child processes (they also stop when this object is collected)."""
         if self._processes is not None:
