@@ -6,10 +6,12 @@
 when each half holds at least ``MIN_TRAIN_PART_VALUES`` activation values (a sample's layer
 outputs, times its samples), or ``MIN_TRAIN_PART_VALUES_NORM`` in a net with batch norm. This
 times, for the bench's nets at small batches, a training step (``train_step`` and an SGD step)
-with the batch whole (``compile(model, 1)``: one worker, BLAS on two threads, which is what
-runs when the batch is not split) and split in two over the processes (the thresholds set to
-split every batch of two or more), interleaved in windows of ``--seconds`` each, as the bench
-times; images/s, medians over the rounds, malloc keeping freed memory as in the bench.
+with the batch whole (``compile(model, 1)``: one worker, BLAS on two threads, as a batch the
+processes do not take runs, unless the worker threads' own split takes it: ``keras`` at 48 and
+``fast`` at 32 here, a split that buys little, see docs/performance.md) and split in two over
+the processes (the thresholds set to split every batch of two or more), interleaved in
+windows of ``--seconds`` each, as the bench times; images/s, medians over the rounds, malloc
+keeping freed memory as in the bench.
 Windows of a few calls would time the switch between the two (OpenBLAS's threads still
 spinning from the whole batch's products take the child's core: see
 ``benchmarks/process_split.py``'s WINDOW), which a training run never makes. The last column
