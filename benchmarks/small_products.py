@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,23 +23,13 @@ from threadpoolctl import threadpool_limits
 
 from products_floor import fused_layers
 from scratchcnn import Conv2D
-from scratchcnn.app.bench import blas_info, cut, make_model
+from scratchcnn.app.bench import blas_info, cut, fastest_call, make_model
 from scratchcnn.app.machine import cpu_model
 from scratchcnn.fast import products
 
 OUT = Path(__file__).resolve().parent / "results" / "small-products.txt"
 NETS = ("seed", "keras", "fast", "user")
-
-
-def best_of(fn: Callable[[], object], repeats: int = 5) -> float:
-    """The least seconds of ``repeats`` calls of ``fn`` (after one untimed)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+CALLS = 5  # each timing: the fastest of this many calls, after one untimed
 
 
 def conv_products(conv: Conv2D, shape: tuple[int, ...], pool: tuple[int, int], images: int):
@@ -79,7 +67,7 @@ def main() -> None:
     lines = [
         f"{cpu_model()}, {info['name']}; products of each conv over a part of {args.images} "
         f"images, microseconds, medians of {args.rounds} interleaved rounds (each the best of "
-        f"5 calls); whole: NumPy's one product; pieces: cut into pieces of at most "
+        f"{CALLS} calls); whole: NumPy's one product; pieces: cut into pieces of at most "
         f"{products.SMALL_PRODUCT:,} multiply-adds (scratchcnn.fast.products)",
         f"{'net':<6} {'conv':<26} {'product':<13} | {'1 thread':>8} {'pieces':>8} {'gain':>5} | "
         f"{'2 threads':>9} {'pieces':>8} {'gain':>5}",
@@ -96,10 +84,10 @@ def main() -> None:
                 times: dict[str, list[float]] = {key: [] for key in ("1w", "1p", "2w", "2p")}
                 for _ in range(args.rounds):
                     with threadpool_limits(1, "blas"):
-                        times["1w"].append(best_of(whole))
-                        times["1p"].append(best_of(pieces))
-                    times["2w"].append(best_of(whole))
-                    times["2p"].append(best_of(pieces))
+                        times["1w"].append(fastest_call(whole, CALLS))
+                        times["1p"].append(fastest_call(pieces, CALLS))
+                    times["2w"].append(fastest_call(whole, CALLS))
+                    times["2p"].append(fastest_call(pieces, CALLS))
                 t = {key: statistics.median(values) * 1e6 for key, values in times.items()}
                 lines.append(
                     f"{arch:<6} {layer!r:<26} {name:<13} | {t['1w']:8.1f} {t['1p']:8.1f} "

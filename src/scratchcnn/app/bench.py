@@ -85,17 +85,21 @@ def square_product(size: int = 2048) -> Callable[[], None]:
     return lambda: a @ b
 
 
-def gemm_peak(size: int = 2048, repeats: int = 10) -> float:
-    """float32 GFLOP/s of a large square matrix product: the fastest of ``repeats`` (a peak is
-    what the machine can do; a slow spell during the measurement must not lower it)."""
-    product = square_product(size)
-    product()
+def fastest_call(fn: Callable[[], object], repeats: int) -> float:
+    """The least seconds of ``repeats`` calls of ``fn``, after one untimed call."""
+    fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        product()
+        fn()
         times.append(time.perf_counter() - start)
-    return 2 * size**3 / min(times) / 1e9
+    return min(times)
+
+
+def gemm_peak(size: int = 2048, repeats: int = 10) -> float:
+    """float32 GFLOP/s of a large square matrix product: the fastest of ``repeats`` (a peak is
+    what the machine can do; a slow spell during the measurement must not lower it)."""
+    return 2 * size**3 / fastest_call(square_product(size), repeats) / 1e9
 
 
 def cut(ratio: float) -> float:
