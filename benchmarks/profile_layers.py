@@ -49,6 +49,24 @@ def timed(layer, totals: dict) -> None:
         setattr(layer, name, wrapper)
 
 
+def first_part(args: argparse.Namespace, model, runner, training: bool) -> tuple:
+    """How the batch is split (its parts), the layers or ops that run the first part, in the
+    order they run, and what they run on, for the plain model, the child processes or the
+    worker threads."""
+    if args.plain:
+        return [slice(0, args.batch)], model.layers, "1 worker"
+    if args.processes:
+        parts = runner.process_parts(args.batch, training)
+        on = f"this process and {runner.workers - 1} child process(es)"
+        return parts, runner.process_ops(training), on
+    parts = runner.parallel_parts(args.batch, training)
+    if len(parts) > 1:
+        order = runner.ops_of_part(0, training)
+    else:
+        order = runner.ops if training else runner.inference_ops
+    return parts, order, f"{runner.workers} worker(s)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="keras")
@@ -78,21 +96,8 @@ def main() -> None:
 
     step()  # builds the copies of a split model
     training = not args.infer
-    if args.plain:
-        parts = [slice(0, args.batch)]
-    elif args.processes:
-        parts = runner.process_parts(args.batch, training)
-    else:
-        parts = runner.parallel_parts(args.batch, training)
+    parts, order, on = first_part(args, model, runner, training)
     what = "an inference pass" if args.infer else "a step"
-    if args.plain:
-        order = model.layers
-    elif args.processes:
-        order = runner.process_ops(training)
-    elif len(parts) > 1:
-        order = runner.ops_of_part(0, training)
-    else:
-        order = runner.ops if training else runner.inference_ops
     totals: dict = defaultdict(float)
     for layer in order:
         timed(layer, totals)
@@ -104,12 +109,6 @@ def main() -> None:
         step()
     total = time.perf_counter() - start
     part = parts[0].stop - parts[0].start
-    if args.plain:
-        on = "1 worker"
-    elif args.processes:
-        on = f"this process and {runner.workers - 1} child process(es)"
-    else:
-        on = f"{runner.workers} worker(s)"
     print(
         f"{args.arch}, batch {args.batch} in {len(parts)} part(s) of {part}+ on {on}, "
         f"{'plain' if args.plain else 'compiled'}: "
