@@ -35,7 +35,7 @@ from scratchcnn import (
     SoftmaxCrossEntropy,
     build,
 )
-from scratchcnn.fast import compile, convpool, inference, ops, products, replay, winograd
+from scratchcnn.fast import compile, convpool, inference, ops, parallel, products, replay, winograd
 from scratchcnn.fast.blas import single_threaded_blas
 from scratchcnn.fast.convpool import ConvPoolOp
 from scratchcnn.fast.inference import ConvInferenceOp
@@ -43,7 +43,9 @@ from scratchcnn.fast.ops import BatchNormOp, ConvOp, DropoutOp, ReLUOp
 from scratchcnn.fast.parallel import (
     Presampled,
     Substream,
+    chunk_samples,
     dropout_streams,
+    part_step,
     split,
 )
 from scratchcnn.fast.patches import gather_patches
@@ -426,6 +428,87 @@ def test_dropout_streams_draw_what_the_whole_batch_draws(dtype, sample_shape, ha
     assert all(isinstance(s, Presampled if odd_start else Substream) for s in streams)
     with pytest.raises(RuntimeError, match="dropout uniforms"):
         streams[0].random((1, *sample_shape), dtype)
+
+
+@pytest.fixture
+def chunks(monkeypatch):
+    """``chunks(model, k)``: training parts of ``model`` run in chunks of at most k samples.
+    Returns the sizes of the chunks run, in order."""
+    sizes: list[int] = []
+    monkeypatch.setattr(parallel, "CHUNKS", True)
+    step = parallel._step
+    monkeypatch.setattr(parallel, "_step", lambda *args: sizes.append(len(args[1])) or step(*args))
+
+    def set_size(model: Sequential, k: int) -> list[int]:
+        per_sample = sum(int(np.prod(shape)) for shape in model.output_shapes)
+        monkeypatch.setattr(parallel, "CHUNK_VALUES", k * per_sample)
+        return sizes
+
+    return set_size
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_parts_in_chunks_follow_the_plain_trajectory(name, chunks):
+    # Three SGD steps with momentum, dropout on, the batch split over two threads and each
+    # part run two samples at a time: the loss, logits, gradients and draws of the plain net.
+    plain, twin = make_net(name), make_net(name)
+    sizes = chunks(twin, 2)
+    fast = compile(twin, workers=2)
+    n = 2 * max(smallest_split_batch(fast, 2), 5) + 1  # parts of unequal size
+    opt_plain = SGD(plain.parameters(), lr=0.05, momentum=0.9)
+    opt_fast = SGD(twin.parameters(), lr=0.05, momentum=0.9)
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        x, y = batch_for(plain, rng, n)
+        plain_loss, plain_logits = plain.train_step(x, y, SoftmaxCrossEntropy())
+        fast_loss, fast_logits = fast.train_step(x, y, SoftmaxCrossEntropy())
+        assert abs(fast_loss - plain_loss) <= EXACT * plain_loss
+        assert relative_error(fast_logits, plain_logits) < EXACT
+        assert_same_grads(plain, twin)
+        opt_plain.step(), opt_fast.step()
+    assert twin.rng.bit_generator.state == plain.rng.bit_generator.state
+    parts = [n // 2, n - n // 2]  # the two threads' chunks run side by side: sizes sorted
+    if any(isinstance(layer, (BatchNorm1D, BatchNorm2D)) for layer in plain.layers):
+        # a batch norm needs the whole batch's statistics before any sample goes on
+        assert chunk_samples(twin) is None and sorted(sizes) == sorted(parts * 3)
+    else:
+        in_chunks = [p.stop - p.start for part in parts for p in split(part, -(-part // 2))]
+        assert max(in_chunks) == 2 and sorted(sizes) == sorted(in_chunks * 3)
+
+
+def test_chunks_can_be_switched_off(chunks):
+    model = make_net("pad5x5")
+    chunks(model, 2)
+    assert chunk_samples(model) == 2
+    code = "from scratchcnn.fast import parallel; print(parallel.CHUNKS)"
+    for value, enabled in (("0", "False"), ("1", "True")):
+        env = dict(os.environ, SCRATCHCNN_CHUNKS=value)
+        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert run.stdout.strip() == enabled, run.stderr
+    parallel.CHUNKS = False  # what SCRATCHCNN_CHUNKS=0 sets (the fixture puts it back)
+    assert chunk_samples(model) is None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_part_in_chunks_draws_its_dropout_masks_from_the_layer_as_a_whole_part(dtype, chunks):
+    # Called with no stream set, a part's dropouts draw from the layers' own generators: in
+    # chunks the same uniforms as whole, the generators left where the whole part leaves them.
+    results = []
+    for chunk in (None, 2):
+        model = make_net("keras", dtype=dtype)
+        sizes = chunks(model, 2)
+        ops = compile(model, workers=1).ops
+        x, y = batch_for(model, np.random.default_rng(4), 7)
+        logits, value = part_step(ops, x.astype(dtype), y, SoftmaxCrossEntropy(), 0.5, chunk)
+        draws = [layer.rng.random(3) for layer in model.layers if isinstance(layer, Dropout)]
+        results.append((logits, value, [p.grad for p in model.parameters()], draws))
+    (logits, value, grads, draws), (logits2, value2, grads2, draws2) = results
+    tolerance = EXACT if dtype == np.float64 else 1e-5
+    assert relative_error(logits2, logits) < tolerance and abs(value2 - value) <= tolerance * value
+    for g, g2 in zip(grads, grads2, strict=True):
+        assert relative_error(g2, g) < tolerance
+    np.testing.assert_array_equal(np.concatenate(draws2), np.concatenate(draws))
+    assert sizes == [7, 1, 2, 2, 2]  # whole, then in near-equal chunks of at most 2
 
 
 def test_pending_split_step_survives_validation_and_a_whole_step_replaces_it():

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from scratchcnn import SGD, SoftmaxCrossEntropy
-from scratchcnn.fast import compile, compiled, processes
+from scratchcnn.fast import compile, compiled, parallel, processes
 
 from gradcheck import relative_error
 from layer_cases import NETS, make_net, no_effect_params
@@ -104,13 +104,25 @@ def train_twice(runner, model, optimizer, batches):
     return out
 
 
+@pytest.mark.parametrize("chunks", [False, True], ids=["", "chunks"])
 @pytest.mark.parametrize("name", NETS)
-def test_a_split_training_step_is_the_threads_step_bit_for_bit(name):
+def test_a_split_training_step_is_the_threads_step_bit_for_bit(name, chunks, monkeypatch):
     """Every net (with dropout: ``keras``; with batch norm, whose sums cross the processes:
     ``fast``, ``best``, ...): losses, logits, gradients, running statistics and the
     parameters after SGD steps with momentum equal the threads' exactly and the plain engine's to
-    rounding (a bias right before a batch norm, whose gradient is rounding noise, to 1e-12)."""
+    rounding (a bias right before a batch norm, whose gradient is rounding noise, to 1e-12).
+    With ``chunks``, every part runs two samples at a time (``parallel.part_step``), in the
+    children as on the threads."""
     plain, twin, other = make_net(name), make_net(name), make_net(name)
+    if chunks:
+        per_sample = sum(int(np.prod(shape)) for shape in plain.output_shapes)
+        monkeypatch.setattr(parallel, "CHUNK_VALUES", 2 * per_sample)
+        monkeypatch.setattr(parallel, "CHUNKS", True)
+        sizes: list[int] = []  # of the chunks run in this process, the threads' included
+        step = parallel._step
+        monkeypatch.setattr(
+            parallel, "_step", lambda *args: sizes.append(len(args[1])) or step(*args)
+        )
     quiet = no_effect_params(plain)
     fast = compile(twin, workers=3)
     threads = compile(other, workers=3, processes=False)
@@ -149,6 +161,11 @@ def test_a_split_training_step_is_the_threads_step_bit_for_bit(name):
             np.testing.assert_array_equal(layer.buffers[key], t_layer.buffers[key])
             assert relative_error(layer.buffers[key], p_layer.buffers[key]) < EXACT
     fast.close()
+    if chunks:  # parts of 3, 4 and 4: here part 0, on the threads all three, in 3 steps
+        if parallel.chunk_samples(plain) is None:  # a batch norm: parts run whole
+            assert sorted(sizes) == sorted([3, 3, 4, 4] * 3)
+        else:
+            assert sorted(sizes) == sorted([1, 2, 1, 2, 2, 2, 2, 2] * 3)
 
 
 def test_a_child_that_dies_in_a_step_with_batch_norm_has_the_step_run_on_the_threads():

@@ -5,11 +5,12 @@ It receives (model, capacity) once, makes the model's parameters and buffers vie
 shared state block (``processes.Blocks``), compiles it with one worker and says "ready". Then,
 for each message:
 
-    ("infer", n)                         logits of the n samples in the input block
-    ("train", n, loss, share, streams)   forward, loss and backward of a training part
-                                         (``parallel.part_step``); gradients to the grads block;
-                                         each batch norm sends ("sums", array) and waits for
-                                         ("total", array), the whole batch's
+    ("infer", n)           logits of the n samples in the input block
+    ("train", n, loss, share, streams, chunk)
+                           forward, loss and backward of a training part, in chunks of at
+                           most ``chunk`` samples (``parallel.part_step``); gradients to the
+                           grads block; each batch norm sends ("sums", array) and waits for
+                           ("total", array), the whole batch's
 
 it writes the logits to the logits block and answers ("done", its share of the loss or None),
 or ("error", reason). It exits when told to (None) or when its parent is gone (end of file).
@@ -81,11 +82,11 @@ def main(argv: list[str]) -> None:
             if kind == "infer":
                 blocks.logits[:n] = net.forward(x, training=False)
             else:
-                loss, share, streams = rest
+                loss, share, streams, chunk = rest
                 ops = net.ops
                 for j, stream in streams.items():
                     ops[j].stream = stream
-                logits, value = part_step(ops, x, blocks.labels[:n], loss, share)
+                logits, value = part_step(ops, x, blocks.labels[:n], loss, share, chunk)
                 blocks.logits[:n] = logits
                 for layer, grads in zip(model.layers, blocks.grads, strict=True):
                     for key, block in grads.items():

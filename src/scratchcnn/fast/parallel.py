@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -39,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from ..nn import Layer, Sequential, SoftmaxCrossEntropy
+from ..nn.layers import BatchNorm1D, BatchNorm2D
 from ..nn.layers.base import backward_through, forward_through
 from .blas import single_threaded_blas
 from .ops import DropoutOp, Op
@@ -48,6 +50,20 @@ from .ops import DropoutOp, Op
 # at 16 samples a part and gained 3-19% at 32; the seed net (13,530) lost at 64 and gained
 # 23-32% at 128. So keras batches split from 44 samples, seed batches from 222.
 MIN_PART_VALUES = 1_500_000
+# A part of a training batch larger than this many activation values runs in chunks of at
+# most that many, one after another, each its forward, loss and backward, their gradients
+# summed (``part_step``): a chunk's patches and masks are still in cache when its backward
+# reads them. Timed split over two processes (benchmarks/results/chunk-size.txt): the user net
+# (47,146 values a sample) went 0.99x to 1.15x in chunks of 16 to 64 of parts of 64 and 128
+# (2x32 of 64: 1.04x; 3x43 of 128: 1.15x), 0.98x in 2x16 of a part of 32; the keras net
+# (68,970), whose second conv's backward reads its input, not its patches (``winograd.py``),
+# 0.95x to 1.03x, no gain beyond the noise; the seed net (13,530) 1.17x in 2 chunks of 64 of
+# a part of 128, but 0.92x in 2 of 32 of a part of 64. A threshold small enough for the seed
+# net's chunks would cut the others into chunks of 16 and less, so it is set for theirs: the
+# user net's parts of 64 and 128 run as 2x32 and 3x43, the seed net's whole.
+# ``SCRATCHCNN_CHUNKS=0`` in the environment (or ``CHUNKS = False``) switches it off.
+CHUNK_VALUES = 2_500_000
+CHUNKS = os.environ.get("SCRATCHCNN_CHUNKS", "1") != "0"
 
 
 def samples_holding(model: Sequential, values: int) -> int:
@@ -55,6 +71,20 @@ def samples_holding(model: Sequential, values: int) -> int:
     ``values`` values: the smallest part worth handing over."""
     per_sample = sum(int(np.prod(shape)) for shape in model.output_shapes)
     return -(-values // per_sample)
+
+
+def has_batch_norm(model: Sequential) -> bool:
+    """Whether ``model`` has a batch norm, whose statistics are the whole batch's."""
+    return any(isinstance(layer, (BatchNorm1D, BatchNorm2D)) for layer in model.layers)
+
+
+def chunk_samples(model: Sequential) -> int | None:
+    """The most samples in a chunk of a training part (``part_step``): about CHUNK_VALUES
+    activation values. None (a part runs whole) with a batch norm, which must see the whole
+    batch before any sample can go on, or with ``CHUNKS`` off."""
+    if not CHUNKS or has_batch_norm(model):
+        return None
+    return samples_holding(model, CHUNK_VALUES)
 
 
 def split(n: int, workers: int, min_part: int = 1) -> list[slice]:
@@ -185,18 +215,74 @@ def part_streams(
 
 
 def part_step(
-    ops: list[Layer], x: np.ndarray, labels: np.ndarray, loss: SoftmaxCrossEntropy, share: float
+    ops: list[Layer],
+    x: np.ndarray,
+    labels: np.ndarray,
+    loss: SoftmaxCrossEntropy,
+    share: float,
+    chunk: int | None = None,
 ) -> tuple[np.ndarray, float]:
     """Forward, loss and backward of one part of a split training batch, the part being
     ``share`` of the batch: returns its logits and its share of the batch's mean loss.
 
     A part's mean loss L_r over its n_r samples is n_r/N of the batch mean's share:
-    L = sum_r (n_r / N) L_r, and dL/dlogits_r = (n_r / N) dL_r/dlogits_r."""
+    L = sum_r (n_r / N) L_r, and dL/dlogits_r = (n_r / N) dL_r/dlogits_r.
+
+    A part of more than ``chunk`` samples (``chunk_samples``) runs as near-equal chunks of at
+    most that many, one after another, the same way: the chunks are parts of the part, their
+    gradients are summed in order, and their dropout masks are the part's, sliced."""
+    n = len(x)
+    chunks = split(n, -(-n // chunk)) if chunk else [slice(0, n)]
+    if len(chunks) == 1:
+        return _step(ops, x, labels, loss, share)
+    layers = [each for op in ops for each in getattr(op, "layers", (op,)) if each.params]
+    sums: list[dict[str, np.ndarray]] = []
+    outputs, value = [], 0.0
+    for c, streams in zip(chunks, _chunk_streams(ops, chunks, x.dtype), strict=True):
+        for j, stream in streams.items():
+            ops[j].stream = stream
+        logits, chunk_value = _step(ops, x[c], labels[c], loss, share * (c.stop - c.start) / n)
+        outputs.append(logits)
+        value += chunk_value
+        if not sums:  # copied: an op may reuse its gradients' memory in the next chunk
+            sums = [{k: g.copy() for k, g in layer.grads.items()} for layer in layers]
+            continue
+        for total, layer in zip(sums, layers, strict=True):
+            for key, g in total.items():
+                g += layer.grads[key]
+    for total, layer in zip(sums, layers, strict=True):
+        layer.grads = total
+    return np.concatenate(outputs), value
+
+
+def _step(
+    ops: list[Layer], x: np.ndarray, labels: np.ndarray, loss: SoftmaxCrossEntropy, share: float
+) -> tuple[np.ndarray, float]:
     part_loss = copy.copy(loss)  # its own cache; ``loss`` itself is left as it was
     logits = forward_through(ops, x, True)
     value = part_loss.forward(logits, labels)
     backward_through(ops, part_loss.backward() * logits.dtype.type(share))
     return logits, value * share
+
+
+def _chunk_streams(
+    ops: list[Layer], chunks: list[slice], dtype: np.dtype
+) -> list[dict[int, Substream | Presampled]]:
+    """Each chunk's dropout streams: slices of the uniforms of the part's stream where its
+    dropout ops have one (a split batch), else drawn from their generators as
+    ``part_streams`` draws for parts."""
+    streams: list[dict[int, Substream | Presampled]] = [{} for _ in chunks]
+    for j, op in enumerate(ops):
+        if isinstance(op, DropoutOp) and op.dropout.p > 0:
+            source, op.stream = op.stream, None
+            if source is None:
+                drawn = dropout_streams(op.dropout.rng, op.sample_shape, chunks, dtype)
+            else:
+                uniforms = source.random((chunks[-1].stop, *op.sample_shape), dtype)
+                drawn = [Presampled(uniforms[c]) for c in chunks]
+            for own, stream in zip(streams, drawn, strict=True):
+                own[j] = stream
+    return streams
 
 
 def sum_grads(layers: list[Layer], parts_grads: list[list[dict[str, np.ndarray]]]) -> None:
@@ -236,12 +322,20 @@ class Replicas:
 
     ``layers`` are the declared layers (they own the parameters and receive the summed
     gradients), ``ops`` the fast ops that compute them (see plan.py). A batch is split into at
-    most ``workers`` parts of at least ``min_part`` samples each.
+    most ``workers`` parts of at least ``min_part`` samples each; in training a part runs in
+    chunks of at most ``chunk`` samples (``part_step``).
     """
 
-    def __init__(self, layers: list[Layer], ops: list[Layer], workers: int, min_part: int):
+    def __init__(
+        self,
+        layers: list[Layer],
+        ops: list[Layer],
+        workers: int,
+        min_part: int,
+        chunk: int | None = None,
+    ) -> None:
         self.layers, self.ops = layers, ops
-        self.workers, self.min_part = workers, min_part
+        self.workers, self.min_part, self.chunk = workers, min_part, chunk
         self._replicas: list[Replica] = []
         self._pool: ThreadPoolExecutor | None = None
         self._parts: list[slice] | None = None  # the split of the pending training forward
@@ -364,7 +458,8 @@ class Replicas:
         parts, replicas, groups = self._prepare(x, True)
 
         def work(part: slice, ops: list[Layer]) -> tuple[np.ndarray, float]:
-            return part_step(ops, x[part], labels[part], loss, (part.stop - part.start) / n)
+            share = (part.stop - part.start) / n
+            return part_step(ops, x[part], labels[part], loss, share, self.chunk)
 
         results = self._run(work, parts, replicas, groups)
         self._sum_grads(replicas)

@@ -58,11 +58,12 @@ import numpy as np
 
 from ..nn import Sequential, SoftmaxCrossEntropy
 from ..nn.layers.base import forward_through
-from ..nn.layers.normalization import BatchNorm1D, BatchNorm2D
 from .blas import single_threaded_blas
 from .ops import Op
 from .parallel import (
     Replica,
+    chunk_samples,
+    has_batch_norm,
     part_step,
     part_streams,
     replica,
@@ -204,12 +205,14 @@ class Child:
         loss: SoftmaxCrossEntropy,
         share: float,
         streams: dict,
+        chunk: int | None,
     ) -> None:
         """Hand the child the current state and a part of a training batch (``share`` of
-        it, with its dropout ``streams``) to run forward, loss and backward on."""
+        it, with its dropout ``streams``, in chunks of ``chunk``) to run forward, loss and
+        backward on."""
         self._put(model, x)
         self.blocks.labels[: len(x)] = labels
-        self._send(("train", len(x), loss, share, streams))
+        self._send(("train", len(x), loss, share, streams, chunk))
 
     def _put(self, model: Sequential, x: np.ndarray) -> None:
         for value, block in zip(
@@ -346,6 +349,7 @@ class ProcessSplit:
         self.layout = layout(model)
         self.infer_ops = inference_plan(model)  # part 0's, and a failed child's part's
         self.train_copy = replica(model.layers, plan(model))  # part 0's in training
+        self.chunk = chunk_samples(model)  # a training part's chunks (``part_step``)
         self._spare: Replica | None = None  # a failed child's training part's
         self.children: list[Child] = []
         self.lock = threading.Lock()  # one batch at a time; another thread uses the threads
@@ -407,7 +411,8 @@ class ProcessSplit:
         streams = part_streams(ops, parts, x.dtype)
 
         def give(child: Child, r: int) -> None:
-            child.train(self.model, x[parts[r]], labels[parts[r]], loss, shares[r], streams[r])
+            part = parts[r]
+            child.train(self.model, x[part], labels[part], loss, shares[r], streams[r], self.chunk)
 
         handed = self._hand_out(give, parts)
         with single_threaded_blas():
@@ -442,8 +447,8 @@ class ProcessSplit:
         value = float(sum(value for _, value, _ in results))
         return value, np.concatenate([logits for logits, _, _ in results])
 
-    @staticmethod
     def _train_here(
+        self,
         copy_: Replica,
         x: np.ndarray,
         labels: np.ndarray,
@@ -458,7 +463,7 @@ class ProcessSplit:
         layers, ops = copy_
         for j, stream in streams[r].items():
             ops[j].stream = stream
-        logits, value = part_step(ops, x[parts[r]], labels[parts[r]], loss, shares[r])
+        logits, value = part_step(ops, x[parts[r]], labels[parts[r]], loss, shares[r], self.chunk)
         return logits, value, [{k: g.copy() for k, g in layer.grads.items()} for layer in layers]
 
     def _hand_out(self, give: Callable[[Child, int], None], parts: list[slice]) -> list[Child]:
@@ -524,9 +529,7 @@ class Processes:
             False: samples_holding(model, MIN_PART_VALUES),
             True: samples_holding(
                 model,
-                MIN_TRAIN_PART_VALUES_NORM
-                if any(isinstance(layer, (BatchNorm1D, BatchNorm2D)) for layer in model.layers)
-                else MIN_TRAIN_PART_VALUES,
+                MIN_TRAIN_PART_VALUES_NORM if has_batch_norm(model) else MIN_TRAIN_PART_VALUES,
             ),
         }
         self.split: ProcessSplit | None = None
