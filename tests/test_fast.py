@@ -448,32 +448,30 @@ def chunks(monkeypatch):
 
 
 @pytest.mark.parametrize("name", NETS)
-def test_parts_in_chunks_follow_the_plain_trajectory(name, chunks):
-    # Three SGD steps with momentum, dropout on, the batch split over two threads and each
-    # part run two samples at a time: the loss, logits, gradients and draws of the plain net.
+def test_a_part_in_chunks_follows_the_plain_trajectory(name, chunks):
+    # Three SGD steps with momentum, dropout on, the batch run as one part in chunks of at most
+    # two samples, as a process runs its part of a split batch: the loss, logits, gradients
+    # and draws of the plain net.
     plain, twin = make_net(name), make_net(name)
     sizes = chunks(twin, 2)
-    fast = compile(twin, workers=2)
-    n = 2 * max(smallest_split_batch(fast, 2), 5) + 1  # parts of unequal size
+    chunk, ops = chunk_samples(twin), compile(twin, workers=1).ops
     opt_plain = SGD(plain.parameters(), lr=0.05, momentum=0.9)
     opt_fast = SGD(twin.parameters(), lr=0.05, momentum=0.9)
     rng = np.random.default_rng(2)
     for _ in range(3):
-        x, y = batch_for(plain, rng, n)
+        x, y = batch_for(plain, rng, 11)
         plain_loss, plain_logits = plain.train_step(x, y, SoftmaxCrossEntropy())
-        fast_loss, fast_logits = fast.train_step(x, y, SoftmaxCrossEntropy())
+        fast_logits, fast_loss = part_step(ops, x, y, SoftmaxCrossEntropy(), 1.0, chunk)
         assert abs(fast_loss - plain_loss) <= EXACT * plain_loss
         assert relative_error(fast_logits, plain_logits) < EXACT
         assert_same_grads(plain, twin)
         opt_plain.step(), opt_fast.step()
     assert twin.rng.bit_generator.state == plain.rng.bit_generator.state
-    parts = [n // 2, n - n // 2]  # the two threads' chunks run side by side: sizes sorted
     if any(isinstance(layer, (BatchNorm1D, BatchNorm2D)) for layer in plain.layers):
         # a batch norm needs the whole batch's statistics before any sample goes on
-        assert chunk_samples(twin) is None and sorted(sizes) == sorted(parts * 3)
+        assert chunk is None and sizes == [11] * 3
     else:
-        in_chunks = [p.stop - p.start for part in parts for p in split(part, -(-part // 2))]
-        assert max(in_chunks) == 2 and sorted(sizes) == sorted(in_chunks * 3)
+        assert chunk == 2 and sizes == [1, 2, 2, 2, 2, 2] * 3
 
 
 def test_chunks_can_be_switched_off(chunks):

@@ -104,25 +104,13 @@ def train_twice(runner, model, optimizer, batches):
     return out
 
 
-@pytest.mark.parametrize("chunks", [False, True], ids=["", "chunks"])
 @pytest.mark.parametrize("name", NETS)
-def test_a_split_training_step_is_the_threads_step_bit_for_bit(name, chunks, monkeypatch):
+def test_a_split_training_step_is_the_threads_step_bit_for_bit(name):
     """Every net (with dropout: ``keras``; with batch norm, whose sums cross the processes:
     ``fast``, ``best``, ...): losses, logits, gradients, running statistics and the
     parameters after SGD steps with momentum equal the threads' exactly and the plain engine's to
-    rounding (a bias right before a batch norm, whose gradient is rounding noise, to 1e-12).
-    With ``chunks``, every part runs two samples at a time (``parallel.part_step``), in the
-    children as on the threads."""
+    rounding (a bias right before a batch norm, whose gradient is rounding noise, to 1e-12)."""
     plain, twin, other = make_net(name), make_net(name), make_net(name)
-    if chunks:
-        per_sample = sum(int(np.prod(shape)) for shape in plain.output_shapes)
-        monkeypatch.setattr(parallel, "CHUNK_VALUES", 2 * per_sample)
-        monkeypatch.setattr(parallel, "CHUNKS", True)
-        sizes: list[int] = []  # of the chunks run in this process, the threads' included
-        step = parallel._step
-        monkeypatch.setattr(
-            parallel, "_step", lambda *args: sizes.append(len(args[1])) or step(*args)
-        )
     quiet = no_effect_params(plain)
     fast = compile(twin, workers=3)
     threads = compile(other, workers=3, processes=False)
@@ -161,11 +149,48 @@ def test_a_split_training_step_is_the_threads_step_bit_for_bit(name, chunks, mon
             np.testing.assert_array_equal(layer.buffers[key], t_layer.buffers[key])
             assert relative_error(layer.buffers[key], p_layer.buffers[key]) < EXACT
     fast.close()
-    if chunks:  # parts of 3, 4 and 4: here part 0, on the threads all three, in 3 steps
-        if parallel.chunk_samples(plain) is None:  # a batch norm: parts run whole
-            assert sorted(sizes) == sorted([3, 3, 4, 4] * 3)
-        else:
-            assert sorted(sizes) == sorted([1, 2, 1, 2, 2, 2, 2, 2] * 3)
+
+
+@pytest.mark.parametrize("name", ["keras", "pad5x5", "fast"])
+def test_split_parts_in_chunks_follow_the_plain_engine(name, monkeypatch):
+    """Every part in chunks of at most two samples, this process's and the children's (told
+    the size with their part): losses and logits of three SGD steps with momentum, dropout on,
+    and the parameters after them equal the plain engine's to rounding; a net with batch norm
+    runs its parts whole."""
+    plain, twin = make_net(name), make_net(name)
+    per_sample = sum(int(np.prod(shape)) for shape in plain.output_shapes)
+    monkeypatch.setattr(parallel, "CHUNK_VALUES", 2 * per_sample)
+    monkeypatch.setattr(parallel, "CHUNKS", True)
+    sizes: list[int] = []  # of the chunks run in this process
+    step = parallel._step
+    monkeypatch.setattr(parallel, "_step", lambda *args: sizes.append(len(args[1])) or step(*args))
+    sent: list = []  # what the children were handed
+    send = processes.Child._send
+    monkeypatch.setattr(processes.Child, "_send", lambda self, m: sent.append(m) or send(self, m))
+    fast = compile(twin, workers=3)
+    assert fast.start_processes(11)
+    rng = np.random.default_rng(1)
+    batches = [(batch(plain, 11, seed), rng.integers(0, 10, 11)) for seed in range(3)]
+    results = [
+        train_twice(runner, model, SGD(model.parameters(), lr=0.05, momentum=0.9), batches)
+        for runner, model in ((plain, plain), (fast, twin))
+    ]
+    assert runs(fast) == 3 and fast._processes.split.broken is None
+    fast.close()
+    for (p_loss, p_logits), (loss, logits) in zip(*results, strict=True):
+        assert abs(loss - p_loss) <= EXACT * p_loss
+        assert relative_error(logits, p_logits) < EXACT
+    quiet = no_effect_params(plain)
+    for i, (layer, p_layer) in enumerate(zip(twin.layers, plain.layers, strict=True)):
+        for key in layer.params:
+            if f"{i}.{key}" in quiet:
+                assert np.abs(layer.params[key] - p_layer.params[key]).max() < 1e-12
+            else:
+                assert relative_error(layer.params[key], p_layer.params[key]) < EXACT
+    chunk = parallel.chunk_samples(plain)
+    assert [m[-1] for m in sent if m[0] == "train"] == [chunk] * 6  # two children, three steps
+    # parts of 3, 4 and 4: this process runs part 0
+    assert sizes == ([3] if chunk is None else [1, 2]) * 3
 
 
 def test_a_child_that_dies_in_a_step_with_batch_norm_has_the_step_run_on_the_threads():

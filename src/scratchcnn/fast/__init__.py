@@ -21,8 +21,9 @@ What each piece buys, and where it is:
   ``blas.py``       BLAS's thread count, and a context that sets it to one
 * ``parallel.py``   a batch split over worker threads, one copy of the ops per part, summed
                     gradients, batch-norm sums shared across the parts, dropout streams; a
-                    large training part run in chunks that stay in cache, one after another,
-                    in a net without batch norm (SCRATCHCNN_CHUNKS=0: off)
+                    large training part with a process to itself run in chunks that stay in
+                    cache, one after another, in a net without batch norm
+                    (SCRATCHCNN_CHUNKS=0: off)
 * ``processes.py``  a large batch split over this process and child processes
                     (``child.py`` is their program), which, unlike threads, do not take
                     turns with the GIL; they start once such batches have run two seconds

@@ -24,7 +24,7 @@ from ..errors import ShapeError
 from ..nn import Layer, Sequential, SoftmaxCrossEntropy, softmax
 from ..nn.layers.base import backward_through, forward_through
 from .blas import blas_threads
-from .parallel import MIN_PART_VALUES, Replicas, chunk_samples, samples_holding
+from .parallel import MIN_PART_VALUES, Replicas, samples_holding
 from .plan import inference_plan, plan
 from .processes import SUPPORTED, Processes
 from .replay import Replays
@@ -92,7 +92,7 @@ class CompiledModel:
         if replicas is None or replicas.workers != self.workers:
             min_part = samples_holding(self.model, MIN_PART_VALUES)
             replicas = self._replicas[training] = Replicas(
-                self.model.layers, ops, self.workers, min_part, chunk_samples(self.model)
+                self.model.layers, ops, self.workers, min_part
             )
         return replicas if len(replicas.parts(n)) > 1 else None
 

@@ -60,7 +60,10 @@ MIN_PART_VALUES = 1_500_000
 # 0.95x to 1.03x, no gain beyond the noise; the seed net (13,530) 1.17x in 2 chunks of 64 of
 # a part of 128, but 0.92x in 2 of 32 of a part of 64. A threshold small enough for the seed
 # net's chunks would cut the others into chunks of 16 and less, so it is set for theirs: the
-# user net's parts of 64 and 128 run as 2x32 and 3x43, the seed net's whole.
+# user net's parts of 64 and 128 run as 2x32 and 3x43, the seed net's whole. Only where a
+# part has a process to itself (``processes.py``): on the worker threads, whose parts share
+# one interpreter, a chunk's Python costs more than its cache saves (timed by hand, in no
+# file: the user net 0.93x and 0.96x, keras 0.92x, at batch 128 and 256).
 # ``SCRATCHCNN_CHUNKS=0`` in the environment (or ``CHUNKS = False``) switches it off.
 CHUNK_VALUES = 2_500_000
 CHUNKS = os.environ.get("SCRATCHCNN_CHUNKS", "1") != "0"
@@ -79,9 +82,10 @@ def has_batch_norm(model: Sequential) -> bool:
 
 
 def chunk_samples(model: Sequential) -> int | None:
-    """The most samples in a chunk of a training part (``part_step``): about CHUNK_VALUES
-    activation values. None (a part runs whole) with a batch norm, which must see the whole
-    batch before any sample can go on, or with ``CHUNKS`` off."""
+    """The most samples in a chunk of a training part run in a process of its own
+    (``part_step``): about CHUNK_VALUES activation values. None (a part runs whole) with a
+    batch norm, which must see the whole batch before any sample can go on, or with
+    ``CHUNKS`` off."""
     if not CHUNKS or has_batch_norm(model):
         return None
     return samples_holding(model, CHUNK_VALUES)
@@ -322,20 +326,12 @@ class Replicas:
 
     ``layers`` are the declared layers (they own the parameters and receive the summed
     gradients), ``ops`` the fast ops that compute them (see plan.py). A batch is split into at
-    most ``workers`` parts of at least ``min_part`` samples each; in training a part runs in
-    chunks of at most ``chunk`` samples (``part_step``).
+    most ``workers`` parts of at least ``min_part`` samples each.
     """
 
-    def __init__(
-        self,
-        layers: list[Layer],
-        ops: list[Layer],
-        workers: int,
-        min_part: int,
-        chunk: int | None = None,
-    ) -> None:
+    def __init__(self, layers: list[Layer], ops: list[Layer], workers: int, min_part: int):
         self.layers, self.ops = layers, ops
-        self.workers, self.min_part, self.chunk = workers, min_part, chunk
+        self.workers, self.min_part = workers, min_part
         self._replicas: list[Replica] = []
         self._pool: ThreadPoolExecutor | None = None
         self._parts: list[slice] | None = None  # the split of the pending training forward
@@ -458,8 +454,7 @@ class Replicas:
         parts, replicas, groups = self._prepare(x, True)
 
         def work(part: slice, ops: list[Layer]) -> tuple[np.ndarray, float]:
-            share = (part.stop - part.start) / n
-            return part_step(ops, x[part], labels[part], loss, share, self.chunk)
+            return part_step(ops, x[part], labels[part], loss, (part.stop - part.start) / n)
 
         results = self._run(work, parts, replicas, groups)
         self._sum_grads(replicas)
