@@ -63,7 +63,8 @@ MIN_PART_VALUES = 1_500_000
 # user net's parts of 64 and 128 run as 2x32 and 3x43, the seed net's whole. Only where a
 # part has a process to itself (``processes.py``): on the worker threads, whose parts share
 # one interpreter, a chunk's Python costs more than its cache saves (timed by hand, in no
-# file: the user net 0.93x and 0.96x, keras 0.92x, at batch 128 and 256).
+# file, two runs: the user net 0.88x and 0.96x at batch 128, 1.00x and 0.93x at 256; keras
+# 0.91x at 128, 0.92x and 0.91x at 256).
 # ``SCRATCHCNN_CHUNKS=0`` in the environment (or ``CHUNKS = False``) switches it off.
 CHUNK_VALUES = 2_500_000
 CHUNKS = os.environ.get("SCRATCHCNN_CHUNKS", "1") != "0"
