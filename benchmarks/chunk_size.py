@@ -37,10 +37,9 @@ def runner(arch: str, batch: int, chunk: int | None):
     """A training step of ``arch`` at ``batch``, split over this process and a child, each
     part in chunks of at most ``chunk`` samples (None: whole)."""
     model = make_model(arch, seed=0)
-    per_sample = sum(int(np.prod(shape)) for shape in model.output_shapes)
     in_force = parallel.CHUNK_VALUES, parallel.CHUNKS
     parallel.CHUNKS = chunk is not None
-    parallel.CHUNK_VALUES = (chunk or 1) * per_sample
+    parallel.CHUNK_VALUES = (chunk or 1) * parallel.values_per_sample(model)
     try:
         net = compile(model, 2)
         if not net.start_processes(batch):
@@ -103,10 +102,7 @@ def main() -> None:
         f"{blas_info()['name']}; a training step split over this process and 1 child; "
         f"images/s, medians of {args.rounds} interleaved rounds of {args.seconds:g} s",
         f"CHUNK_VALUES in force: {parallel.CHUNK_VALUES:,} values; per sample: "
-        + ", ".join(
-            f"{arch} {sum(int(np.prod(s)) for s in make_model(arch).output_shapes):,}"
-            for arch in CASES
-        ),
+        + ", ".join(f"{arch} {parallel.values_per_sample(make_model(arch)):,}" for arch in CASES),
         "net    batch  part |    whole | in chunks (count x samples): images/s, over whole "
         "| CHUNK_VALUES picks",
     ]

@@ -45,8 +45,10 @@ from scratchcnn.fast.parallel import (
     Substream,
     chunk_samples,
     dropout_streams,
+    has_batch_norm,
     part_step,
     split,
+    values_per_sample,
 )
 from scratchcnn.fast.patches import gather_patches
 from scratchcnn.fast.workspace import Workspace
@@ -440,8 +442,7 @@ def chunks(monkeypatch):
     monkeypatch.setattr(parallel, "_step", lambda *args: sizes.append(len(args[1])) or step(*args))
 
     def set_size(model: Sequential, k: int) -> list[int]:
-        per_sample = sum(int(np.prod(shape)) for shape in model.output_shapes)
-        monkeypatch.setattr(parallel, "CHUNK_VALUES", k * per_sample)
+        monkeypatch.setattr(parallel, "CHUNK_VALUES", k * values_per_sample(model))
         return sizes
 
     return set_size
@@ -467,8 +468,7 @@ def test_a_part_in_chunks_follows_the_plain_trajectory(name, chunks):
         assert_same_grads(plain, twin)
         opt_plain.step(), opt_fast.step()
     assert twin.rng.bit_generator.state == plain.rng.bit_generator.state
-    if any(isinstance(layer, (BatchNorm1D, BatchNorm2D)) for layer in plain.layers):
-        # a batch norm needs the whole batch's statistics before any sample goes on
+    if has_batch_norm(plain):  # it needs the whole batch's statistics before any sample goes on
         assert chunk is None and sizes == [11] * 3
     else:
         assert chunk == 2 and sizes == [1, 2, 2, 2, 2, 2] * 3

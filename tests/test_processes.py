@@ -158,8 +158,7 @@ def test_split_parts_in_chunks_follow_the_plain_engine(name, monkeypatch):
     and the last step's gradients and running statistics equal the plain engine's to
     rounding; a net with batch norm runs its parts whole."""
     plain, twin = make_net(name), make_net(name)
-    per_sample = sum(int(np.prod(shape)) for shape in plain.output_shapes)
-    monkeypatch.setattr(parallel, "CHUNK_VALUES", 2 * per_sample)
+    monkeypatch.setattr(parallel, "CHUNK_VALUES", 2 * parallel.values_per_sample(plain))
     monkeypatch.setattr(parallel, "CHUNKS", True)
     sizes: list[int] = []  # of the chunks run in this process
     step = parallel._step

@@ -70,11 +70,15 @@ CHUNK_VALUES = 2_500_000
 CHUNKS = os.environ.get("SCRATCHCNN_CHUNKS", "1") != "0"
 
 
+def values_per_sample(model: Sequential) -> int:
+    """The activation values of one sample: the model's layer outputs, summed."""
+    return sum(int(np.prod(shape)) for shape in model.output_shapes)
+
+
 def samples_holding(model: Sequential, values: int) -> int:
-    """The fewest samples whose activations (the model's layer outputs, summed) hold at least
+    """The fewest samples whose activations (``values_per_sample`` each) hold at least
     ``values`` values: the smallest part worth handing over."""
-    per_sample = sum(int(np.prod(shape)) for shape in model.output_shapes)
-    return -(-values // per_sample)
+    return -(-values // values_per_sample(model))
 
 
 def has_batch_norm(model: Sequential) -> bool:
