@@ -22,7 +22,8 @@ and grid lines, thin pens and fat markers, several digits. The pipeline, step by
    brightened to the rest first (``_relit``), so that the shadow's edge does not go on
    across the painted desk.
 3. ``ink_components``: connected components of the ink, without specks, and without long thin
-   shapes or shapes along the border that are paper edges, shadow borders or lines.
+   shapes or shapes along the border that are paper edges, shadow borders or lines (a long
+   stroke through or along another piece's box stays: a 4's stem drawn apart from its bar).
 4. ``load_digit`` picks the coherent ink nearest the centre (the component that is large and
    central, with the pieces beside it: a broken 5 or 4); ``find_digits`` finds every digit of
    a number: pieces merged, what is not sized like a digit dropped (judged against the piece
@@ -67,6 +68,7 @@ SHADOW_STEP = 0.05
 BLACK = 0.05  # as dark as black gets in a photo (grey level), for ratios of light
 SCRAP = 0.1  # a piece of a number with this share of a typical digit's ink or less is no digit
 NEAR = 0.4  # pieces within this share of a digit's size of it are part of it
+STEM_GAP = 0.1  # a long stroke this near a piece (a share of its size) is its stem, no line
 # A piece whose thickest part (twice its largest distance to the background) is more than
 # this share of its height is a filled region (a shadow, the desk, a dark object), not a pen's
 # stroke: the development set's single digits reach 0.30 at most, 0.10 at the median.
@@ -769,24 +771,32 @@ class Piece:
 
 def ink_components(ink: Ink) -> tuple[np.ndarray, list[Piece]]:
     """Label the ink (8-connected) and keep what can be part of a digit: no specks, and,
-    while anything else is left, no long thin shapes (lines, paper edges) or large shapes
-    along the border (shadow borders). A tall thin 1 alone in its picture is kept."""
+    while anything else is left, no long thin shapes (lines, paper edges) unless they run
+    through or along another piece's box, or large shapes along the border (shadow borders).
+    A tall thin 1 alone in its picture is kept."""
     labels, count = ndimage.label(ink.mask, structure=np.ones((3, 3)))
     if count == 0:
         return labels, []
     boxes = ndimage.find_objects(labels)
     areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     h, w = ink.mask.shape
-    likely, unlikely = [], []
+    likely, lines, edges = [], [], []
     for index, (rows, cols) in enumerate(boxes, start=1):
         box = (rows.start, cols.start, rows.stop, cols.stop)
         piece = Piece(box, int(areas[index - 1]), [index])
         long_side, short_side = max(piece.height, piece.width), min(piece.height, piece.width)
-        line = long_side > 0.6 * max(h, w) and long_side > 12 * short_side
         # a shadow's or the paper's edge runs from one side of the picture to another
-        edge = piece.sides((h, w)) >= 2 and long_side > 0.5 * max(h, w)
-        (unlikely if line or edge else likely).append(piece)
-    pieces = likely or unlikely
+        if piece.sides((h, w)) >= 2 and long_side > 0.5 * max(h, w):
+            edges.append(piece)
+        elif long_side > 0.6 * max(h, w) and long_side > 12 * short_side:
+            lines.append(piece)
+        else:
+            likely.append(piece)
+    # A long straight stroke that runs through or along another piece's box is that digit's
+    # (the stem of a 4 drawn apart from its bar, a 7's long leg), not a ruled line: a ruled
+    # line that crosses a digit is joined to its ink, or gone already (``_ruled_lines``).
+    stems = [line for line in lines if any(_near(piece, line, STEM_GAP) for piece in likely)]
+    pieces = sorted(likely + stems or lines + edges, key=lambda piece: piece.labels[0])
     # Specks are judged against the largest piece that may be a digit: not a shadow's edge,
     # nor a filled region that dwarfs the rest (a dark object, a shadow inside the picture:
     # the digits would be specks beside it). Ink that is merely thick, as blurred digits

@@ -24,6 +24,7 @@ from .classifier import Classifier
 from .photos import MAX_PIXELS, Digit, Picture, find_digits, open_image, read_image
 
 TURN_MARGIN = 0.1  # how much surer (mean confidence) a turned reading of upright digits must be
+TURN_SHARE = 0.5  # the least share of the digits found upright that a turned reading must find
 
 
 @dataclass
@@ -175,6 +176,10 @@ def read_number(
     # little confidence: it may, but a network is often sure of a digit turned on its side too,
     # so then a turned reading has to be clearly surer to win.
     margin = 0.0 if aspect < 1.0 else TURN_MARGIN
+    # A mean over one digit is no match for a mean over ten: a turned reading that finds under
+    # half the digits has read a stroke or an edge, not the number (a row of digits on a sheet
+    # read turned as the sheet's edge, a "1").
+    least = TURN_SHARE * sum(len(row) for row in rows)
     if aspect < 1.0 or best[1] < 0.9:
         for turns in (1, 3):
             try:
@@ -182,7 +187,7 @@ def read_number(
             except ImageError:
                 continue
             read, confidence = _classify(clf, turned_rows)
-            if confidence > best[1] + margin:
+            if confidence > best[1] + margin and sum(len(row) for row in turned_rows) >= least:
                 best = (read, confidence, turns)
     read, _, turns = best
     for row in read:
