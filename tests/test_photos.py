@@ -179,16 +179,87 @@ def test_a_number_photographed_sideways_is_read_upright(bundled, test_digits):
 
 
 def test_a_4_whose_stem_is_drawn_apart_from_its_bar_is_read_whole():
-    """A 4 drawn as a "<" and a long stem beside it, not touching: the stem runs most of the
-    picture's height, as a ruled line turned upright would, but through the box of the rest of
-    the digit, so it is the digit's (measured: before, the "<" alone went to the network)."""
-    grey = np.full((290, 160), 230, np.uint8)
-    img = Image.fromarray(grey)
+    """A 4 drawn as a "<" and a long stem that its tip stops short of: the stem runs most of
+    the picture's height, as a ruled line turned upright would, but through the box of the rest
+    of the digit, so it is the digit's (measured: before, the "<" alone went to the network)."""
+    img = Image.new("L", (160, 290), 230)
     draw = ImageDraw.Draw(img)
-    draw.line([(88, 22), (22, 84), (92, 84)], fill=30, width=5, joint="curve")  # "<" and bar
-    draw.line([(100, 16), (100, 275)], fill=30, width=5)  # the stem, 5 pixels to its right
+    draw.line([(98, 28), (22, 84), (92, 84)], fill=30, width=5, joint="curve")  # "<" and bar
+    draw.line([(101, 40), (101, 275)], fill=30, width=5)  # the stem, below the tip
     left, top, right, bottom = find_digit(png(img)).box
-    assert top <= 20 and bottom >= 270 and left <= 25 and right >= 100
+    assert bottom >= 270 and right >= 102
+
+
+def test_a_broken_ruled_line_that_runs_off_the_picture_is_not_part_of_the_digit_above_it():
+    """The end of a ruled line (the rest of it too faint, or broken off) under a 0, running off
+    the picture's edge: near the digit, but ink that runs off the picture is a line or an
+    edge unless it reaches into the digit's box (measured: before, the 0 and the line went to
+    the network together, and the development set's 0_krisut_2 halved in size read as a 9)."""
+    img = Image.new("L", (110, 125), 230)
+    draw = ImageDraw.Draw(img)
+    draw.ellipse([25, 15, 85, 95], outline=40, width=6)
+    draw.line([(45, 108), (110, 106)], fill=90, width=3)
+    left, top, right, bottom = find_digit(png(img)).box
+    assert (left, top) == (25, 15) and right <= 90 and bottom <= 100
+
+
+def test_a_faint_stroke_joined_to_firm_ones_is_ink():
+    """A 4 whose bar is drawn lightly between two firm strokes, as a pencil leaves it: the bar
+    is fainter than the threshold the firm strokes set, but joined to them it is ink too
+    (measured: before, the network saw a "/" and a "1" apart)."""
+    img = Image.new("L", (150, 150), 235)
+    draw = ImageDraw.Draw(img)
+    draw.line([(70, 25), (30, 95)], fill=60, width=5)
+    draw.line([(95, 40), (95, 130)], fill=60, width=5)
+    draw.line([(30, 95), (115, 95)], fill=165, width=3)  # the bar
+    digit = find_digit(png(img))
+    left, top, right, _ = digit.box
+    assert right >= 115
+    assert digit.mask[95 - top - 1 : 95 - top + 2, 60 - left].any()  # between the strokes
+
+
+def test_ink_cut_by_the_pictures_edge_below_a_number_is_no_row_of_it(bundled, test_digits):
+    """Dark blocks that the picture's bottom edge cuts (a desk's edge, the blocks a JPEG makes
+    of it) under a number read clear of the edges: not a second row (measured: before, every
+    picture was read with a second row, "000")."""
+    images, labels = test_digits
+    for seed in range(4):
+        picks = np.random.default_rng(seed).integers(0, len(images), 5)
+        photo = number_photo([[images[i] for i in picks]], seed=seed, lines="none")
+        photo = Image.open(io.BytesIO(photo)).convert("L")
+        w, h = photo.size
+        sheet = Image.new("L", (w, int(2.2 * h)), int(np.median(np.asarray(photo)[0])))
+        sheet.paste(photo, (0, 0))
+        draw = ImageDraw.Draw(sheet)
+        for k in range(3):
+            x = int(w * (0.2 + 0.25 * k))
+            draw.rectangle([x, sheet.height - h // 3, x + h // 4, sheet.height], fill=50)
+        rows = read_number(bundled, png(sheet)).rows
+        assert len(rows) == 1
+        if seed == 0:
+            assert rows[0].text == "".join(str(labels[i]) for i in picks)
+
+
+def test_a_dark_bar_beside_a_number_does_not_set_the_size_of_its_digits(bundled, test_digits):
+    """A dark bar (a pen, a phone's edge, a finger's shadow) beside a number, with more ink than
+    all its digits: the typical digit, which sets what is sized like a digit, is judged by the
+    length of the strokes, where the bar counts by its outline. Measured: 0 of these 6 read
+    exactly when it was judged by area (each read as "1", the bar), 4 of 6 by stroke length."""
+    images, labels = test_digits
+    exact = 0
+    for seed in range(6):
+        picks = np.random.default_rng(seed).integers(0, len(images), 5)
+        photo = number_photo([[images[i] for i in picks]], seed=seed, lines="none")
+        photo = Image.open(io.BytesIO(photo)).convert("L")
+        w, h = photo.size
+        sheet = Image.new("L", (int(w * 1.5), h * 3), int(np.median(np.asarray(photo)[0])))
+        sheet.paste(photo, (int(w * 0.45), h))
+        size, top = h // 2, int(1.2 * h)
+        bar = [size // 2, top, size // 2 + int(0.6 * size), top + 2 * size]
+        ImageDraw.Draw(sheet).rectangle(bar, fill=45)
+        reading = read_number(bundled, png(sheet))
+        exact += [row.text for row in reading.rows] == ["".join(str(labels[i]) for i in picks)]
+    assert exact >= 4
 
 
 def framed_number_beside_a_dark_object(digits: list[np.ndarray], seed: int) -> bytes:

@@ -14,26 +14,27 @@ and grid lines, thin pens and fat markers, several digits. The pipeline, step by
    brightness estimated at a large scale (a grey closing, smoothed, but kept sharp along a
    hard shadow's edge) and divided out, which flattens shadows and gradients (a noisy
    picture is smoothed first); the ink strength thresholded (Otsu, within bounds: half the
-   darkest ink's strength is ink); ruled and grid lines - runs longer than most of the
-   image, level or, on a sheet photographed askew, at the slant a Hough transform finds -
-   removed. A sheet of paper held up to a camera or lying on a darker, bare desk
-   (``paper_sheet``) has the desk painted over with the paper's nearest brightness first,
-   so that the sheet's edge is not read as ink; a part of the sheet under a hard shadow is
-   brightened to the rest first (``_relit``), so that the shadow's edge does not go on
-   across the painted desk.
+   darkest ink's strength is ink), with fainter ink joined to what passes (hysteresis); ruled
+   and grid lines - runs longer than most of the image, level or, on a sheet photographed
+   askew, at the slant a Hough transform finds - removed. A sheet of paper held up to a
+   camera or lying on a darker, bare desk (``paper_sheet``) has the desk painted over with the
+   paper's nearest brightness first, so that the sheet's edge is not read as ink; a part of
+   the sheet under a hard shadow is brightened to the rest first (``_relit``), so that the
+   shadow's edge does not go on across the painted desk.
 3. ``ink_components``: connected components of the ink, without specks, and without long thin
    shapes or shapes along the border that are paper edges, shadow borders or lines (a long
-   stroke through or along another piece's box stays: a 4's stem drawn apart from its bar).
+   stroke through another piece's box stays: a 4's stem drawn apart from its bar).
 4. ``load_digit`` picks the coherent ink nearest the centre (the component that is large and
    central, with the pieces beside it: a broken 5 or 4); ``find_digits`` finds every digit of
    a number: pieces merged, what is not sized like a digit dropped (judged against the piece
    that holds the middle of the ink, not the median piece: dust has no say), touching digits
-   split, rows top to bottom, digits left to right.
+   split, rows top to bottom (but not a row that runs off the picture everywhere, beside
+   rows clear of its edge), digits left to right.
 5. ``to_mnist``: each digit's strokes brought toward MNIST's width relative to its size
    (dilated or eroded), then MNIST's 20x20 box and centre of mass.
 
 Everything here uses Pillow for files, scipy.ndimage for filters, morphology and labelling, and
-scikit-image for the Hough transform.
+scikit-image for the Hough transform and the hysteresis threshold.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ import pypdfium2 as pdfium
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
+from skimage.filters import apply_hysteresis_threshold
 from skimage.measure import block_reduce
 from skimage.transform import hough_line
 
@@ -68,7 +70,6 @@ SHADOW_STEP = 0.05
 BLACK = 0.05  # as dark as black gets in a photo (grey level), for ratios of light
 SCRAP = 0.1  # a piece of a number with this share of a typical digit's ink or less is no digit
 NEAR = 0.4  # pieces within this share of a digit's size of it are part of it
-STEM_GAP = 0.1  # a long stroke this near a piece (a share of its size) is its stem, no line
 # A piece whose thickest part (twice its largest distance to the background) is more than
 # this share of its height is a filled region (a shadow, the desk, a dark object), not a pen's
 # stroke: the development set's single digits reach 0.30 at most, 0.10 at the median.
@@ -92,6 +93,7 @@ NOISE = 0.03
 # matters when the ink has two tones and no paper noise to split off (a grey brush with a dark
 # rim drawn on flat white): Otsu then splits the ink itself, and half the peak strength is ink.
 INK_THRESHOLD = (0.2, 0.5)
+FAINT = 0.7  # ink this share of the threshold is ink too where it joins ink above it
 
 
 @dataclass
@@ -633,7 +635,9 @@ def _ink(grey: np.ndarray) -> Ink:
     peak = _ends(ink.strength)[1]
     strength = np.clip(ink.strength / max(peak, 1e-3), 0, 1)
     threshold = float(np.clip(_otsu(strength[strength > 0.04]), *INK_THRESHOLD))
-    mask = strength >= threshold
+    # Ink is what passes the threshold and the fainter ink joined to it, down to FAINT of it:
+    # a 4's bar drawn lightly between two firm strokes, a stroke's lighter end.
+    mask = apply_hysteresis_threshold(strength, FAINT * threshold, threshold)
     lines, (level, upright) = _ruled_lines(mask)
     rest = mask & ~lines
     # A tall 1 in a tight crop is no line: lines that are most of the ink stay ink, unless
@@ -742,11 +746,14 @@ def _slant(mask: np.ndarray) -> float:
 @dataclass
 class Piece:
     """Ink that belongs together (one component, or the pieces of one digit): its box
-    (top, left, bottom, right), exclusive at the bottom and right, and its pixel count."""
+    (top, left, bottom, right), exclusive at the bottom and right, its pixel count, and the
+    length of its strokes (up to a constant factor: its pixel count over its mean depth, the
+    distance to the background; a filled blot's is about its outline's length)."""
 
     box: tuple[int, int, int, int]
     area: int
     labels: list[int] = field(default_factory=list)
+    length: float = 0.0
     whole: Piece | None = None  # a part of a split piece: the piece before the split
     solid: bool = False  # a filled region rather than strokes (see SOLID)
 
@@ -766,24 +773,28 @@ class Piece:
     def merged(self, other: Piece) -> Piece:
         a, b = self.box, other.box
         box = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
-        return Piece(box, self.area + other.area, self.labels + other.labels)
+        return Piece(
+            box, self.area + other.area, self.labels + other.labels, self.length + other.length
+        )
 
 
 def ink_components(ink: Ink) -> tuple[np.ndarray, list[Piece]]:
     """Label the ink (8-connected) and keep what can be part of a digit: no specks, and,
     while anything else is left, no long thin shapes (lines, paper edges) unless they run
-    through or along another piece's box, or large shapes along the border (shadow borders).
+    through another piece's box, or large shapes along the border (shadow borders).
     A tall thin 1 alone in its picture is kept."""
     labels, count = ndimage.label(ink.mask, structure=np.ones((3, 3)))
     if count == 0:
         return labels, []
     boxes = ndimage.find_objects(labels)
     areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    depths = ndimage.mean(ndimage.distance_transform_edt(ink.mask), labels, range(1, count + 1))
     h, w = ink.mask.shape
     likely, lines, edges = [], [], []
     for index, (rows, cols) in enumerate(boxes, start=1):
         box = (rows.start, cols.start, rows.stop, cols.stop)
-        piece = Piece(box, int(areas[index - 1]), [index])
+        area = int(areas[index - 1])
+        piece = Piece(box, area, [index], area / depths[index - 1])
         long_side, short_side = max(piece.height, piece.width), min(piece.height, piece.width)
         # a shadow's or the paper's edge runs from one side of the picture to another
         if piece.sides((h, w)) >= 2 and long_side > 0.5 * max(h, w):
@@ -792,10 +803,11 @@ def ink_components(ink: Ink) -> tuple[np.ndarray, list[Piece]]:
             lines.append(piece)
         else:
             likely.append(piece)
-    # A long straight stroke that runs through or along another piece's box is that digit's
-    # (the stem of a 4 drawn apart from its bar, a 7's long leg), not a ruled line: a ruled
-    # line that crosses a digit is joined to its ink, or gone already (``_ruled_lines``).
-    stems = [line for line in lines if any(_near(piece, line, STEM_GAP) for piece in likely)]
+    # A long straight stroke that runs through another piece's box is that digit's (the stem
+    # of a 4 drawn apart from its bar, a 7's long leg), not a ruled line: a ruled line that
+    # crosses a digit is joined to its ink, or gone already (``_ruled_lines``); one that runs
+    # along a digit, under it, is a line.
+    stems = [line for line in lines if any(_overlap(line, piece) for piece in likely)]
     pieces = sorted(likely + stems or lines + edges, key=lambda piece: piece.labels[0])
     # Specks are judged against the largest piece that may be a digit: not a shadow's edge,
     # nor a filled region that dwarfs the rest (a dark object, a shadow inside the picture:
@@ -808,6 +820,14 @@ def ink_components(ink: Ink) -> tuple[np.ndarray, list[Piece]]:
             break
         piece.solid, largest = True, after
     return labels, [p for p in pieces if p.area >= max(4, 0.01 * largest.area)]
+
+
+def _overlap(a: Piece, b: Piece) -> bool:
+    """Whether the boxes of ``a`` and ``b`` share pixels."""
+    (a_top, a_left, a_bottom, a_right), (b_top, b_left, b_bottom, b_right) = a.box, b.box
+    return max(a_top, b_top) < min(a_bottom, b_bottom) and max(a_left, b_left) < min(
+        a_right, b_right
+    )
 
 
 def _solid(labels: np.ndarray, piece: Piece) -> bool:
@@ -835,7 +855,8 @@ def _near(a: Piece, b: Piece, margin: float) -> bool:
 
 def central_digit(pieces: list[Piece], shape: tuple[int, int]) -> Piece:
     """The coherent ink nearest the centre: the piece with the best area, discounted by its
-    distance from the centre, together with the pieces that touch its neighbourhood."""
+    distance from the centre, together with the pieces that touch its neighbourhood (pieces
+    that run off the picture: only those that reach into its box)."""
     h, w = shape
     centre = np.array([h / 2, w / 2])
 
@@ -844,12 +865,17 @@ def central_digit(pieces: list[Piece], shape: tuple[int, int]) -> Piece:
         distance = np.linalg.norm((middle - centre) / np.array([h, w]))
         return piece.area * max(0.05, 1 - 1.5 * distance) ** 2
 
+    def joins(digit: Piece, piece: Piece) -> bool:
+        # Ink that runs off the picture beside a digit is a line or an edge (a ruled line
+        # under it, broken); it is part of the digit only if it reaches into the digit's box.
+        return _overlap(digit, piece) if piece.sides(shape) else _near(digit, piece, NEAR)
+
     digit = max(pieces, key=score)
     changed = True
     while changed:  # pieces of the same digit: a 5's bar, a broken 4, a dotted stroke
         changed = False
         for piece in pieces:
-            if piece.labels[0] not in digit.labels and _near(digit, piece, NEAR):
+            if piece.labels[0] not in digit.labels and joins(digit, piece):
                 digit = digit.merged(piece)
                 changed = True
     return digit
@@ -966,8 +992,12 @@ def find_digits(source: str | Path | bytes | Picture, name: str | None = None) -
     pieces = _split_touching(pieces, labels)
     wholes = {id(p.whole): p.whole for p in pieces if p.whole is not None}
     wholes = {key: _digit(picture, ink, labels, whole) for key, whole in wholes.items()}
-    rows = []
-    for row in _rows(pieces):
+    rows, found = [], _rows(pieces)
+    # A row whose every piece runs off the picture is the frame's: a desk's or a shadow's edge,
+    # the blocks of a JPEG along it, not a row of the number, when another row has digits
+    # clear of the edge (a number cropped tight touches the edge in every row).
+    clear = [row for row in found if any(p.sides(ink.mask.shape) == 0 for p in row)]
+    for row in clear or found:
         digits = [_digit(picture, ink, labels, p) for p in row]
         for piece, digit in zip(row, digits, strict=True):
             digit.whole = wholes.get(id(piece.whole))
@@ -1008,17 +1038,17 @@ def _digit_pieces(pieces: list[Piece], shape: tuple[int, int]) -> list[Piece]:
 
 
 def _typical(pieces: list[Piece], shape: tuple[int, int]) -> Piece:
-    """A typical digit: the piece of median height weighted by area (the piece that holds
-    the middle of the ink, taken by height), of the pieces clear of the picture's edge and no
-    flatter than four times as wide as high (a few touching digits are not), if there are
-    any. However many specks of grain or dots of a shadow's edge there are, and whatever the
-    dark strip of desk or shadow along the edge (or inside it, framed) weighs, that piece is a
-    digit."""
+    """A typical digit: the piece of median height weighted by the length of its strokes (the
+    piece that holds the middle of the strokes, taken by height), of the pieces clear of the
+    picture's edge and no flatter than four times as wide as high (a few touching digits are
+    not), if there are any. However many specks of grain or dots of a shadow's edge there are,
+    and whatever the dark strip of desk or shadow along the edge (or inside it, framed)
+    weighs, that piece is a digit: a dark object counts by its outline, not its area."""
     inside = [p for p in pieces if p.sides(shape) == 0 and not p.solid]
     upright = [p for p in inside if p.width <= 4 * p.height]
     order = sorted(upright or inside or pieces, key=lambda p: p.height)
-    areas = np.cumsum([p.area for p in order])
-    return order[int(np.searchsorted(areas, areas[-1] / 2))]
+    lengths = np.cumsum([p.length for p in order])
+    return order[int(np.searchsorted(lengths, lengths[-1] / 2))]
 
 
 def _split_touching(pieces: list[Piece], labels: np.ndarray) -> list[Piece]:
@@ -1045,9 +1075,9 @@ def _split_touching(pieces: list[Piece], labels: np.ndarray) -> list[Piece]:
             # a piece one pixel high is wider than it has columns for parts: hi < lo there
             cuts.append(left + lo + int(np.argmin(profile[lo : max(hi, lo) + 1])))
         cuts.append(right)
-        area = piece.area // count
+        area, length = piece.area // count, piece.length / count
         result += [
-            Piece((top, a, bottom, b), area, piece.labels, whole=piece)
+            Piece((top, a, bottom, b), area, piece.labels, length, whole=piece)
             for a, b in zip(cuts[:-1], cuts[1:], strict=True)
             if b > a
         ]
