@@ -25,6 +25,7 @@ from scratchcnn.app import Classifier, default_model
 from scratchcnn.app.photos import (
     NOISE,
     WORK_SIDE,
+    border_median,
     denoised,
     find_digit,
     find_digits,
@@ -218,6 +219,20 @@ def test_a_faint_stroke_joined_to_firm_ones_is_ink():
     assert digit.mask[95 - top - 1 : 95 - top + 2, 60 - left].any()  # between the strokes
 
 
+def number_on_sheet(
+    digits: list[np.ndarray], seed: int, size: tuple[float, float], at: tuple[float, float] = (0, 0)
+) -> tuple[Image.Image, int, int]:
+    """A photo of one row of ``digits`` (``number_photo``, no lines) pasted on a larger sheet of
+    its paper's grey, ``size`` times its width and height, its top left corner ``at`` (shares of
+    its width and height): the sheet, and the photo's width and height."""
+    photo = Image.open(io.BytesIO(number_photo([digits], seed=seed, lines="none"))).convert("L")
+    w, h = photo.size
+    paper = int(np.median(np.asarray(photo)[0]))
+    sheet = Image.new("L", (int(size[0] * w), int(size[1] * h)), paper)
+    sheet.paste(photo, (int(at[0] * w), int(at[1] * h)))
+    return sheet, w, h
+
+
 def test_ink_cut_by_the_pictures_edge_below_a_number_is_no_row_of_it(bundled, test_digits):
     """Dark blocks that the picture's bottom edge cuts (a desk's edge, the blocks a JPEG makes
     of it) under a number read clear of the edges: not a second row (measured: before, every
@@ -225,11 +240,7 @@ def test_ink_cut_by_the_pictures_edge_below_a_number_is_no_row_of_it(bundled, te
     images, labels = test_digits
     for seed in range(4):
         picks = np.random.default_rng(seed).integers(0, len(images), 5)
-        photo = number_photo([[images[i] for i in picks]], seed=seed, lines="none")
-        photo = Image.open(io.BytesIO(photo)).convert("L")
-        w, h = photo.size
-        sheet = Image.new("L", (w, int(2.2 * h)), int(np.median(np.asarray(photo)[0])))
-        sheet.paste(photo, (0, 0))
+        sheet, w, h = number_on_sheet([images[i] for i in picks], seed, (1, 2.2))
         draw = ImageDraw.Draw(sheet)
         for k in range(3):
             x = int(w * (0.2 + 0.25 * k))
@@ -249,11 +260,7 @@ def test_a_dark_bar_beside_a_number_does_not_set_the_size_of_its_digits(bundled,
     exact = 0
     for seed in range(6):
         picks = np.random.default_rng(seed).integers(0, len(images), 5)
-        photo = number_photo([[images[i] for i in picks]], seed=seed, lines="none")
-        photo = Image.open(io.BytesIO(photo)).convert("L")
-        w, h = photo.size
-        sheet = Image.new("L", (int(w * 1.5), h * 3), int(np.median(np.asarray(photo)[0])))
-        sheet.paste(photo, (int(w * 0.45), h))
+        sheet, w, h = number_on_sheet([images[i] for i in picks], seed, (1.5, 3), (0.45, 1))
         size, top = h // 2, int(1.2 * h)
         bar = [size // 2, top, size // 2 + int(0.6 * size), top + 2 * size]
         ImageDraw.Draw(sheet).rectangle(bar, fill=45)
@@ -266,17 +273,13 @@ def framed_number_beside_a_dark_object(digits: list[np.ndarray], seed: int) -> b
     """A number on a sheet, a dark object (a phone) across the sheet's corner below it, the
     photo small in a grey frame: upright, a dark rim that reads as one sure "1" or "0" when
     the picture is turned."""
-    photo = Image.open(io.BytesIO(number_photo([digits], seed=seed, lines="none"))).convert("L")
-    w, h = photo.size
-    sheet = Image.new("L", (w, 3 * h), int(np.median(np.asarray(photo)[0])))
-    sheet.paste(photo, (0, 0))
+    sheet, w, h = number_on_sheet(digits, seed, (1, 3))
     ImageDraw.Draw(sheet).rounded_rectangle(
         [w // 5, int(1.8 * h), w + h, 4 * h], radius=h // 3, fill=45
     )
     grey = np.asarray(sheet)
-    frame = np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]]))
     margin = ((round(grey.shape[0] * 0.6),) * 2, (round(grey.shape[1] * 0.6),) * 2)
-    return png(Image.fromarray(np.pad(grey, margin, constant_values=int(frame))))
+    return png(Image.fromarray(np.pad(grey, margin, constant_values=int(border_median(grey)))))
 
 
 def test_a_turned_reading_of_an_edge_does_not_win_over_the_digits(bundled, test_digits):
