@@ -746,14 +746,11 @@ def _slant(mask: np.ndarray) -> float:
 @dataclass
 class Piece:
     """Ink that belongs together (one component, or the pieces of one digit): its box
-    (top, left, bottom, right), exclusive at the bottom and right, its pixel count, and the
-    length of its strokes (up to a constant factor: its pixel count over its mean depth, the
-    distance to the background; a filled blot's is about its outline's length)."""
+    (top, left, bottom, right), exclusive at the bottom and right, and its pixel count."""
 
     box: tuple[int, int, int, int]
     area: int
     labels: list[int] = field(default_factory=list)
-    length: float = 0.0
     whole: Piece | None = None  # a part of a split piece: the piece before the split
     solid: bool = False  # a filled region rather than strokes (see SOLID)
 
@@ -773,9 +770,7 @@ class Piece:
     def merged(self, other: Piece) -> Piece:
         a, b = self.box, other.box
         box = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
-        return Piece(
-            box, self.area + other.area, self.labels + other.labels, self.length + other.length
-        )
+        return Piece(box, self.area + other.area, self.labels + other.labels)
 
 
 def ink_components(ink: Ink) -> tuple[np.ndarray, list[Piece]]:
@@ -788,13 +783,11 @@ def ink_components(ink: Ink) -> tuple[np.ndarray, list[Piece]]:
         return labels, []
     boxes = ndimage.find_objects(labels)
     areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-    depths = ndimage.mean(ndimage.distance_transform_edt(ink.mask), labels, range(1, count + 1))
     h, w = ink.mask.shape
     likely, lines, edges = [], [], []
     for index, (rows, cols) in enumerate(boxes, start=1):
         box = (rows.start, cols.start, rows.stop, cols.stop)
-        area = int(areas[index - 1])
-        piece = Piece(box, area, [index], area / depths[index - 1])
+        piece = Piece(box, int(areas[index - 1]), [index])
         long_side, short_side = max(piece.height, piece.width), min(piece.height, piece.width)
         # a shadow's or the paper's edge runs from one side of the picture to another
         if piece.sides((h, w)) >= 2 and long_side > 0.5 * max(h, w):
@@ -830,13 +823,23 @@ def _overlap(a: Piece, b: Piece) -> bool:
     )
 
 
+def _depths(labels: np.ndarray, piece: Piece) -> np.ndarray:
+    """The distance of each of ``piece``'s pixels to the background, inside its box."""
+    top, left, bottom, right = piece.box
+    inside = np.isin(labels[top:bottom, left:right], piece.labels)
+    return ndimage.distance_transform_edt(np.pad(inside, 1))[1:-1, 1:-1][inside]
+
+
 def _solid(labels: np.ndarray, piece: Piece) -> bool:
     """Whether ``piece`` is a filled region, not strokes: its thickest part, measured by
     the distance to the background inside its box, is more than SOLID of its height."""
-    top, left, bottom, right = piece.box
-    inside = np.isin(labels[top:bottom, left:right], piece.labels)
-    depth = ndimage.distance_transform_edt(np.pad(inside, 1)).max()
-    return 2 * depth > SOLID * piece.height
+    return 2 * _depths(labels, piece).max() > SOLID * piece.height
+
+
+def _stroke_length(labels: np.ndarray, piece: Piece) -> float:
+    """The length of ``piece``'s strokes, up to a constant factor: its pixel count over its mean
+    distance to the background (a filled blot's is about its outline's length)."""
+    return piece.area / _depths(labels, piece).mean()
 
 
 # -- 4. the digits ---------------------------------------------------------------------------------
@@ -986,7 +989,7 @@ def find_digits(source: str | Path | bytes | Picture, name: str | None = None) -
     picture = source if isinstance(source, Picture) else read_image(source, label)
     ink = ink_map(picture.grey)
     labels, pieces = ink_components(ink)
-    pieces = _digit_pieces(pieces, ink.mask.shape)
+    pieces = _digit_pieces(pieces, labels)
     if not pieces:
         raise ImageError(f"{label}: no digits found (the image is blank or has no contrast)")
     pieces = _split_touching(pieces, labels)
@@ -1005,7 +1008,7 @@ def find_digits(source: str | Path | bytes | Picture, name: str | None = None) -
     return rows
 
 
-def _digit_pieces(pieces: list[Piece], shape: tuple[int, int]) -> list[Piece]:
+def _digit_pieces(pieces: list[Piece], labels: np.ndarray) -> list[Piece]:
     """Merge the pieces of one digit (boxes that overlap horizontally by half the narrower
     one, close in height), then keep what is sized like the digits of a number: the digits
     agree in height, so pieces far taller (shadows, the paper's bottom) or far flatter
@@ -1013,7 +1016,7 @@ def _digit_pieces(pieces: list[Piece], shape: tuple[int, int]) -> list[Piece]:
     dust, a few of them merged, with a tenth of a typical digit's ink or less)."""
     if not pieces:
         return []
-    typical = _typical(pieces, shape).height
+    typical = _typical(pieces, labels).height
     merged: list[Piece] = []
     for piece in sorted(pieces, key=lambda p: p.box[1]):
         for i, other in enumerate(merged):
@@ -1025,7 +1028,7 @@ def _digit_pieces(pieces: list[Piece], shape: tuple[int, int]) -> list[Piece]:
                 break
         else:
             merged.append(piece)
-    digit = _typical(merged, shape)
+    digit = _typical(merged, labels)
     height, area = digit.height, digit.area
     return [
         p
@@ -1037,17 +1040,17 @@ def _digit_pieces(pieces: list[Piece], shape: tuple[int, int]) -> list[Piece]:
     ]
 
 
-def _typical(pieces: list[Piece], shape: tuple[int, int]) -> Piece:
+def _typical(pieces: list[Piece], labels: np.ndarray) -> Piece:
     """A typical digit: the piece of median height weighted by the length of its strokes (the
     piece that holds the middle of the strokes, taken by height), of the pieces clear of the
     picture's edge and no flatter than four times as wide as high (a few touching digits are
     not), if there are any. However many specks of grain or dots of a shadow's edge there are,
     and whatever the dark strip of desk or shadow along the edge (or inside it, framed)
     weighs, that piece is a digit: a dark object counts by its outline, not its area."""
-    inside = [p for p in pieces if p.sides(shape) == 0 and not p.solid]
+    inside = [p for p in pieces if p.sides(labels.shape) == 0 and not p.solid]
     upright = [p for p in inside if p.width <= 4 * p.height]
     order = sorted(upright or inside or pieces, key=lambda p: p.height)
-    lengths = np.cumsum([p.length for p in order])
+    lengths = np.cumsum([_stroke_length(labels, p) for p in order])
     return order[int(np.searchsorted(lengths, lengths[-1] / 2))]
 
 
@@ -1075,9 +1078,9 @@ def _split_touching(pieces: list[Piece], labels: np.ndarray) -> list[Piece]:
             # a piece one pixel high is wider than it has columns for parts: hi < lo there
             cuts.append(left + lo + int(np.argmin(profile[lo : max(hi, lo) + 1])))
         cuts.append(right)
-        area, length = piece.area // count, piece.length / count
+        area = piece.area // count
         result += [
-            Piece((top, a, bottom, b), area, piece.labels, length, whole=piece)
+            Piece((top, a, bottom, b), area, piece.labels, whole=piece)
             for a, b in zip(cuts[:-1], cuts[1:], strict=True)
             if b > a
         ]
