@@ -2,7 +2,7 @@
 changed the way other people's photos differ from them: noise, low contrast, uneven light, a
 hard shadow, blur, size, a turn, ruled and squared paper.
 
-    python benchmarks/realdigits_changed.py [--model MODEL] [--dev DIR] [--out FILE]
+    python benchmarks/realdigits_changed.py [--model MODEL] [--dev DIR] [--out FILE] [--faint F]
 
 Each of the 250 pictures in ``../shared/data/realdigits-dev/images`` (never copied into the
 repository, never trained on) is read as ``read_image`` reads it (grey, upright, at most
@@ -12,7 +12,9 @@ photos of numbers in ``multi/`` the same way through ``read_number``, as ``scrat
 does, right only when every row is read exactly. Noise is drawn
 from a generator seeded by the picture's place in the sorted list, so runs repeat exactly.
 Prints, and writes to ``--out`` (default ``benchmarks/results/realdigits-changed.txt``), the
-share read right under each change and the pictures misread.
+share read right under each change and the pictures misread. ``--faint`` sets
+``photos.FAINT`` (how faint ink joined to ink may be and still be ink; 1: none) for the run, to
+weigh that trade-off: ``realdigits-changed-faint-1.0.txt`` is the run with ``--faint 1``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from scipy import ndimage
 
 from realdigits import arguments, model_and_set
 from scratchcnn import ScratchCNNError
+from scratchcnn.app import photos
 from scratchcnn.app.photos import border_median, load_digit, read_image
 from scratchcnn.app.reader import read_number
 from scratchcnn.fileio import atomic_write
@@ -154,7 +157,10 @@ def measure(paths: list[Path], read: Callable[[bytes, str], str]) -> tuple[list[
 def main(argv: list[str] | None = None) -> int:
     parser = arguments(__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(OUT), help="the report's file")
+    parser.add_argument("--faint", type=float, help=f"photos.FAINT (default {photos.FAINT})")
     args = parser.parse_args(argv)
+    if args.faint is not None:
+        photos.FAINT = args.faint
     if (loaded := model_and_set(args)) is None:
         return 1
     clf, dev = loaded
@@ -166,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     def number(data: bytes, name: str) -> str:
         return "-".join(row.text for row in read_number(clf, data, name).rows)
 
-    lines = [f"single digits of {dev.name} read by the {model}, each picture changed:"]
+    faint = "" if args.faint is None else f", photos.FAINT = {args.faint:g}"
+    lines = [f"single digits of {dev.name} read by the {model}{faint}, each picture changed:"]
     print(lines[0])
     rows, misread = measure(sorted((dev / "images").iterdir()), digit)
     lines += rows
