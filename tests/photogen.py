@@ -5,7 +5,8 @@ Each picture is paper (white, cream, grey or yellow, with grain) under uneven li
 gradient, sometimes a hard shadow), sometimes ruled or grid lines, and ink (black, blue or
 pencil grey) drawn from an MNIST digit scaled up, its strokes made pencil-thin or marker-thick,
 turned a little, placed off-centre; saved as PNG or JPEG. ``number_photo`` lays several digits
-in one or two rows; ``on_desk`` puts such a photo's sheet on a darker desk, as a camera sees it.
+in one or two rows; ``on_desk`` puts such a photo's sheet on a darker desk, as a camera sees it;
+``on_grid`` writes a number in pen across the lines of squared paper, seen close up.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import io
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+from skimage.morphology import skeletonize
 
 PAPERS = [(250, 250, 248), (245, 238, 215), (205, 205, 200), (240, 230, 150), (225, 228, 232)]
 INKS = [(20, 20, 25), (25, 40, 140), (90, 90, 95), (10, 60, 30)]
@@ -141,4 +143,40 @@ def on_desk(photo: bytes, seed: int) -> bytes:
     frame.paste(sheet, (left, top), cover)
     out = io.BytesIO()  # a camera's JPEG (a PNG of a grainy desk is slow to write)
     frame.save(out, format="JPEG", quality=int(rng.integers(70, 93)))
+    return out.getvalue()
+
+
+def on_grid(digits: list[np.ndarray], seed: int, line: int, below: str = "paper") -> bytes:
+    """A row of ``digits`` written in pen (strokes 5 pixels wide, as dark as 0.15 on paper of
+    0.9) on squared paper (lines ``line`` pixels wide, 160 apart, taking 30% of the light), as a
+    PNG 1000x800: each digit straddles a level line and has an upright one through it. What
+    lies under the bottom 22% of the frame: more ``"paper"``, a ``"desk"`` with level wood
+    grain (the sheet ends there, its grid a little before), or a ``"shadow"`` (a phone's, 45%
+    of the light, blotched like a camera's noise in the dark)."""
+    rng = np.random.default_rng(seed)
+    h, w, step = 800, 1000, 160
+    grey = np.full((h, w), 0.9, np.float32) * (1 + rng.normal(0, 0.02, (h, w)).astype(np.float32))
+    x0, y0 = int(rng.integers(0, 100)), int(rng.integers(0, step))  # five digits fit across
+    for x in range(x0, w, step):
+        grey[:, x : x + line] *= 0.7
+    for y in range(y0, h, step):
+        grey[y : y + line] *= 0.7
+    y = y0 + step - 50
+    for k, digit in enumerate(digits):
+        big = ndimage.zoom(digit.astype(np.float32) / 255, 100 / 28, order=1)
+        pen = ndimage.binary_dilation(skeletonize(big > 0.5), iterations=2).astype(np.float32)
+        alpha = ndimage.gaussian_filter(pen, 0.7)
+        x = x0 + step * (k + 1) - int(rng.integers(20, 80))
+        region = grey[y : y + alpha.shape[0], x : x + alpha.shape[1]]
+        region[...] = region * (1 - alpha) + 0.15 * alpha
+    d = int(0.22 * h)
+    if below == "desk":  # the sheet's last 60 pixels are a margin with no grid on it
+        grey[-d - 60 : -d] = 0.9 * (1 + rng.normal(0, 0.02, (60, w)))
+        wood = 0.3 + 0.1 * np.sin(np.arange(d) / 2 + rng.uniform(0, 6))[:, None]
+        grey[-d:] = wood * (1 + rng.normal(0, 0.03, (d, w)))
+    elif below == "shadow":
+        blotches = ndimage.gaussian_filter(rng.normal(0, 1, (d, w)), 2.5)
+        grey[-d:] *= 0.45 * (1 + 0.04 * blotches / blotches.std())
+    out = io.BytesIO()
+    Image.fromarray(np.uint8(np.clip(grey, 0, 1) * 255)).save(out, format="PNG")
     return out.getvalue()

@@ -57,6 +57,7 @@ from ..errors import ImageError
 from ..fileio import atomic_write
 
 MIN_SIDE = 8
+SPECK = 4  # pixels: ink this small is a speck, never a digit
 MAX_PIXELS = 80_000_000  # a bigger "image" is a decompression bomb, not a photo
 WORK_SIDE = 1024  # photos are shrunk to this first: a digit needs far fewer pixels
 STROKE = 0.13  # MNIST's stroke width over the longest side of its 20x20 box (~2.6 px)
@@ -80,6 +81,8 @@ DWARF = 10  # a filled region this many times the next piece's ink dwarfs the di
 ROW_SLOPES = sorted((0.04 * k for k in range(-9, 10)), key=abs)
 RULED = 3  # this many long lines (a grid's level and upright ones apart) are ruled or squared paper
 LINE_BRIDGE = 9  # pixels: a ruled line (dilated) is thinner, so a stroke across it is kept
+ON_LINE = 0.2  # ink on a printed line is this much stronger than the line, at least
+THIN_LINE = 0.02  # a printed line is at most this share of the picture's side thick
 # A shadowed part of a sheet is dimmer paper: its edge on the desk a smaller step (``paper_sheet``)
 SHADOWED_EDGE = 0.06
 SLANT, SLANT_STEP = 12.0, 0.25  # degrees: how far turned ruled lines are looked for, how finely
@@ -554,12 +557,18 @@ def _painted_around(grey: np.ndarray, sheet: np.ndarray) -> np.ndarray:
 def ink_map(grey: np.ndarray) -> Ink:
     """Find the ink; on a sheet of paper on a darker desk with nothing else on it, the ink
     with the desk painted over as paper (see ``paper_sheet``). A noisy picture is smoothed
-    first (``denoised``)."""
+    first (``denoised``). Ruled lines are looked for across the sheet (a sheet on a desk with
+    things on it, left as it is, has lines that end at its edge), where it spans half the
+    picture or more that way (a smaller "sheet" may be the lit part of paper under a hard
+    shadow, its lines going on into the shadow)."""
     grey = denoised(grey)
     sheet = _find_sheet(grey)
-    if sheet is not None and _bare_around(grey, sheet.mask):
+    if sheet is None:
+        return _ink(grey)
+    if _bare_around(grey, sheet.mask):
         grey = _painted_around(_relit(grey, sheet), sheet.mask)
-    return _ink(grey)
+    (h, w), rows, cols = grey.shape, sheet.mask.any(axis=1).sum(), sheet.mask.any(axis=0).sum()
+    return _ink(grey, (int(rows) if rows >= h / 2 else h, int(cols) if cols >= w / 2 else w))
 
 
 def noise_level(grey: np.ndarray) -> float:
@@ -606,8 +615,9 @@ def _relit(grey: np.ndarray, sheet: _Sheet) -> np.ndarray:
     return out
 
 
-def _ink(grey: np.ndarray) -> Ink:
-    """The ink: its polarity, the lighting flattened out, thresholded, lines removed."""
+def _ink(grey: np.ndarray, extent: tuple[int, int] | None = None) -> Ink:
+    """The ink: its polarity, the lighting flattened out, thresholded, lines removed (those
+    across 90% of ``extent``, the picture's height and width if not given)."""
     # The background window must be wider than any stroke, a bold marker's included.
     size = max(15.0, BACKGROUND * max(grey.shape))
     dark, light = _polarity(grey, size, True), _polarity(grey, size, False)
@@ -638,35 +648,102 @@ def _ink(grey: np.ndarray) -> Ink:
     # Ink is what passes the threshold and the fainter ink joined to it, down to FAINT of it:
     # a 4's bar drawn lightly between two firm strokes, a stroke's lighter end.
     mask = apply_hysteresis_threshold(strength, FAINT * threshold, threshold)
-    lines, (level, upright) = _ruled_lines(mask)
+    (level_lines, upright_lines), (level, upright) = _ruled_lines(mask, extent or mask.shape)
+    lines = level_lines | upright_lines
     rest = mask & ~lines
     # A tall 1 in a tight crop is no line: lines that are most of the ink stay ink, unless
     # there are several of them (ruled paper, thin digits) and the rest is more than specks,
     # or they cross (squared paper: no digit's strokes are two level and two upright lines).
     share = rest.sum() / max(mask.sum(), 1)
     several = level + upright >= RULED and (share >= 0.1 or min(level, upright) >= 2)
-    if lines.any() and (share >= 0.3 or several):
-        # A stroke that crosses a line keeps the line's pixels between its ink on either side.
-        across = np.ones((LINE_BRIDGE, 1), bool)
-        bridged = ndimage.binary_closing(rest, across) | ndimage.binary_closing(rest, across.T)
-        mask = rest | (lines & bridged)
+    if several:
+        # Ruled or squared paper: its printed lines are no ink to set the threshold by (lines
+        # fainter than the ink pulled it down, into the grain of the paper and of a shadow).
+        threshold = float(np.clip(_otsu(strength[(strength > 0.04) & ~lines]), *INK_THRESHOLD))
+        rest = apply_hysteresis_threshold(strength, FAINT * threshold, threshold) & ~lines
+        # A stroke that crosses a printed line keeps the line's pixels between its ink on
+        # either side across the line (above and below a level one), not along it: two digits
+        # that touch one line stay apart. A stroke drawn along a line is darker than the line.
+        level_printed, level_width = _printed(level_lines)
+        upright_printed, upright_width = _printed(upright_lines)
+        mask = rest | _bridged(rest, level_lines, (0,), level_width)
+        mask |= _bridged(rest, upright_lines, (1,), upright_width)
+        printed = level_printed | upright_printed
+        if printed.any():
+            mask |= printed & (strength > _ink_on_lines(strength, printed))
+    elif lines.any() and share >= 0.3:
+        # One long line, an underline or a paper's edge, if thin: a thick one is a stroke of a
+        # digit cropped tight (a marker's 1). A stroke of a thin digit cropped tight (a 3's
+        # back) keeps its pixels between ink on either side of them, whichever way.
+        printed, width = _printed(lines)
+        rest = mask & ~printed
+        mask = rest | _bridged(rest, printed, (0, 1), width)
     return Ink(strength, mask, not dark_ink)
 
 
-def _ruled_lines(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
-    """Ruled lines, grid lines and paper edges in the ink (``_long_lines``), slightly thickened
-    to take their blur, and how many level and how many upright lines they are (a grid is one
-    connected piece of ink, but many lines). On a sheet photographed turned a little, its
-    lines are found again in the picture turned level by their own slant (``_slant``), and
-    turned back."""
-    runs = list(_long_lines(mask, mask.shape))
+def _printed(lines: np.ndarray) -> tuple[np.ndarray, float]:
+    """The pieces of ``lines`` thin enough to be printed lines, at most ``THIN_LINE`` of the
+    picture's longer side thick (a strip of desk along its edge, a marker's stroke in a
+    tight crop are thicker), and how thick the thickest of them is (a piece's pixels over its
+    length: a line broken where strokes cross it is in pieces)."""
+    labels, count = ndimage.label(lines)
+    if count == 0:
+        return lines, 0.0
+    areas = np.bincount(labels.ravel())[1:]
+    lengths = np.array(
+        [
+            max(rows.stop - rows.start, cols.stop - cols.start)
+            for rows, cols in ndimage.find_objects(labels)
+        ]
+    )
+    thickness = areas / lengths
+    thin = thickness <= THIN_LINE * max(lines.shape)
+    return np.concatenate([[False], thin])[labels], float(thickness[thin].max(initial=0))
+
+
+def _ink_on_lines(strength: np.ndarray, printed: np.ndarray) -> float:
+    """How strong ink drawn on ``printed`` lines is at least: halfway from the lines' own
+    strength (the upper quartile of their pixels, which hold their blurred rims) to the
+    darkest ink, and ``ON_LINE`` above the lines at least: ink no darker than the lines
+    cannot be told from them."""
+    level = float(np.percentile(strength[printed], 75))
+    return max((level + 1) / 2, level + ON_LINE)
+
+
+def _bridged(
+    rest: np.ndarray, lines: np.ndarray, axes: tuple[int, ...], width: float
+) -> np.ndarray:
+    """The pixels of ``lines`` that lie between ink of ``rest`` on either side of them along
+    ``axes`` (0: above and below, 1: left and right): where a stroke crosses a line. The gap
+    a line leaves is its ``width``, which in a close-up photo is more than ``LINE_BRIDGE``; a
+    pixel to spare on either side."""
+    if not lines.any():
+        return lines
+    span = max(LINE_BRIDGE, math.ceil(width) + 3)
+    closed = np.zeros_like(lines)
+    for axis in axes:
+        across = np.ones((span, 1) if axis == 0 else (1, span), bool)
+        closed |= ndimage.binary_closing(rest, across)
+    return lines & closed
+
+
+def _ruled_lines(
+    mask: np.ndarray, extent: tuple[int, int]
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[int, int]]:
+    """Ruled lines, grid lines and paper edges in the ink (``_long_lines``) that run across
+    90% of ``extent`` (the sheet's height and width, or the picture's), slightly thickened to
+    take their blur, the level and the upright ones apart, and how many level and how many
+    upright lines they are (a grid is one connected piece of ink, but many lines). On a sheet
+    photographed turned a little, its lines are found again in the picture turned level by
+    their own slant (``_slant``), and turned back."""
+    runs = list(_long_lines(mask, extent))
     angle = _slant(mask)
     if angle:
         level = ndimage.rotate(mask.view(np.uint8), angle, reshape=True, order=0)
         # The turned picture's corners are outside it: counted as ink, so that a line may end
         # at the picture's edge where that edge cuts across it.
         level |= ndimage.rotate(np.zeros_like(mask, np.uint8), angle, order=0, cval=1)
-        found = _long_lines(level.view(bool), mask.shape, drift=1)
+        found = _long_lines(level.view(bool), extent, drift=1)
         # back, exactly: ndimage.rotate reads its input at R (o - c_out) + c_in; this reads
         # the level picture at R^T (p - c_in) + c_out for every pixel p of the mask
         c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
@@ -679,10 +756,10 @@ def _ruled_lines(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
             runs[axis] |= lines.view(bool) & mask
     thick = [ndimage.binary_dilation(lines, iterations=1) for lines in runs]
     counts = (
-        _line_count(runs[0], thick[0], mask.shape[1]),
-        _line_count(runs[1], thick[1], mask.shape[0]),
+        _line_count(runs[0], thick[0], extent[1]),
+        _line_count(runs[1], thick[1], extent[0]),
     )
-    return thick[0] | thick[1], counts
+    return (thick[0], thick[1]), counts
 
 
 def _line_count(runs: np.ndarray, thick: np.ndarray, length: int) -> int:
@@ -697,15 +774,15 @@ def _line_count(runs: np.ndarray, thick: np.ndarray, length: int) -> int:
 def _long_lines(
     mask: np.ndarray, extent: tuple[int, int], drift: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The level and the upright runs of ink across 90% of ``extent`` (the picture's height
-    and width): ruled lines, grid lines, paper edges (no digit is that wide). A faint line
-    thresholds with gaps in it: gaps up to 2% of the run's length are bridged first. A run may
-    wander ``drift`` pixels to either side (a line turned level to within a fraction of a
-    degree)."""
+    """The level and the upright runs of ink across 90% of ``extent`` (the sheet's or the
+    picture's height and width): ruled lines, grid lines, paper edges (no digit is that wide).
+    A faint line thresholds with gaps in it: gaps up to 4% of the run's length are bridged
+    first. A run may wander ``drift`` pixels to either side (a line turned level to within a
+    fraction of a degree)."""
     ink = mask.view(np.uint8)
     found = []
     for axis, size in ((1, extent[1]), (0, extent[0])):
-        length, gap = max(3, int(0.9 * size)), max(3, size // 50)
+        length, gap = max(3, int(0.9 * size)), max(3, size // 25)
         run = ink
         if drift:
             run = ndimage.maximum_filter1d(run, 2 * drift + 1, axis=1 - axis)
@@ -799,7 +876,9 @@ def ink_components(ink: Ink) -> tuple[np.ndarray, list[Piece]]:
     # A long straight stroke that runs through another piece's box is that digit's (the stem
     # of a 4 drawn apart from its bar, a 7's long leg), not a ruled line: a ruled line that
     # crosses a digit is joined to its ink, or gone already (``_ruled_lines``); one that runs
-    # along a digit, under it, is a line.
+    # along a digit, under it, is a line. Specks are no digit for which lines and edges are
+    # dropped (a digit joined to a line that runs across the picture is that line's piece).
+    likely = [piece for piece in likely if piece.area >= SPECK]
     stems = [line for line in lines if any(_overlap(line, piece) for piece in likely)]
     pieces = sorted(likely + stems or lines + edges, key=lambda piece: piece.labels[0])
     # Specks are judged against the largest piece that may be a digit: not a shadow's edge,
@@ -812,7 +891,7 @@ def ink_components(ink: Ink) -> tuple[np.ndarray, list[Piece]]:
         if after.area < MIN_SIDE**2 or piece.area < DWARF * after.area or not _solid(labels, piece):
             break
         piece.solid, largest = True, after
-    return labels, [p for p in pieces if p.area >= max(4, 0.01 * largest.area)]
+    return labels, [p for p in pieces if p.area >= max(SPECK, 0.01 * largest.area)]
 
 
 def _overlap(a: Piece, b: Piece) -> bool:
