@@ -15,12 +15,13 @@ and grid lines, thin pens and fat markers, several digits. The pipeline, step by
    hard shadow's edge) and divided out, which flattens shadows and gradients (a noisy
    picture is smoothed first); the ink strength thresholded (Otsu, within bounds: half the
    darkest ink's strength is ink), with fainter ink joined to what passes (hysteresis); ruled
-   and grid lines - runs longer than most of the image, level or, on a sheet photographed
-   askew, at the slant a Hough transform finds - removed. A sheet of paper held up to a
-   camera or lying on a darker, bare desk (``paper_sheet``) has the desk painted over with the
-   paper's nearest brightness first, so that the sheet's edge is not read as ink; a part of
-   the sheet under a hard shadow is brightened to the rest first (``_relit``), so that the
-   shadow's edge does not go on across the painted desk.
+   and grid lines - runs across most of the sheet or image, level or, on a sheet photographed
+   askew, at the slant a Hough transform finds - removed, the threshold set again without
+   them, and kept where a stroke crosses one or, darker than the line, runs along it. A sheet
+   of paper held up to a camera or lying on a darker, bare desk (``paper_sheet``) has the
+   desk painted over with the paper's nearest brightness first, so that the sheet's edge is
+   not read as ink; a part of the sheet under a hard shadow is brightened to the rest first
+   (``_relit``), so that the shadow's edge does not go on across the painted desk.
 3. ``ink_components``: connected components of the ink, without specks, and without long thin
    shapes or shapes along the border that are paper edges, shadow borders or lines (a long
    stroke through another piece's box stays: a 4's stem drawn apart from its bar).
