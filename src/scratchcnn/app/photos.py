@@ -645,10 +645,7 @@ def _ink(grey: np.ndarray, extent: tuple[int, int] | None = None) -> Ink:
         return Ink(ink.strength, np.zeros(grey.shape, bool), not dark_ink)
     peak = _ends(ink.strength)[1]
     strength = np.clip(ink.strength / max(peak, 1e-3), 0, 1)
-    threshold = float(np.clip(_otsu(strength[strength > 0.04]), *INK_THRESHOLD))
-    # Ink is what passes the threshold and the fainter ink joined to it, down to FAINT of it:
-    # a 4's bar drawn lightly between two firm strokes, a stroke's lighter end.
-    mask = apply_hysteresis_threshold(strength, FAINT * threshold, threshold)
+    mask = _thresholded(strength, strength > 0.04)
     (level_lines, upright_lines), (level, upright) = _ruled_lines(mask, extent or mask.shape)
     lines = level_lines | upright_lines
     rest = mask & ~lines
@@ -660,8 +657,7 @@ def _ink(grey: np.ndarray, extent: tuple[int, int] | None = None) -> Ink:
     if several:
         # Ruled or squared paper: its printed lines are no ink to set the threshold by (lines
         # fainter than the ink pulled it down, into the grain of the paper and of a shadow).
-        threshold = float(np.clip(_otsu(strength[(strength > 0.04) & ~lines]), *INK_THRESHOLD))
-        rest = apply_hysteresis_threshold(strength, FAINT * threshold, threshold) & ~lines
+        rest = _thresholded(strength, (strength > 0.04) & ~lines) & ~lines
         # A stroke that crosses a printed line keeps the line's pixels between its ink on
         # either side across the line (above and below a level one), not along it: two digits
         # that touch one line stay apart. A stroke drawn along a line is darker than the line.
@@ -680,6 +676,14 @@ def _ink(grey: np.ndarray, extent: tuple[int, int] | None = None) -> Ink:
         rest = mask & ~printed
         mask = rest | _bridged(rest, printed, (0, 1), width)
     return Ink(strength, mask, not dark_ink)
+
+
+def _thresholded(strength: np.ndarray, among: np.ndarray) -> np.ndarray:
+    """The ink: what passes Otsu's threshold of the strengths ``among`` (within
+    ``INK_THRESHOLD``), and the fainter ink joined to it, down to ``FAINT`` of the threshold
+    (hysteresis: a 4's bar drawn lightly between two firm strokes, a stroke's lighter end)."""
+    threshold = float(np.clip(_otsu(strength[among]), *INK_THRESHOLD))
+    return apply_hysteresis_threshold(strength, FAINT * threshold, threshold)
 
 
 def _printed(lines: np.ndarray) -> tuple[np.ndarray, float]:
