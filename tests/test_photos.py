@@ -219,6 +219,13 @@ def test_a_faint_stroke_joined_to_firm_ones_is_ink():
     assert digit.mask[95 - top - 1 : 95 - top + 2, 60 - left].any()  # between the strokes
 
 
+def five_digits(test_digits, seed: int) -> tuple[list[np.ndarray], str]:
+    """Five MNIST test digits picked by ``seed``, and the number they make."""
+    images, labels = test_digits
+    picks = np.random.default_rng(seed).integers(0, len(images), 5)
+    return [images[i] for i in picks], "".join(str(labels[i]) for i in picks)
+
+
 def number_on_sheet(
     digits: list[np.ndarray], seed: int, size: tuple[float, float], at: tuple[float, float] = (0, 0)
 ) -> tuple[Image.Image, int, int]:
@@ -237,10 +244,9 @@ def test_ink_cut_by_the_pictures_edge_below_a_number_is_no_row_of_it(bundled, te
     """Dark blocks that the picture's bottom edge cuts (a desk's edge, the blocks a JPEG makes
     of it) under a number read clear of the edges: not a second row (measured: before, every
     picture was read with a second row, "000")."""
-    images, labels = test_digits
     for seed in range(4):
-        picks = np.random.default_rng(seed).integers(0, len(images), 5)
-        sheet, w, h = number_on_sheet([images[i] for i in picks], seed, (1, 2.2))
+        digits, number = five_digits(test_digits, seed)
+        sheet, w, h = number_on_sheet(digits, seed, (1, 2.2))
         draw = ImageDraw.Draw(sheet)
         for k in range(3):
             x = int(w * (0.2 + 0.25 * k))
@@ -248,7 +254,7 @@ def test_ink_cut_by_the_pictures_edge_below_a_number_is_no_row_of_it(bundled, te
         rows = read_number(bundled, png(sheet)).rows
         assert len(rows) == 1
         if seed == 0:
-            assert rows[0].text == "".join(str(labels[i]) for i in picks)
+            assert rows[0].text == number
 
 
 def test_a_dark_bar_beside_a_number_does_not_set_the_size_of_its_digits(bundled, test_digits):
@@ -256,16 +262,15 @@ def test_a_dark_bar_beside_a_number_does_not_set_the_size_of_its_digits(bundled,
     all its digits: the typical digit, which sets what is sized like a digit, is judged by the
     length of the strokes, where the bar counts by its outline. Measured: 0 of these 6 read
     exactly when it was judged by area (each read as "1", the bar), 4 of 6 by stroke length."""
-    images, labels = test_digits
     exact = 0
     for seed in range(6):
-        picks = np.random.default_rng(seed).integers(0, len(images), 5)
-        sheet, w, h = number_on_sheet([images[i] for i in picks], seed, (1.5, 3), (0.45, 1))
+        digits, number = five_digits(test_digits, seed)
+        sheet, w, h = number_on_sheet(digits, seed, (1.5, 3), (0.45, 1))
         size, top = h // 2, int(1.2 * h)
         bar = [size // 2, top, size // 2 + int(0.6 * size), top + 2 * size]
         ImageDraw.Draw(sheet).rectangle(bar, fill=45)
         reading = read_number(bundled, png(sheet))
-        exact += [row.text for row in reading.rows] == ["".join(str(labels[i]) for i in picks)]
+        exact += [row.text for row in reading.rows] == [number]
     assert exact >= 4
 
 
@@ -658,13 +663,11 @@ def test_a_digit_on_squared_paper_is_read_without_the_grid(bundled, test_digits)
 
 def numbers_on_grid(clf: Classifier, test_digits, line: int, below: str) -> int:
     """How many of 8 generated numbers (5 digits each) ``on_grid`` ``clf`` reads exactly."""
-    images, labels = test_digits
     exact = 0
     for seed in range(8):
-        picks = np.random.default_rng(seed).integers(0, len(images), 5)
-        photo = on_grid([images[i] for i in picks], seed, line, below)
-        rows = read_number(clf, photo).rows
-        exact += [row.text for row in rows] == ["".join(str(labels[i]) for i in picks)]
+        digits, number = five_digits(test_digits, seed)
+        rows = read_number(clf, on_grid(digits, seed, line, below)).rows
+        exact += [row.text for row in rows] == [number]
     return exact
 
 
