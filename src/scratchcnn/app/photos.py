@@ -30,7 +30,8 @@ and grid lines, thin pens and fat markers, several digits. The pipeline, step by
    a number: pieces merged, what is not sized like a digit dropped (judged against the piece
    that holds the middle of the ink, not the median piece: dust has no say), touching digits
    split, rows top to bottom (but not a row that runs off the picture everywhere, beside
-   rows clear of its edge), digits left to right.
+   rows clear of its edge), digits left to right; rows that slope (a sheet photographed
+   turned) have their digits turned back upright by the rows' slope.
 5. ``to_mnist``: each digit's strokes brought toward MNIST's width relative to its size
    (dilated or eroded), then MNIST's 20x20 box and centre of mass.
 
@@ -80,6 +81,10 @@ DWARF = 10  # a filled region this many times the next piece's ink dwarfs the di
 # The slopes along which a number's rows are looked for (down per pixel right), least steep
 # first: up to 20 degrees either way.
 ROW_SLOPES = sorted((0.04 * k for k in range(-9, 10)), key=abs)
+# A number whose rows slope this much (degrees) or more was photographed turned: its digits
+# are turned back upright before they are read (``_turn``). Less is left alone: MNIST's own
+# writers slant their digits as much, and two digits' centres differ by their shapes.
+MIN_TURN = 5.0
 RULED = 3  # this many long lines (a grid's level and upright ones apart) are ruled or squared paper
 LINE_BRIDGE = 9  # pixels: a ruled line (dilated) is thinner, so a stroke across it is kept
 ON_LINE = 0.2  # ink on a printed line is this much stronger than the line, at least
@@ -968,15 +973,19 @@ def central_digit(pieces: list[Piece], shape: tuple[int, int]) -> Piece:
     return digit
 
 
-def to_mnist(ink: Ink, labels: np.ndarray, digit: Piece) -> np.ndarray:
-    """One digit's ink -> uint8 (28, 28), white on black, MNIST-style: strokes brought to
-    MNIST's width for the digit's size, fitted into 20x20, centre of mass at the centre."""
+def to_mnist(ink: Ink, labels: np.ndarray, digit: Piece, turn: float = 0.0) -> np.ndarray:
+    """One digit's ink -> uint8 (28, 28), white on black, MNIST-style: turned by ``turn``
+    degrees (``ndimage.rotate``'s sense: the turn that levels its row, ``_turn``), strokes
+    brought to MNIST's width for the digit's size, fitted into 20x20, centre of mass at the
+    centre."""
     top, left, bottom, right = digit.box
     pad = max(2, int(0.15 * max(digit.height, digit.width)))
     window = (slice(max(top - pad, 0), bottom + pad), slice(max(left - pad, 0), right + pad))
     inside = np.zeros(labels.shape, bool)  # a split piece shares labels with its neighbours
     inside[top:bottom, left:right] = True
     mask = np.isin(labels[window], digit.labels) & inside[window]
+    if turn:  # bilinear on the mask's 0s and 1s, then halfway: the strokes keep their width
+        mask = ndimage.rotate(mask.astype(np.float32), turn, reshape=True, order=1) > 0.5
     mask = _normalise_strokes(mask, max(digit.height, digit.width))
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if len(rows) == 0:
@@ -1038,12 +1047,14 @@ class Digit:
     whole: Digit | None = None
 
 
-def _digit(picture: Picture, ink: Ink, labels: np.ndarray, piece: Piece) -> Digit:
+def _digit(
+    picture: Picture, ink: Ink, labels: np.ndarray, piece: Piece, turn: float = 0.0
+) -> Digit:
     top, left, bottom, right = piece.box
     s = picture.scale
     box = (int(left / s), int(top / s), math.ceil(right / s), math.ceil(bottom / s))
     mask = np.isin(labels[top:bottom, left:right], piece.labels)
-    return Digit(to_mnist(ink, labels, piece), box, mask)
+    return Digit(to_mnist(ink, labels, piece, turn), box, mask)
 
 
 def load_digit(source: str | Path | bytes, name: str | None = None) -> np.ndarray:
@@ -1077,15 +1088,17 @@ def find_digits(source: str | Path | bytes | Picture, name: str | None = None) -
     if not pieces:
         raise ImageError(f"{label}: no digits found (the image is blank or has no contrast)")
     pieces = _split_touching(pieces, labels)
+    found = _rows(pieces)
+    turn = _turn(found)
     wholes = {id(p.whole): p.whole for p in pieces if p.whole is not None}
-    wholes = {key: _digit(picture, ink, labels, whole) for key, whole in wholes.items()}
-    rows, found = [], _rows(pieces)
+    wholes = {key: _digit(picture, ink, labels, whole, turn) for key, whole in wholes.items()}
+    rows = []
     # A row whose every piece runs off the picture is the frame's: a desk's or a shadow's edge,
     # the blocks of a JPEG along it, not a row of the number, when another row has digits
     # clear of the edge (a number cropped tight touches the edge in every row).
     clear = [row for row in found if any(p.sides(ink.mask.shape) == 0 for p in row)]
     for row in clear or found:
-        digits = [_digit(picture, ink, labels, p) for p in row]
+        digits = [_digit(picture, ink, labels, p, turn) for p in row]
         for piece, digit in zip(row, digits, strict=True):
             digit.whole = wholes.get(id(piece.whole))
         rows.append(digits)
@@ -1179,6 +1192,29 @@ def _rows(pieces: list[Piece]) -> list[list[Piece]]:
     height = float(np.median([p.height for p in pieces]))
     best = min((_rows_along(pieces, slope, height) for slope in ROW_SLOPES), key=len)
     return sorted(best, key=lambda row: np.mean([_middle(p) for p in row]))
+
+
+def _turn(rows: list[list[Piece]]) -> float:
+    """The angle (degrees, for ``ndimage.rotate``) that levels the rows of a number: the
+    slope between the centres of every two pieces of a row, their median weighted by how far
+    apart the two are (near neighbours' centres differ by their shapes more than by the
+    turn). 0 under ``MIN_TURN``, or with fewer than three such pairs: one or two digits alone
+    do not show a turn."""
+    slopes, weights = [], []
+    for row in rows:
+        for i, a in enumerate(row):
+            for b in row[i + 1 :]:
+                across = _centre(b) - _centre(a)
+                if across > 0:
+                    slopes.append((_middle(b) - _middle(a)) / across)
+                    weights.append(across)
+    if len(slopes) < 3:
+        return 0.0
+    order = np.argsort(slopes)
+    cumulative = np.cumsum(np.asarray(weights)[order])
+    slope = slopes[order[np.searchsorted(cumulative, cumulative[-1] / 2)]]
+    angle = math.degrees(math.atan(slope))
+    return angle if abs(angle) >= MIN_TURN else 0.0
 
 
 def _middle(piece: Piece) -> float:
