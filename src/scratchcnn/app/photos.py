@@ -31,7 +31,8 @@ and grid lines, thin pens and fat markers, several digits. The pipeline, step by
    that holds the middle of the ink, not the median piece: dust has no say), touching digits
    split, rows top to bottom (but not a row that runs off the picture everywhere, beside
    rows clear of its edge), digits left to right; rows that slope (a sheet photographed
-   turned) have their digits turned back upright by the rows' slope.
+   turned) have their digits turned back upright by the rows' slope, or, with too few
+   digits to show one (a digit alone), by the slope of the paper's ruled lines.
 5. ``to_mnist``: each digit's strokes brought toward MNIST's width relative to its size
    (dilated or eroded), then MNIST's 20x20 box and centre of mass.
 
@@ -81,9 +82,10 @@ DWARF = 10  # a filled region this many times the next piece's ink dwarfs the di
 # The slopes along which a number's rows are looked for (down per pixel right), least steep
 # first: up to 20 degrees either way.
 ROW_SLOPES = sorted((0.04 * k for k in range(-9, 10)), key=abs)
-# A number whose rows slope this much (degrees) or more was photographed turned: its digits
-# are turned back upright before they are read (``_turn``). Less is left alone: MNIST's own
-# writers slant their digits as much, and two digits' centres differ by their shapes.
+# A number whose rows (or a digit whose ruled lines) slope this much (degrees) or more was
+# photographed turned: its digits are turned back upright before they are read (``_turn``,
+# ``Ink.turn``). Less is left alone: MNIST's own writers slant their digits as much, and two
+# digits' centres differ by their shapes (level generated numbers measured up to 3.9, by hand).
 MIN_TURN = 5.0
 RULED = 3  # this many long lines (a grid's level and upright ones apart) are ruled or squared paper
 LINE_BRIDGE = 9  # pixels: a ruled line (dilated) is thinner, so a stroke across it is kept
@@ -389,11 +391,14 @@ def _shadow(paper: np.ndarray, back: np.ndarray, dark_ink: bool) -> np.ndarray:
 @dataclass
 class Ink:
     """The ink of a picture: ``strength`` (H, W) in [0, 1] (1: the darkest ink against its own
-    paper) and ``mask``, the pixels that are ink."""
+    paper) and ``mask``, the pixels that are ink; ``turn``: on ruled or squared paper whose
+    lines slope ``MIN_TURN`` degrees or more, the angle (for ``ndimage.rotate``) that levels
+    them, and so the digits written on it (else 0)."""
 
     strength: np.ndarray
     mask: np.ndarray
     light_on_dark: bool
+    turn: float = 0.0
 
 
 @dataclass
@@ -651,7 +656,7 @@ def _ink(grey: np.ndarray, extent: tuple[int, int] | None = None) -> Ink:
     peak = _ends(ink.strength)[1]
     strength = np.clip(ink.strength / max(peak, 1e-3), 0, 1)
     mask = _thresholded(strength, strength > 0.04)
-    (level_lines, upright_lines), (level, upright) = _ruled_lines(mask, extent or mask.shape)
+    (level_lines, upright_lines), (level, upright), slant = _ruled_lines(mask, extent or mask.shape)
     lines = level_lines | upright_lines
     rest = mask & ~lines
     # A tall 1 in a tight crop is no line: lines that are most of the ink stay ink, unless
@@ -680,7 +685,7 @@ def _ink(grey: np.ndarray, extent: tuple[int, int] | None = None) -> Ink:
         printed, width = _printed(lines)
         rest = mask & ~printed
         mask = rest | _bridged(rest, printed, (0, 1), width)
-    return Ink(strength, mask, not dark_ink)
+    return Ink(strength, mask, not dark_ink, slant if several and abs(slant) >= MIN_TURN else 0.0)
 
 
 def _thresholded(strength: np.ndarray, among: np.ndarray) -> np.ndarray:
@@ -739,7 +744,7 @@ def _bridged(
 
 def _ruled_lines(
     mask: np.ndarray, extent: tuple[int, int]
-) -> tuple[tuple[np.ndarray, np.ndarray], tuple[int, int]]:
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[int, int], float]:
     """Ruled lines, grid lines and paper edges in the ink (``_long_lines``) that run across
     90% of ``extent`` (the sheet's height and width, or the picture's), slightly thickened to
     take their blur, the level and the upright ones apart, and how many level and how many
@@ -769,7 +774,7 @@ def _ruled_lines(
         _line_count(runs[0], thick[0], extent[1]),
         _line_count(runs[1], thick[1], extent[0]),
     )
-    return (thick[0], thick[1]), counts
+    return (thick[0], thick[1]), counts, angle
 
 
 def _line_count(runs: np.ndarray, thick: np.ndarray, length: int) -> int:
@@ -1074,7 +1079,8 @@ def find_digit(
     labels, pieces = ink_components(ink)
     if not pieces:
         raise ImageError(f"{label}: no digit found (the image is blank or has no contrast)")
-    return _digit(picture, ink, labels, central_digit(pieces, picture.grey.shape))
+    # One digit shows no turn of its own; the lines of the paper it is written on may.
+    return _digit(picture, ink, labels, central_digit(pieces, picture.grey.shape), ink.turn)
 
 
 def find_digits(source: str | Path | bytes | Picture, name: str | None = None) -> list[list[Digit]]:
@@ -1089,7 +1095,7 @@ def find_digits(source: str | Path | bytes | Picture, name: str | None = None) -
         raise ImageError(f"{label}: no digits found (the image is blank or has no contrast)")
     pieces = _split_touching(pieces, labels)
     found = _rows(pieces)
-    turn = _turn(found)
+    turn = _turn(found) or ink.turn  # the rows' slope, or the ruled lines' if too few digits
     wholes = {id(p.whole): p.whole for p in pieces if p.whole is not None}
     wholes = {key: _digit(picture, ink, labels, whole, turn) for key, whole in wholes.items()}
     rows = []
