@@ -89,7 +89,7 @@ RECIPES: dict[str, Recipe] = {
         label_smoothing=0.05,
         tta=True,
     ),
-    # The default, 66.8 to 70.5 s on two cores (docs/results/recipes/fast-mnist-s*.log): the
+    # The default, 52.0 to 54.3 s on two cores (docs/results/recipes/fast-mnist-s*.log): the
     # same small net, nine epochs of lightly warped digits. (The larger "fast" net learns more
     # per epoch but runs half as many epochs in the time, and ends lower on validation.)
     "fast": Recipe(
