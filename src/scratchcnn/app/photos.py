@@ -980,9 +980,9 @@ def central_digit(pieces: list[Piece], shape: tuple[int, int]) -> Piece:
 
 def to_mnist(ink: Ink, labels: np.ndarray, digit: Piece, turn: float = 0.0) -> np.ndarray:
     """One digit's ink -> uint8 (28, 28), white on black, MNIST-style: turned by ``turn``
-    degrees (``ndimage.rotate``'s sense: the turn that levels its row, ``_turn``), strokes
-    brought to MNIST's width for the digit's size, fitted into 20x20, centre of mass at the
-    centre."""
+    degrees (``ndimage.rotate``'s sense: the turn that levels its row, ``_turn``, or its
+    paper's ruled lines, ``Ink.turn``), strokes brought to MNIST's width for the digit's size,
+    fitted into 20x20, centre of mass at the centre."""
     top, left, bottom, right = digit.box
     pad = max(2, int(0.15 * max(digit.height, digit.width)))
     window = (slice(max(top - pad, 0), bottom + pad), slice(max(left - pad, 0), right + pad))
