@@ -453,8 +453,9 @@ def pen_number(text: str, turn: float, ruled: bool = False) -> bytes:
         "4": [[(35, 0), (0, 65), (60, 65)], [(45, 30), (45, 100)]],
         "7": [[(0, 0), (55, 0), (20, 100)]],
     }
-    width, top = len(text) * 90 + 300, 150 + (2 * height if ruled else 0)
-    sheet = Image.new("L", (width, top + height + 150 + (2 * height if ruled else 0)), 255)
+    margin = 150 + (2 * height if ruled else 0)  # above and below: room for lines
+    width, top = len(text) * 90 + 300, margin
+    sheet = Image.new("L", (width, top + height + margin), 255)
     draw = ImageDraw.Draw(sheet)
     for y in range(top + height + 5 - 6 * 120, sheet.size[1], 120) if ruled else ():
         draw.line([(0, y), (width, y)], fill=90, width=3)
