@@ -72,6 +72,12 @@ SPREAD = 0.25
 # somewhere, in a stretch that reaches the picture's edge, is under a shadow (``_background``).
 SHADOW_STEP = 0.05
 BLACK = 0.05  # as dark as black gets in a photo (grey level), for ratios of light
+# Which way round the ink is (dark on light, light on dark) is judged by ratios of light, which
+# a shadow leaves as they are; levels under RATIO_FLOOR count as it: that dark, a photo shows
+# its camera's black level and noise more than what lies there (specks of 0.09 on a board of
+# 0.29 stood out more than chalk of 0.77 on it, as ratios).
+RATIO_FLOOR = 0.15
+RATIO_TIE = 0.04  # ratios this close (in log) tell nothing: the border decides
 SCRAP = 0.1  # a piece of a number with this share of a typical digit's ink or less is no digit
 NEAR = 0.4  # pieces within this share of a digit's size of it are part of it
 # A piece whose thickest part (twice its largest distance to the background) is more than
@@ -406,6 +412,7 @@ class _Polarity:
     strength: np.ndarray  # the ink's contrast with its local background, relative, in [0, 1]
     contrast: float  # the ink's absolute contrast, in grey levels
     cover: float  # the share of the picture at least half that contrast
+    ratio: float  # how many times brighter the paper is than the ink (light ink: the reverse)
     shadowed: bool  # whether a hard shadow's edge was kept sharp (``_background``)
 
 
@@ -419,7 +426,9 @@ def _polarity(grey: np.ndarray, size: float, dark_ink: bool, step: int = 0) -> _
     cover = float((contrast > 0.5 * level).mean()) if level > 0 else 1.0
     # Relative to the paper: a shadow darkens paper and ink alike, so divide it out.
     relative = contrast / np.maximum(back if dark_ink else 1 - back, 1e-3)
-    return _Polarity(np.clip(relative, 0, 1).astype(np.float32), level, cover, shadowed)
+    seen, lit = np.maximum(grey, RATIO_FLOOR), np.maximum(back, RATIO_FLOOR)
+    ratio = _ends(lit / seen if dark_ink else seen / lit)[1]
+    return _Polarity(np.clip(relative, 0, 1).astype(np.float32), level, cover, ratio, shadowed)
 
 
 def _sheet_step(shape: tuple[int, int]) -> int:
@@ -633,7 +642,9 @@ def _ink(grey: np.ndarray, extent: tuple[int, int] | None = None) -> Ink:
     size = max(15.0, BACKGROUND * max(grey.shape))
     dark, light = _polarity(grey, size, True), _polarity(grey, size, False)
     # Ink never covers most of the picture, and stands out more than the gaps between its
-    # strokes; when both stand out fully (a clean drawing), the border shows the background.
+    # strokes, as a ratio of light: ink under a shadow over most of the paper has less
+    # contrast in grey levels than the lit paper beside the shadow, not less as a ratio. When
+    # both stand out as much (a clean drawing), the border shows the background.
     if (dark.cover > 0.4) != (light.cover > 0.4):
         dark_ink = light.cover > 0.4
     elif (dark.cover > SPREAD) != (light.cover > SPREAD) and min(dark.cover, light.cover) < 0.1:
@@ -641,10 +652,10 @@ def _ink(grey: np.ndarray, extent: tuple[int, int] | None = None) -> Ink:
         # one is paper, e.g. the strips between dark ruled lines, which stand out as "light"
         # against lines as close as the background window is wide.
         dark_ink = light.cover > SPREAD
-    elif abs(dark.contrast - light.contrast) < 0.02:
+    elif abs(math.log(dark.ratio / light.ratio)) < RATIO_TIE:
         dark_ink = _light_border(grey)
     else:
-        dark_ink = dark.contrast > light.contrast
+        dark_ink = dark.ratio > light.ratio
     ink = dark if dark_ink else light
     if ink.shadowed and _downscale(grey.shape) > 1:
         # Under a hard shadow the ink is measured against the paper at full size, where the
