@@ -359,9 +359,10 @@ def _background(
     morph = ndimage.grey_closing if dark_ink else ndimage.grey_opening
     paper = morph(small, size=(window, window))
     back = ndimage.uniform_filter(paper, window)
-    # A shadow's edge is told from ink only in a picture several windows across: a small
-    # picture is all digit.
-    shadowed = min(small.shape) >= 3 * window and bool(_shadow(paper, back, dark_ink).any())
+    # A shadow's edge is told from ink only in a picture two windows across both ways: a
+    # small picture is all digit. (Not three: a photo cropped to its number, three to four
+    # times as wide as high, is two to three windows high, and its shadow's edge was ink.)
+    shadowed = min(small.shape) >= 2 * window and bool(_shadow(paper, back, dark_ink).any())
     if shadowed:
         # Closed again, padded with the edge's own values, so that a shadow's edge that meets
         # the picture's edge at a slant goes on beyond it: the closing of the picture as
