@@ -667,8 +667,16 @@ def _ink(grey: np.ndarray, extent: tuple[int, int] | None = None) -> Ink:
         return Ink(ink.strength, np.zeros(grey.shape, bool), not dark_ink)
     peak = _ends(ink.strength)[1]
     strength = np.clip(ink.strength / max(peak, 1e-3), 0, 1)
-    mask = _thresholded(strength, strength > 0.04)
-    (level_lines, upright_lines), (level, upright), slant = _ruled_lines(mask, extent or mask.shape)
+    mask, threshold = _thresholded(strength, strength > 0.04)
+    # Lines are looked for down to the hysteresis floor: a printed line fainter than the
+    # threshold but over the floor is ink only where it touches a digit, and such stretches
+    # run across no picture (they were read with the digits they touch). Not in a picture
+    # still noisy when smoothed (``denoised`` smooths a small one little): there the floor is
+    # noise as much as lines, and noise lined up as ruled lines that turned a digit.
+    faint = strength > FAINT * threshold if noise_level(grey) <= NOISE else mask
+    (level_lines, upright_lines), (level, upright), slant = _ruled_lines(
+        faint, extent or faint.shape
+    )
     lines = level_lines | upright_lines
     rest = mask & ~lines
     # A tall 1 in a tight crop is no line: lines that are most of the ink stay ink, unless
@@ -679,7 +687,7 @@ def _ink(grey: np.ndarray, extent: tuple[int, int] | None = None) -> Ink:
     if several:
         # Ruled or squared paper: its printed lines are no ink to set the threshold by (lines
         # fainter than the ink pulled it down, into the grain of the paper and of a shadow).
-        rest = _thresholded(strength, (strength > 0.04) & ~lines) & ~lines
+        rest = _thresholded(strength, (strength > 0.04) & ~lines)[0] & ~lines
         # A stroke that crosses a printed line keeps the line's pixels between its ink on
         # either side across the line (above and below a level one), not along it: two digits
         # that touch one line stay apart. A stroke drawn along a line is darker than the line.
@@ -700,12 +708,13 @@ def _ink(grey: np.ndarray, extent: tuple[int, int] | None = None) -> Ink:
     return Ink(strength, mask, not dark_ink, slant if several and abs(slant) >= MIN_TURN else 0.0)
 
 
-def _thresholded(strength: np.ndarray, among: np.ndarray) -> np.ndarray:
-    """The ink: what passes Otsu's threshold of the strengths ``among`` (within
-    ``INK_THRESHOLD``), and the fainter ink joined to it, down to ``FAINT`` of the threshold
-    (hysteresis: a 4's bar drawn lightly between two firm strokes, a stroke's lighter end)."""
+def _thresholded(strength: np.ndarray, among: np.ndarray) -> tuple[np.ndarray, float]:
+    """The ink and its threshold: what passes Otsu's threshold of the strengths ``among``
+    (within ``INK_THRESHOLD``), and the fainter ink joined to it, down to ``FAINT`` of the
+    threshold (hysteresis: a 4's bar drawn lightly between two firm strokes, a stroke's lighter
+    end)."""
     threshold = float(np.clip(_otsu(strength[among]), *INK_THRESHOLD))
-    return apply_hysteresis_threshold(strength, FAINT * threshold, threshold)
+    return apply_hysteresis_threshold(strength, FAINT * threshold, threshold), threshold
 
 
 def _printed(lines: np.ndarray) -> tuple[np.ndarray, float]:
