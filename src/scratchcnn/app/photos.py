@@ -317,14 +317,24 @@ def _light_border(grey: np.ndarray) -> bool:
     return border_median(grey) ** 2 > max(darkest, BLACK) * brightest
 
 
+def _hairline(values: np.ndarray) -> int:
+    """How many pixels a hairline digit has in a picture of ``values``' size (at least 50)."""
+    return max(50, values.size // 2000)
+
+
 def _ends(values: np.ndarray) -> tuple[float, float]:
     """The darkest and lightest levels of ``values``: the medians of the lowest and of the
     highest, as many as a hairline digit has pixels (a quantile of the whole picture would be
     paper when the ink is that thin)."""
-    flat = values.ravel()
-    count = max(50, flat.size // 2000)
+    flat, count = values.ravel(), _hairline(values)
     ends = np.partition(flat, (count, flat.size - count))
     return float(np.median(ends[:count])), float(np.median(ends[-count:]))
+
+
+def _top(values: np.ndarray) -> float:
+    """``_ends(values)[1]``, the lightest level, alone (one partition, not two)."""
+    flat, count = values.ravel(), _hairline(values)
+    return float(np.median(np.partition(flat, flat.size - count)[-count:]))
 
 
 def _otsu(values: np.ndarray) -> float:
@@ -428,7 +438,7 @@ def _polarity(grey: np.ndarray, size: float, dark_ink: bool, step: int = 0) -> _
     # Relative to the paper: a shadow darkens paper and ink alike, so divide it out.
     relative = contrast / np.maximum(back if dark_ink else 1 - back, 1e-3)
     seen, lit = np.maximum(grey, RATIO_FLOOR), np.maximum(back, RATIO_FLOOR)
-    ratio = _ends(lit / seen if dark_ink else seen / lit)[1]
+    ratio = _top(np.divide(lit, seen, out=lit) if dark_ink else np.divide(seen, lit, out=seen))
     return _Polarity(np.clip(relative, 0, 1).astype(np.float32), level, cover, ratio, shadowed)
 
 
