@@ -766,51 +766,57 @@ def test_a_hard_shadow_across_the_paper_leaves_no_ink_along_its_edge(bundled, te
     assert right >= 24
 
 
+def cropped_numbers(test_digits, count: int = 12):
+    """Generated photos cropped to a six-digit number, three to four times as wide as high, on
+    plain paper: (seed, grey values, the number) for seeds 0, 1, ..."""
+    images, labels = test_digits
+    for k in range(count):
+        index = range(6 * k, 6 * k + 6)
+        photo = number_photo([[images[i] for i in index]], seed=k, lines="none")
+        yield k, read_image(photo).grey, "".join(str(labels[i]) for i in index)
+
+
+def read_exactly(clf: Classifier, grey: np.ndarray, number: str) -> bool:
+    """Whether ``clf`` reads a grey picture (values in [0, 1]) as one row, ``number``."""
+    return [row.text for row in read_number(clf, greypng(grey)).rows] == [number]
+
+
 def test_a_hard_shadow_across_a_photo_cropped_to_its_number_leaves_no_ink_along_its_edge(
     bundled, test_digits
 ):
-    # Generated photos cropped to a number, three to four times as wide as high, half of each
-    # under a hard shadow (45% of the light) at a random angle. A shadow's edge was told from
-    # ink only in pictures three background windows high (the window is 12% of the longer
-    # side): a strip is two to three, and its shadow's edge became a band of "ink" that took
-    # the digits beside it. Read exactly: 1 of 12 before, 8 now, 8 with no shadow.
-    images, labels = test_digits
+    # Half of each picture under a hard shadow (45% of the light) at a random angle. A
+    # shadow's edge was told from ink only in pictures three background windows high (the
+    # window is 12% of the longer side): a strip is two to three, and its shadow's edge became
+    # a band of "ink" that took the digits beside it. Read exactly: 1 of 12 before, 8 now, 8
+    # with no shadow.
     rng = np.random.default_rng(0)
     exact = 0
-    for k in range(12):
-        index = list(range(6 * k, 6 * k + 6))
-        grey = read_image(number_photo([[images[i] for i in index]], seed=k, lines="none")).grey
+    for _, grey, number in cropped_numbers(test_digits):
         h, w = grey.shape
         yy, xx = np.mgrid[0:h, 0:w]
         angle = rng.uniform(0, 2 * np.pi)
         across = np.cos(angle) * (xx - w / 2) + np.sin(angle) * (yy - h / 2)
-        grey = np.where(across < np.median(across), 0.45 * grey, grey)
-        rows = [row.text for row in read_number(bundled, greypng(grey)).rows]
-        exact += rows == ["".join(str(labels[i]) for i in index)]
+        shaded = np.where(across < np.median(across), 0.45 * grey, grey)
+        exact += read_exactly(bundled, shaded, number)
     print(f"numbers cropped tight with a hard shadow across: {exact}/12 exact")
     assert exact >= 7
 
 
 def test_ruled_lines_fainter_than_the_ink_threshold_are_found_as_lines(bundled, test_digits):
-    # Generated photos cropped to a number, on ruled paper: level lines a pixel or two wide
-    # (1/150 of the height), a fifth of the height apart, taking 30% of the light off (as
-    # benchmarks/realdigits_changed.py rules real photos). The lines were under the ink's
-    # threshold but over its hysteresis floor (``FAINT``): only their stretches that touch a
-    # digit were ink, no line ran across the picture, and the stretches were read with the
-    # digits ("22?047" for 721041). Lines are looked for above the floor. Read exactly: 4 of
-    # 12 before, 8 now, 8 with no lines.
-    images, labels = test_digits
+    # Ruled: level lines a pixel or two wide (1/150 of the height), a fifth of the height
+    # apart, taking 30% of the light off (as benchmarks/realdigits_changed.py rules real
+    # photos). The lines were under the ink's threshold but over its hysteresis floor
+    # (``FAINT``): only their stretches that touch a digit were ink, no line ran across the
+    # picture, and the stretches were read with the digits ("22?047" for 721041). Lines are
+    # looked for above the floor. Read exactly: 4 of 12 before, 8 now, 8 with no lines.
     exact = 0
-    for k in range(12):
-        index = list(range(6 * k, 6 * k + 6))
-        grey = read_image(number_photo([[images[i] for i in index]], seed=k, lines="none")).grey
+    for k, grey, number in cropped_numbers(test_digits):
         h = len(grey)
         width, step = max(1, round(h / 150)), h / 5
         light = np.ones_like(grey)
         for top in np.arange(np.random.default_rng(k).uniform(0, step), h, step).astype(int):
             light[top : top + width] = 0.7
-        rows = [row.text for row in read_number(bundled, greypng(grey * light)).rows]
-        exact += rows == ["".join(str(labels[i]) for i in index)]
+        exact += read_exactly(bundled, grey * light, number)
     print(f"numbers cropped tight on faint ruled lines: {exact}/12 exact")
     assert exact >= 7
 
