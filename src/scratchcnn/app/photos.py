@@ -10,14 +10,16 @@ and grid lines, thin pens and fat markers, several digits. The pipeline, step by
    applied, shrunk to at most ``WORK_SIDE`` pixels *before* any full-size copy is made
    (JPEGs are decoded at reduced scale), as grey values in [0, 1]; or a page of a PDF (the
    first, or any: ``page_count``), rendered by pypdfium2 at that size whatever size it claims.
-2. ``ink_map``: which way round the ink is (dark on light, or light on dark); the paper's own
+2. ``ink_map``: which way round the ink is (dark on light, or light on dark: whichever stands
+   out more as a ratio of light, which a shadow does not change); the paper's own
    brightness estimated at a large scale (a grey closing, smoothed, but kept sharp along a
    hard shadow's edge) and divided out, which flattens shadows and gradients (a noisy
    picture is smoothed first); the ink strength thresholded (Otsu, within bounds: half the
    darkest ink's strength is ink), with fainter ink joined to what passes (hysteresis); ruled
-   and grid lines - runs across most of the sheet or image, level or, on a sheet photographed
-   askew, at the slant a Hough transform finds - removed, the threshold set again without
-   them, and kept where a stroke crosses one or, darker than the line, runs along it. A sheet
+   and grid lines (looked for down to that fainter level) - runs across most of the sheet or
+   image, level or, on a sheet photographed askew, at the slant a Hough transform finds -
+   removed, the threshold set again without them, and kept where a stroke crosses one or,
+   darker than the line, runs along it. A sheet
    of paper held up to a camera or lying on a darker, bare desk (``paper_sheet``) has the
    desk painted over with the paper's nearest brightness first, so that the sheet's edge is
    not read as ink; a part of the sheet under a hard shadow is brightened to the rest first
