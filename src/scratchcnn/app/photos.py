@@ -435,7 +435,7 @@ def _polarity(grey: np.ndarray, size: float, dark_ink: bool, step: int = 0) -> _
     whole picture would be paper noise when the ink is that thin."""
     back, shadowed = _background(grey, size, dark_ink, step)
     contrast = np.clip(back - grey if dark_ink else grey - back, 0, 1)
-    level = _ends(contrast)[1]
+    level = _top(contrast)
     cover = float((contrast > 0.5 * level).mean()) if level > 0 else 1.0
     # Relative to the paper: a shadow darkens paper and ink alike, so divide it out.
     relative = contrast / np.maximum(back if dark_ink else 1 - back, 1e-3)
@@ -677,7 +677,7 @@ def _ink(grey: np.ndarray, extent: tuple[int, int] | None = None) -> Ink:
         ink = _polarity(grey, size, dark_ink, step=1)
     if ink.contrast < 0.06:
         return Ink(ink.strength, np.zeros(grey.shape, bool), not dark_ink)
-    peak = _ends(ink.strength)[1]
+    peak = _top(ink.strength)
     strength = np.clip(ink.strength / max(peak, 1e-3), 0, 1)
     mask, threshold = _thresholded(strength, strength > 0.04)
     # Lines are looked for down to the hysteresis floor: a printed line fainter than the
