@@ -23,7 +23,9 @@ and grid lines, thin pens and fat markers, several digits. The pipeline, step by
    of paper held up to a camera or lying on a darker, bare desk (``paper_sheet``) has the
    desk painted over with the paper's nearest brightness first, so that the sheet's edge is
    not read as ink; a part of the sheet under a hard shadow is brightened to the rest first
-   (``_relit``), so that the shadow's edge does not go on across the painted desk.
+   (``_relit``), so that the shadow's edge does not go on across the painted desk. So is the
+   shadowed part of paper that fills the picture, a hard shadow across it (``_shadow_across``):
+   its shadow's edge is no ink, and its dim ink is no bare desk to paint over.
 3. ``ink_components``: connected components of the ink, without specks, and without long thin
    shapes or shapes along the border that are paper edges, shadow borders or lines (a long
    stroke through another piece's box stays: a 4's stem drawn apart from its bar).
@@ -101,6 +103,13 @@ ON_LINE = 0.2  # ink on a printed line is this much stronger than the line, at l
 THIN_LINE = 0.02  # a printed line is at most this share of the picture's side thick
 # A shadowed part of a sheet is dimmer paper: its edge on the desk a smaller step (``paper_sheet``)
 SHADOWED_EDGE = 0.06
+# Paper that fills the picture, a hard shadow across it (``_shadow_across``): the lit part
+# reaches the picture's edge along this share of a side at least, the shadow takes no less
+# than DEEPEST of the light (a darker "shadow" is a black desk), and dark writing shows in it:
+# its darkest pixels, as many as a hairline digit has, under WRITTEN of its level, its lightest
+# under 1 / WRITTEN of it (lighter is light ink, as in a negative).
+LIT_EDGE, DEEPEST, WRITTEN = 1 / 3, 0.15, 0.6
+
 SLANT, SLANT_STEP = 12.0, 0.25  # degrees: how far turned ruled lines are looked for, how finely
 # Pixel noise (``noise_level``) above which a picture is smoothed before its ink is looked
 # for: the real development set's pictures measure 0.0164 at most, as ``read_image`` gives
@@ -536,12 +545,16 @@ def _shadowed_part(small: np.ndarray, lit: np.ndarray) -> np.ndarray:
     ink. That part is a region of what is around ``lit`` (split in two by Otsu's threshold:
     it may be lighter or darker than the desk) that touches it, a tenth of its size at
     least, and makes with it one convex shape clearly inside the picture whose edge is a
-    sharp step where it runs along the shadowed part."""
+    sharp step where it runs along the shadowed part; or, on paper that fills the picture,
+    all of what is around ``lit`` (``_shadow_across``)."""
     rest = ~lit
     if rest.sum() < 0.05 * rest.size:
         return np.zeros_like(lit)
-    threshold = _otsu(small[rest])
     touching = ndimage.binary_dilation(lit, iterations=2) & rest
+    across = _shadow_across(small, lit, rest, touching)
+    if across is not None:
+        return across
+    threshold = _otsu(small[rest])
     for side in (small > threshold, small <= threshold):
         labels, _ = ndimage.label(rest & side)
         boxes = ndimage.find_objects(labels)
@@ -562,6 +575,50 @@ def _shadowed_part(small: np.ndarray, lit: np.ndarray) -> np.ndarray:
             if abs(_edge_step(small, sheet, part)) >= SHADOWED_EDGE:  # part lies off lit
                 return part
     return np.zeros_like(lit)
+
+
+def _shadow_across(
+    small: np.ndarray, lit: np.ndarray, rest: np.ndarray, touching: np.ndarray
+) -> np.ndarray | None:
+    """Paper that fills the picture with a hard shadow across it: the region of ``rest`` (what
+    is around ``lit``) that touches ``lit`` and makes with it one convex shape as large as the
+    picture, less its rim; None when there is none. A sheet on a desk that fills the rest of
+    the frame makes that shape too: it is told apart by ``lit`` reaching the picture's edge
+    (``LIT_EDGE``; a desk all around leaves it inside) and by the shadow's level and what it
+    holds (``_written``). Whole, not split by Otsu's threshold as a shadowed part beside a
+    desk is: without a desk to tell it from, the shadow's darker end (light falling off under
+    it) is shadow too, and left out it was a dark patch whose edge was read as digits."""
+    sides = (lit[0], lit[-1], lit[:, 0], lit[:, -1])
+    if max(side.mean() for side in sides) < LIT_EDGE:
+        return None
+    labels, _ = ndimage.label(rest)
+    for label in np.unique(labels[touching]):
+        region = labels == label
+        part = ndimage.binary_erosion(ndimage.binary_fill_holes(region))
+        if part.sum() < 0.1 * lit.sum():
+            continue
+        union = lit | part
+        sheet = _hull(union)
+        if sheet is None or sheet.mean() <= 0.92 or union.sum() < 0.9 * sheet.sum():
+            continue
+        # what lies under the shadow, less its rim (which the shadow's blurred edge lightens)
+        under = small[ndimage.binary_erosion(region, iterations=2)]
+        if _written(under, float(np.median(small[lit]))):
+            return part
+    return None
+
+
+def _written(values: np.ndarray, light: float) -> bool:
+    """Whether ``values`` are paper under a shadow with dark writing on it, beside paper whose
+    level is ``light``: at least DEEPEST of its level, its darkest pixels (as many as a
+    hairline digit has) under WRITTEN of its own, and its lightest as far over it at most
+    (more is light ink: a board beside a bright wall, a negative). A bare desk has no such
+    dark pixels; a black one is darker than any shadow."""
+    if values.size < 100:
+        return False
+    shade = float(np.median(values))
+    darkest, lightest = _ends(values)
+    return shade >= DEEPEST * light and darkest < WRITTEN * shade and lightest * WRITTEN < shade
 
 
 def _bare_around(grey: np.ndarray, sheet: np.ndarray) -> bool:
@@ -626,26 +683,60 @@ def denoised(grey: np.ndarray) -> np.ndarray:
 
 
 def _relit(grey: np.ndarray, sheet: _Sheet) -> np.ndarray:
-    """``grey`` with a sheet's shadowed part brightened by the ratio of the lit paper's level
-    to the shadowed paper's beside it, so that the shadow's edge does not go on across the
-    painted desk as a line of ink. The shadow's edge is placed pixel by pixel, near where the
-    grid put it, halfway between the two levels (ink there is brightened too: it stays ink)."""
+    """``grey`` with a sheet's shadowed part brightened to the level of the lit paper beside
+    it, so that the shadow's edge is no line of ink (across the sheet, or on across the
+    painted desk). Pixel by pixel, within reach of the part the grid found, on the sheet: the
+    paper's level there is its grey closing at full size (the ink taken out; a straight edge,
+    and a shadow's blurred rim, kept where they are, which a closing does not move), and the
+    pixel gets as much of the shadow's lift (the ratio of the lit paper's level to the
+    shadowed paper's) as that level lies of the way from the lit paper's to the shadowed
+    paper's. Ink keeps its ratio to the paper under it; lit paper is left as it is. One
+    factor for the whole part, as before, left a line along its edge where the grid's
+    blocks cut across it, which was read as digits."""
     shadowed, small, step = sheet.shadowed, sheet.small, sheet.step
     if not shadowed.any():
         return grey
     lit_beside = ndimage.binary_dilation(shadowed, iterations=3) & sheet.lit
     if not lit_beside.any():
         return grey
-    light, shade = float(np.median(small[lit_beside])), float(np.median(small[shadowed]))
+    # Levels of paper: the upper quartiles, which ink, and a dark object in the shadow (a
+    # phone beside the paper, as much as half of it), leave to the paper
+    light, shade = _paper_level(small[lit_beside]), _paper_level(small[shadowed])
     if not light > shade > 0:
         return grey
     h, w = grey.shape
-    core = np.repeat(np.repeat(shadowed, step, axis=0), step, axis=1)[:h, :w]
-    zone = ndimage.maximum_filter(core.view(np.uint8), size=6 * step + 1).view(bool)
-    shade_mask = core | (zone & sheet.mask & (grey < (light + shade) / 2))
+
+    def full_size(mask: np.ndarray) -> np.ndarray:
+        return np.repeat(np.repeat(mask, step, axis=0), step, axis=1)[:h, :w]
+
+    near = ndimage.maximum_filter(full_size(shadowed).view(np.uint8), size=6 * step + 1)
+    near = near.view(bool) & sheet.mask
+    rows, cols = np.flatnonzero(near.any(axis=1)), np.flatnonzero(near.any(axis=0))
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    window = int(max(15.0, BACKGROUND * max(h, w))) | 1  # wider than a stroke, as in ``_ink``
+    # padded with the edge's own values, as in ``_background``: where the shadow's edge meets
+    # the picture's at a slant, its tip is narrower than the window, and the closing filled it
+    padded = np.pad(grey[box], window, mode="edge")
+    paper = ndimage.grey_closing(padded, size=(window, window))[window:-window, window:-window]
+    # How far into the shadow each pixel is, from the lit paper's closed level beside it (0)
+    # to the shadowed paper's (1); the lift goes with it, up to the ratio of the two levels.
+    # (The closed levels are the paper's upper envelope, which noise of the same size lifts
+    # more, as a ratio, in the shadow: their own ratio lifted it too little.)
+    lit_level = _paper_level(paper[full_size(lit_beside)[box]])
+    shade_level = _paper_level(paper[full_size(shadowed)[box]])
+    if not lit_level > shade_level:
+        return grey
+    depth = np.clip((lit_level - paper) / (lit_level - shade_level), 0, 1)
+    lift = 1 + depth * (light / shade - 1)
     out = grey.copy()
-    out[shade_mask] = np.minimum(out[shade_mask] * (light / shade), 1)
+    region, inside = out[box], near[box]
+    region[inside] = np.minimum(region[inside] * lift[inside], 1)
     return out
+
+
+def _paper_level(values: np.ndarray) -> float:
+    """The level of paper among ``values``: their upper quartile."""
+    return float(np.percentile(values, 75))
 
 
 def _ink(grey: np.ndarray, extent: tuple[int, int] | None = None) -> Ink:
