@@ -1,6 +1,6 @@
 """How well reading holds up when the development set's single digits and whole numbers are
 changed the way other people's photos differ from them: noise, low contrast, uneven light, a
-hard shadow, blur, size, a turn, ruled and squared paper.
+hard shadow (and a deep one), blur, size, a turn, ruled and squared paper.
 
     python benchmarks/realdigits_changed.py [--model MODEL] [--dev DIR] [--out FILE] [--faint F]
 
@@ -108,6 +108,7 @@ CHANGES: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
     "darker (gamma 2.2)": lambda g, rng: g**2.2,
     "light falling off 1 -> 0.45": lambda g, rng: g * np.linspace(0.45, 1, g.shape[1])[None, :],
     "hard shadow across, 0.45": shadowed,
+    "deep shadow across, 0.25": lambda g, rng: shadowed(g, rng, 0.25),
     "blurred": lambda g, rng: ndimage.gaussian_filter(g, max(g.shape) / 120),
     "inverted": lambda g, rng: 1 - g,
     "half size": lambda g, rng: resized(g, 0.5),
