@@ -960,7 +960,10 @@ def test_threads_sharing_an_op_with_kept_memory_get_their_own_results():
     batches = [rng.normal(size=(n, 28, 28, 3)).astype(np.float32) for n in range(1, 9)]
     expected = [op.forward(b, training=False).copy() for b in batches]
     conv_shape = op.conv.output_shape(batches[0].shape[1:])
-    afresh = [inference.conv_inference(b, op.conv, (2, 2), None, True, conv_shape) for b in batches]
+    afresh = [
+        inference.conv_inference(b, op.conv, op.pool_size, op.affine(), True, conv_shape)
+        for b in batches
+    ]
     failures: list[str] = []
 
     def client(seed: int) -> None:

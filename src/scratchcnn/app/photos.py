@@ -109,7 +109,6 @@ SHADOWED_EDGE = 0.06
 # its darkest pixels, as many as a hairline digit has, under WRITTEN of its level, its lightest
 # under 1 / WRITTEN of it (lighter is light ink, as in a negative).
 LIT_EDGE, DEEPEST, WRITTEN = 1 / 3, 0.15, 0.6
-
 SLANT, SLANT_STEP = 12.0, 0.25  # degrees: how far turned ruled lines are looked for, how finely
 # Pixel noise (``noise_level``) above which a picture is smoothed before its ink is looked
 # for: the real development set's pictures measure 0.0164 at most, as ``read_image`` gives
@@ -562,19 +561,29 @@ def _shadowed_part(small: np.ndarray, lit: np.ndarray) -> np.ndarray:
             rows, cols = boxes[label - 1]  # not even its box filled would be large enough
             if (rows.stop - rows.start) * (cols.stop - cols.start) < 0.1 * lit.sum():
                 continue
-            part = ndimage.binary_fill_holes(labels == label)  # ink in the shadow is paper
-            # less its rim, whose pixels may be blurred into the desk: like the lit part's
-            # hull, the sheet may stop short of the paper's edge, never go past it
-            part = ndimage.binary_erosion(part)
-            if part.sum() < 0.1 * lit.sum():
+            joined = _joined(lit, labels == label)
+            if joined is None or joined[1].mean() > 0.92:
                 continue
-            union = lit | part
-            sheet = _hull(union)
-            if sheet is None or union.sum() < 0.9 * sheet.sum() or sheet.mean() > 0.92:
-                continue
+            part, sheet = joined
             if abs(_edge_step(small, sheet, part)) >= SHADOWED_EDGE:  # part lies off lit
                 return part
     return np.zeros_like(lit)
+
+
+def _joined(lit: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """A region beside ``lit`` as a shadowed part of its sheet: the region filled (ink in the
+    shadow is paper) less its rim, whose pixels may be blurred into the desk (like the lit
+    part's hull, the sheet may stop short of the paper's edge, never go past it), and the
+    hull it makes with ``lit``; None when that part is under a tenth of ``lit`` or the two
+    make no convex shape (under 90% of their hull)."""
+    part = ndimage.binary_erosion(ndimage.binary_fill_holes(region))
+    if part.sum() < 0.1 * lit.sum():
+        return None
+    union = lit | part
+    sheet = _hull(union)
+    if sheet is None or union.sum() < 0.9 * sheet.sum():
+        return None
+    return part, sheet
 
 
 def _shadow_across(
@@ -592,19 +601,15 @@ def _shadow_across(
     if max(side.mean() for side in sides) < LIT_EDGE:
         return None
     labels, _ = ndimage.label(rest)
+    light = float(np.median(small[lit]))
     for label in np.unique(labels[touching]):
         region = labels == label
-        part = ndimage.binary_erosion(ndimage.binary_fill_holes(region))
-        if part.sum() < 0.1 * lit.sum():
-            continue
-        union = lit | part
-        sheet = _hull(union)
-        if sheet is None or sheet.mean() <= 0.92 or union.sum() < 0.9 * sheet.sum():
+        joined = _joined(lit, region)
+        if joined is None or joined[1].mean() <= 0.92:
             continue
         # what lies under the shadow, less its rim (which the shadow's blurred edge lightens)
-        under = small[ndimage.binary_erosion(region, iterations=2)]
-        if _written(under, float(np.median(small[lit]))):
-            return part
+        if _written(small[ndimage.binary_erosion(region, iterations=2)], light):
+            return joined[0]
     return None
 
 
@@ -709,7 +714,8 @@ def _relit(grey: np.ndarray, sheet: _Sheet) -> np.ndarray:
     def full_size(mask: np.ndarray) -> np.ndarray:
         return np.repeat(np.repeat(mask, step, axis=0), step, axis=1)[:h, :w]
 
-    near = ndimage.maximum_filter(full_size(shadowed).view(np.uint8), size=6 * step + 1)
+    core = full_size(shadowed)
+    near = ndimage.maximum_filter(core.view(np.uint8), size=6 * step + 1)
     near = near.view(bool) & sheet.mask
     rows, cols = np.flatnonzero(near.any(axis=1)), np.flatnonzero(near.any(axis=0))
     box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
@@ -723,7 +729,7 @@ def _relit(grey: np.ndarray, sheet: _Sheet) -> np.ndarray:
     # (The closed levels are the paper's upper envelope, which noise of the same size lifts
     # more, as a ratio, in the shadow: their own ratio lifted it too little.)
     lit_level = _paper_level(paper[full_size(lit_beside)[box]])
-    shade_level = _paper_level(paper[full_size(shadowed)[box]])
+    shade_level = _paper_level(paper[core[box]])
     if not lit_level > shade_level:
         return grey
     depth = np.clip((lit_level - paper) / (lit_level - shade_level), 0, 1)
