@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import struct
 import subprocess
@@ -413,6 +414,10 @@ def test_bench_prints_and_saves_every_figure(tmp_path, torch):
     assert "GEMM peak" in result.stdout and "%peak" in result.stdout
     report = json.loads(out.read_text())
     assert report["gemm_peak_gflops"] > 0 and report["torch"].startswith("2.13")
+    # kernels forced by the environment (some machines set OPENBLAS_CORETYPE) are said so
+    coretype = os.environ.get("OPENBLAS_CORETYPE")
+    assert report["blas"].get("coretype_set") == coretype
+    assert (f"OPENBLAS_CORETYPE={coretype} chose them" in result.stdout) == bool(coretype)
     assert [(row["arch"], row["batch"]) for row in report["rows"]] == [("seed", 64), ("keras", 64)]
     for row in report["rows"]:
         assert row["ours_train"] > 0 and row["torch_train"] > 0 and row["ours_infer"] > 0

@@ -72,6 +72,9 @@ def blas_info() -> dict:
             return {
                 "name": f"{pool['internal_api']} {pool.get('version')}",
                 "architecture": pool.get("architecture"),
+                # OpenBLAS takes the kernels this names instead of those it finds for the CPU
+                # (some machines set it: older OpenBLAS builds fail on their CPU)
+                "coretype_set": os.environ.get("OPENBLAS_CORETYPE"),
                 "threads": pool["num_threads"],
             }
     return {"name": "unknown", "threads": os.cpu_count()}
@@ -514,9 +517,12 @@ def run(
         "rows": [],
     }
     allocator = "malloc keeps freed memory" if kept else "malloc as the system set it"
+    kernels = blas.get("architecture")
+    if blas.get("coretype_set"):
+        kernels = f"{kernels}: OPENBLAS_CORETYPE={blas['coretype_set']} chose them"
     log(
         f"{report['machine']['cpu']}, {threads} thread(s), {blas['name']} "
-        f"({blas.get('architecture')}), float32 GEMM peak {peak:.1f} GFLOP/s, {allocator}"
+        f"({kernels}), float32 GEMM peak {peak:.1f} GFLOP/s, {allocator}"
     )
     log(
         "training img/s: plain engine, compiled, PyTorch, and the ratios to PyTorch; %peak: the "
