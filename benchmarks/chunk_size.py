@@ -28,8 +28,8 @@ from scratchcnn.fast import compile, keep_freed_memory, parallel
 OUT = Path(__file__).resolve().parent / "results" / "chunk-size.txt"
 CASES = {  # batch: the most samples a chunk may hold, for each setting tried
     "seed": {128: (32,), 256: (32, 64)},
-    "keras": {64: (16,), 128: (16, 22, 32), 256: (16, 22, 32, 43, 64)},
-    "user": {64: (16,), 128: (16, 22, 32), 256: (16, 22, 32, 43, 64)},
+    "keras": {64: (11, 16), 128: (13, 16, 22, 32), 256: (13, 16, 22, 32, 43, 64)},
+    "user": {64: (16,), 128: (16, 22, 32), 256: (16, 19, 22, 32, 43, 64)},
 }
 
 

@@ -53,20 +53,23 @@ MIN_PART_VALUES = 1_500_000
 # A part of a training batch larger than this many activation values runs in chunks of at
 # most that many, one after another, each its forward, loss and backward, their gradients
 # summed (``part_step``): a chunk's patches and masks are still in cache when its backward
-# reads them. Timed split over two processes (benchmarks/results/chunk-size.txt): the user net
-# (47,146 values a sample) went 0.99x to 1.15x in chunks of 16 to 64 of parts of 64 and 128
-# (2x32 of 64: 1.04x; 3x43 of 128: 1.15x), 0.98x in 2x16 of a part of 32; the keras net
-# (68,970), whose second conv's backward reads its input, not its patches (``winograd.py``),
-# 0.95x to 1.03x, no gain beyond the noise; the seed net (13,530) 1.17x in 2 chunks of 64 of
-# a part of 128, but 0.92x in 2 of 32 of a part of 64. A threshold small enough for the seed
-# net's chunks would cut the others into chunks of 16 and less, so it is set for theirs: the
-# user net's parts of 64 and 128 run as 2x32 and 3x43, the seed net's whole. Only where a
+# reads them. Timed split over two processes (benchmarks/results/chunk-size.txt, an AMD EPYC
+# with AVX-512 kernels): the user net (47,146 values a sample) went 1.08x in 2x16 of a part of
+# 32, 1.06x to 1.18x in chunks of 16 to 32 of 64 (4x16 best) and 1.06x to 1.24x in chunks of
+# 16 to 64 of 128 (8x16 best, 7x19 1.22x); the keras net (68,970), whose second conv's
+# backward reads its input, not its patches (``winograd.py``), 0.96x to 1.04x, the noise; the
+# seed net (13,530) 1.18x in 2 chunks of 64 of a part of 128, but 0.88x in 2 of 32 of a part
+# of 64. So about 900,000 values: the user net's parts of 32, 64 and 128 run as 2x16, 4x16
+# and 7x19, keras's as 3x11, 5x13 and 10x13, the seed net's parts of 64 whole and of 128 as
+# 2x64. (A run on another EPYC with 2,500,000, earlier/chunk-size-2ec2136.txt, had the user
+# net at 1.04x in both 2x32 and 4x16 of 64 and 1.15x in 3x43 against 1.09x in 8x16 of 128.)
+# Only where a
 # part has a process to itself (``processes.py``): on the worker threads, whose parts share
 # one interpreter, a chunk's Python costs more than its cache saves (timed by hand, in no
 # file, two runs: the user net 0.88x and 0.96x at batch 128, 1.00x and 0.93x at 256; keras
 # 0.91x at 128, 0.92x and 0.91x at 256).
 # ``SCRATCHCNN_CHUNKS=0`` in the environment (or ``CHUNKS = False``) switches it off.
-CHUNK_VALUES = 2_500_000
+CHUNK_VALUES = 900_000
 CHUNKS = os.environ.get("SCRATCHCNN_CHUNKS", "1") != "0"
 
 
