@@ -63,11 +63,10 @@ MIN_PART_VALUES = 1_500_000
 # and 7x19, keras's as 3x11, 5x13 and 10x13, the seed net's parts of 64 whole and of 128 as
 # 2x64. (A run on another EPYC with 2,500,000, earlier/chunk-size-2ec2136.txt, had the user
 # net at 1.04x in both 2x32 and 4x16 of 64 and 1.15x in 3x43 against 1.09x in 8x16 of 128.)
-# Only where a
-# part has a process to itself (``processes.py``): on the worker threads, whose parts share
-# one interpreter, a chunk's Python costs more than its cache saves (timed by hand, in no
-# file, two runs: the user net 0.88x and 0.96x at batch 128, 1.00x and 0.93x at 256; keras
-# 0.91x at 128, 0.92x and 0.91x at 256).
+# Only where a part has a process to itself (``processes.py``): on the worker threads, whose
+# parts share one interpreter, a chunk's Python costs more than its cache saves (timed by
+# hand, in no file, two runs: the user net 0.88x and 0.96x at batch 128, 1.00x and 0.93x at
+# 256; keras 0.91x at 128, 0.92x and 0.91x at 256).
 # ``SCRATCHCNN_CHUNKS=0`` in the environment (or ``CHUNKS = False``) switches it off.
 CHUNK_VALUES = 900_000
 CHUNKS = os.environ.get("SCRATCHCNN_CHUNKS", "1") != "0"
