@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,6 +104,7 @@ ON_LINE = 0.2  # ink on a printed line is this much stronger than the line, at l
 THIN_LINE = 0.02  # a printed line is at most this share of the picture's side thick
 # A shadowed part of a sheet is dimmer paper: its edge on the desk a smaller step (``paper_sheet``)
 SHADOWED_EDGE = 0.06
+FILLS = 0.92  # a sheet's hull over this share of the picture fills it: no desk around it
 # Paper that fills the picture, a hard shadow across it (``_shadow_across``): the lit part
 # reaches the picture's edge along this share of a side at least, the shadow takes no less
 # than DEEPEST of the light (a darker "shadow" is a black desk), and dark writing shows in it:
@@ -389,14 +391,22 @@ def _background(
         # reflected fills the wedge that the reflection makes (its tip narrower than the
         # window) with the lit level. Not always: a stroke along the picture's edge, padded
         # so, would be a band too wide to close.
-        padded = np.pad(small, window, mode="edge")
-        paper = morph(padded, size=(window, window))[window:-window, window:-window]
+        paper = _past_edge(morph, small, window)
         back = ndimage.uniform_filter(paper, window)
         back = np.where(_shadow(paper, back, dark_ink), paper, back)
     if step == 1:
         return back, shadowed
     zoom = (values.shape[0] / back.shape[0], values.shape[1] / back.shape[1])
     return ndimage.zoom(back, zoom, order=1)[: values.shape[0], : values.shape[1]], shadowed
+
+
+def _past_edge(morph: Callable[..., np.ndarray], values: np.ndarray, window: int) -> np.ndarray:
+    """``morph`` (a grey closing or opening) of ``values`` by a square ``window``, the picture
+    padded with its edge's own values: a shadow's edge that meets the picture's at a slant goes
+    on beyond it, where the picture as reflected (``morph``'s own border) makes a wedge, its tip
+    narrower than the window, that the closing filled with the lit level."""
+    padded = np.pad(values, window, mode="edge")
+    return morph(padded, size=(window, window))[window:-window, window:-window]
 
 
 def _downscale(shape: tuple[int, int]) -> int:
@@ -494,7 +504,7 @@ def _find_sheet(grey: np.ndarray) -> _Sheet | None:
     areas = np.bincount(labels.ravel())[1:]
     paper = np.isin(labels, 1 + np.flatnonzero(areas >= 0.02 * bright.size))
     lit = _hull(paper)
-    if lit is None or lit.mean() > 0.92:  # no sheet, or nothing around it
+    if lit is None or lit.mean() > FILLS:  # no sheet, or nothing around it
         return None
     if (bright & lit).sum() < 0.75 * lit.sum() or _edge_step(small, lit, lit) < 0.1:
         return None
@@ -562,7 +572,7 @@ def _shadowed_part(small: np.ndarray, lit: np.ndarray) -> np.ndarray:
             if (rows.stop - rows.start) * (cols.stop - cols.start) < 0.1 * lit.sum():
                 continue
             joined = _joined(lit, labels == label)
-            if joined is None or joined[1].mean() > 0.92:
+            if joined is None or joined[1].mean() > FILLS:
                 continue
             part, sheet = joined
             if abs(_edge_step(small, sheet, part)) >= SHADOWED_EDGE:  # part lies off lit
@@ -605,7 +615,7 @@ def _shadow_across(
     for label in np.unique(labels[touching]):
         region = labels == label
         joined = _joined(lit, region)
-        if joined is None or joined[1].mean() <= 0.92:
+        if joined is None or joined[1].mean() <= FILLS:
             continue
         # what lies under the shadow, less its rim (which the shadow's blurred edge lightens)
         if _written(small[ndimage.binary_erosion(region, iterations=2)], light):
@@ -720,10 +730,7 @@ def _relit(grey: np.ndarray, sheet: _Sheet) -> np.ndarray:
     rows, cols = np.flatnonzero(near.any(axis=1)), np.flatnonzero(near.any(axis=0))
     box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
     window = int(max(15.0, BACKGROUND * max(h, w))) | 1  # wider than a stroke, as in ``_ink``
-    # padded with the edge's own values, as in ``_background``: where the shadow's edge meets
-    # the picture's at a slant, its tip is narrower than the window, and the closing filled it
-    padded = np.pad(grey[box], window, mode="edge")
-    paper = ndimage.grey_closing(padded, size=(window, window))[window:-window, window:-window]
+    paper = _past_edge(ndimage.grey_closing, grey[box], window)  # as in ``_background``
     # How far into the shadow each pixel is, from the lit paper's closed level beside it (0)
     # to the shadowed paper's (1); the lift goes with it, up to the ratio of the two levels.
     # (The closed levels are the paper's upper envelope, which noise of the same size lifts
